@@ -30,7 +30,7 @@ static void test_half_known_values(void **state) {
     assert_int_equal(ds_float_to_half(1.0f), 0x3c00);
     assert_int_equal(ds_float_to_half(-2.0f), 0xc000);
     assert_int_equal(ds_float_to_half(65504.0f), 0x7bff);
-    assert_int_equal(ds_float_to_half(1e6f), 0x7c00);           /* overflow -> inf */
+    assert_int_equal(ds_float_to_half(1e6f), 0x7c00);                   /* overflow -> inf */
     assert_int_equal(ds_float_to_half(5.960464477539063e-08f), 0x0001); /* smallest subnormal */
     assert_int_equal(ds_float_to_half(1.0f + 1.0f / 2048.0f), 0x3c00);  /* tie -> even */
     assert_int_equal(ds_float_to_half(1.0f + 3.0f / 2048.0f), 0x3c02);  /* tie -> even (up) */

@@ -8,14 +8,14 @@
 
 typedef enum ds_status {
     DS_OK = 0,
-    DS_EINVAL,        /* bad argument or malformed input */
-    DS_ENOMEM,        /* allocation failed or a pool is exhausted */
-    DS_EUNSUPPORTED,  /* valid but not implemented (shape, type, format) */
-    DS_EIO,           /* file system or stream error */
-    DS_ECORRUPT,      /* a file or message is truncated or inconsistent */
-    DS_ENOTFOUND,     /* a named thing (file, tensor, key) does not exist */
-    DS_ERANGE,        /* a value is outside its allowed range (context length, id) */
-    DS_EINTERNAL,     /* a vendor call (CUDA, NCCL, gRPC) failed */
+    DS_EINVAL,       /* bad argument or malformed input */
+    DS_ENOMEM,       /* allocation failed or a pool is exhausted */
+    DS_EUNSUPPORTED, /* valid but not implemented (shape, type, format) */
+    DS_EIO,          /* file system or stream error */
+    DS_ECORRUPT,     /* a file or message is truncated or inconsistent */
+    DS_ENOTFOUND,    /* a named thing (file, tensor, key) does not exist */
+    DS_ERANGE,       /* a value is outside its allowed range (context length, id) */
+    DS_EINTERNAL,    /* a vendor call (CUDA, NCCL, gRPC) failed */
 } ds_status;
 
 /* Stable lower-case name of a status ("ok", "invalid argument", ...). */

@@ -9,8 +9,9 @@ ds_status llama_config_validate(const llama_config *c, char *msg, size_t msg_len
         const char *name;
         int value;
     } sizes[] = {
-        {"n_layers", c->n_layers},     {"d_model", c->d_model},   {"n_heads", c->n_heads},
-        {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim}, {"d_ff", c->d_ff},
+        {"n_layers", c->n_layers},     {"d_model", c->d_model},
+        {"n_heads", c->n_heads},       {"n_kv_heads", c->n_kv_heads},
+        {"head_dim", c->head_dim},     {"d_ff", c->d_ff},
         {"vocab_size", c->vocab_size}, {"context_length", c->context_length},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -34,7 +35,8 @@ ds_status llama_config_validate(const llama_config *c, char *msg, size_t msg_len
 ds_status llama_model_alloc(llama_model *m, char *msg, size_t msg_len) {
     const llama_config *c = &m->config;
     size_t d = (size_t)c->d_model, q = (size_t)c->n_heads * c->head_dim,
-           kv = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->d_ff, v = (size_t)c->vocab_size;
+           kv = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->d_ff,
+           v = (size_t)c->vocab_size;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->tok_embd = calloc(v * d, sizeof(float));
     m->output_norm = calloc(d, sizeof(float));

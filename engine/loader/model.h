@@ -16,28 +16,28 @@
 
 typedef enum llama_rope_scaling {
     LLAMA_ROPE_NONE = 0,
-    LLAMA_ROPE_LINEAR,  /* positions divided by factor */
-    LLAMA_ROPE_LLAMA3,  /* Llama-3.1 frequency-dependent scaling */
+    LLAMA_ROPE_LINEAR, /* positions divided by factor */
+    LLAMA_ROPE_LLAMA3, /* Llama-3.1 frequency-dependent scaling */
 } llama_rope_scaling;
 
 typedef struct llama_config {
-    char architecture[32];   /* "llama" */
+    char architecture[32]; /* "llama" */
     int n_layers;
-    int d_model;             /* embedding width */
-    int n_heads;             /* query heads */
-    int n_kv_heads;          /* key/value heads (GQA: n_heads % n_kv_heads == 0) */
-    int head_dim;            /* d_model / n_heads unless the checkpoint says otherwise */
-    int d_ff;                /* SwiGLU hidden width */
+    int d_model;    /* embedding width */
+    int n_heads;    /* query heads */
+    int n_kv_heads; /* key/value heads (GQA: n_heads % n_kv_heads == 0) */
+    int head_dim;   /* d_model / n_heads unless the checkpoint says otherwise */
+    int d_ff;       /* SwiGLU hidden width */
     int vocab_size;
-    int context_length;      /* trained context */
+    int context_length; /* trained context */
     float rms_eps;
     float rope_theta;
     llama_rope_scaling rope_scaling;
-    float rope_factor;               /* LINEAR and LLAMA3 */
-    float rope_low_freq_factor;      /* LLAMA3 */
-    float rope_high_freq_factor;     /* LLAMA3 */
-    int rope_original_context;       /* LLAMA3 */
-    int tied_embeddings;     /* output projection shares tok_embd */
+    float rope_factor;           /* LINEAR and LLAMA3 */
+    float rope_low_freq_factor;  /* LLAMA3 */
+    float rope_high_freq_factor; /* LLAMA3 */
+    int rope_original_context;   /* LLAMA3 */
+    int tied_embeddings;         /* output projection shares tok_embd */
 } llama_config;
 
 typedef struct llama_layer {
@@ -54,9 +54,9 @@ typedef struct llama_layer {
 
 typedef struct llama_model {
     llama_config config;
-    float *tok_embd;    /* [vocab_size][d_model] */
-    float *output_norm; /* [d_model] */
-    float *output;      /* [vocab_size][d_model]; == tok_embd when tied (not freed twice) */
+    float *tok_embd;     /* [vocab_size][d_model] */
+    float *output_norm;  /* [d_model] */
+    float *output;       /* [vocab_size][d_model]; == tok_embd when tied (not freed twice) */
     llama_layer *layers; /* [n_layers] */
 } llama_model;
 

@@ -1,0 +1,545 @@
+/* kvcache/decoquant.c — C reference of the KV page codec (DecoQuant and the RTN/KIVI/fp16
+ * baselines). The format and the math are documented in decoquant.h; this file keeps to plain
+ * loops so that the CUDA kernels can be checked against it line by line. */
+#include "kvcache/decoquant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "common/log.h"
+
+enum { DQ_MAX_DIM = 1024, DQ_MAX_M = 64, DQ_ALIGN = 16 };
+
+static size_t align_up(size_t n) { return (n + DQ_ALIGN - 1) / DQ_ALIGN * DQ_ALIGN; }
+
+static const char *const method_names[DQ_N_METHODS] = {"fp16", "decoquant", "rtn", "kivi"};
+
+const char *dq_method_name(dq_method method) {
+    return (unsigned)method < DQ_N_METHODS ? method_names[method] : "unknown";
+}
+
+ds_status dq_method_from_name(const char *name, dq_method *out, char *msg, size_t msg_len) {
+    for (int i = 0; i < DQ_N_METHODS; i++) {
+        if (!strcmp(name, method_names[i])) {
+            *out = (dq_method)i;
+            return DS_OK;
+        }
+    }
+    return ds_fail(msg, msg_len, DS_EINVAL, "kv method '%s': expected fp16, decoquant, rtn or kivi",
+                   name);
+}
+
+/* ---- format ---------------------------------------------------------------------------- */
+
+/* Length of the axis that quantization groups run along, for the resolved method and role. */
+static int group_axis_len(const dq_format *f) {
+    switch (f->cfg.method) {
+    case DQ_DECOQUANT: return f->cfg.axis == DQ_AXIS_ROW ? f->n : f->t2;
+    case DQ_KIVI: return f->role == DQ_KEYS ? f->T : f->D;
+    default: return f->D;
+    }
+}
+
+ds_status dq_format_init(dq_format *f, const dq_config *cfg, dq_role role, char *msg,
+                         size_t msg_len) {
+    memset(f, 0, sizeof *f);
+    dq_config c = *cfg;
+    if ((unsigned)c.method >= DQ_N_METHODS)
+        return ds_fail(msg, msg_len, DS_EINVAL, "kv method = %d: unknown", (int)c.method);
+    if (c.bits != 2 && c.bits != 4 && c.bits != 8 && c.bits != 16)
+        return ds_fail(msg, msg_len, DS_EINVAL, "bits = %d: expected 2, 4, 8 or 16", c.bits);
+    if (c.method == DQ_FP16 && c.bits != 16)
+        return ds_fail(msg, msg_len, DS_EINVAL, "kv method fp16 stores 16 bits, not bits = %d",
+                       c.bits);
+    if (c.block_size <= 0 || c.block_size > DQ_MAX_DIM)
+        return ds_fail(msg, msg_len, DS_EINVAL, "block_size = %d: must be in 1..%d", c.block_size,
+                       DQ_MAX_DIM);
+    if (c.head_dim <= 0 || c.head_dim > DQ_MAX_DIM)
+        return ds_fail(msg, msg_len, DS_EINVAL, "head_dim = %d: must be in 1..%d", c.head_dim,
+                       DQ_MAX_DIM);
+    if (c.group_size < 0)
+        return ds_fail(msg, msg_len, DS_EINVAL, "group_size = %d: must be positive (0: default)",
+                       c.group_size);
+    if (role != DQ_KEYS && role != DQ_VALUES)
+        return ds_fail(msg, msg_len, DS_EINVAL, "role = %d: expected keys or values", (int)role);
+    if (c.bits == 16) c.method = DQ_FP16; /* 16 bits means no compression, whatever the method */
+    if (c.group_size == 0) c.group_size = 64;
+
+    f->role = role;
+    f->T = c.block_size;
+    f->D = c.head_dim;
+    if (c.method == DQ_FP16) {
+        f->cfg = c;
+        f->page_bytes = align_up((size_t)f->T * f->D * sizeof(uint16_t));
+        f->payload_offset = 0;
+        return DS_OK;
+    }
+
+    f->n_values = f->T * f->D;
+    if (c.method == DQ_DECOQUANT) {
+        if (c.t1 == 0) c.t1 = 1;
+        if (c.d1 == 0) c.d1 = c.head_dim >= 128 ? 8 : 4;
+        if (c.t1 < 0 || f->T % c.t1)
+            return ds_fail(msg, msg_len, DS_EINVAL, "block_size = %d is not divisible by t1 = %d",
+                           f->T, c.t1);
+        if (c.d1 <= 0 || f->D % c.d1)
+            return ds_fail(msg, msg_len, DS_EINVAL, "head_dim = %d is not divisible by d1 = %d",
+                           f->D, c.d1);
+        f->m = c.t1 * c.d1;
+        if (f->m > DQ_MAX_M)
+            return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "t1*d1 = %d: at most %d supported", f->m,
+                           DQ_MAX_M);
+        if (c.rank < 0 || c.rank > f->m)
+            return ds_fail(msg, msg_len, DS_EINVAL, "rank = %d: must be in 0..t1*d1 = %d", c.rank,
+                           f->m);
+        if (c.absorb != DQ_ABSORB_SMALL && c.absorb != DQ_ABSORB_LARGE)
+            return ds_fail(msg, msg_len, DS_EINVAL, "absorb = %d: expected small or large",
+                           (int)c.absorb);
+        if (c.axis != DQ_AXIS_ROW && c.axis != DQ_AXIS_CHAN)
+            return ds_fail(msg, msg_len, DS_EINVAL, "axis = %d: expected row or chan", (int)c.axis);
+        f->t2 = f->T / c.t1;
+        f->d2 = f->D / c.d1;
+        f->n = f->t2 * f->d2;
+        f->rank = c.rank ? c.rank : f->m;
+        f->n_values = f->rank * f->n;
+    }
+    f->cfg = c;
+
+    int axis_len = group_axis_len(f);
+    f->group_len = c.group_size < axis_len ? c.group_size : axis_len;
+    if (axis_len % f->group_len)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "group_size = %d does not divide the %s group axis of length %d",
+                       c.group_size, dq_method_name(c.method), axis_len);
+    f->n_groups = f->n_values / f->group_len;
+
+    size_t off = 0;
+    if (c.method == DQ_DECOQUANT) {
+        f->small_offset = 0;
+        off = align_up((size_t)f->m * f->rank * sizeof(uint16_t));
+    }
+    f->params_offset = off;
+    off = align_up(off + (size_t)f->n_groups * 2 * sizeof(uint16_t));
+    f->payload_offset = off;
+    off = align_up(off + ((size_t)f->n_values * c.bits + 7) / 8);
+    f->page_bytes = off;
+    return DS_OK;
+}
+
+/* ---- workspace --------------------------------------------------------------------------- */
+
+typedef struct workspace {
+    float *mat;     /* [T*D]   page as fp32, then M' */
+    float *large;   /* [m*n]   large tensor B (== T*D floats) */
+    float *vals;    /* [T*D]   values in storage order */
+    double *gram;   /* [m*m] */
+    double *vecs;   /* [m*m] */
+    double *aux;    /* [m*m] refit: B B^T */
+    double *rhs;    /* [m*m] refit: M' B^T, then the solved A */
+    float *small;   /* [m*m]   A in fp32 */
+    uint8_t *codes; /* [T*D] */
+} workspace;
+
+size_t dq_workspace_bytes(const dq_format *f) {
+    size_t td = (size_t)f->T * f->D, mm = (size_t)f->m * f->m;
+    return 3 * align_up(td * sizeof(float)) + 4 * align_up(mm * sizeof(double)) +
+           align_up(mm * sizeof(float)) + align_up(td);
+}
+
+static workspace carve(const dq_format *f, void *base) {
+    size_t td = (size_t)f->T * f->D, mm = (size_t)f->m * f->m;
+    uint8_t *p = base;
+    workspace w;
+    w.mat = (float *)p, p += align_up(td * sizeof(float));
+    w.large = (float *)p, p += align_up(td * sizeof(float));
+    w.vals = (float *)p, p += align_up(td * sizeof(float));
+    w.gram = (double *)p, p += align_up(mm * sizeof(double));
+    w.vecs = (double *)p, p += align_up(mm * sizeof(double));
+    w.aux = (double *)p, p += align_up(mm * sizeof(double));
+    w.rhs = (double *)p, p += align_up(mm * sizeof(double));
+    w.small = (float *)p, p += align_up(mm * sizeof(float));
+    w.codes = p;
+    return w;
+}
+
+/* ---- bit packing ------------------------------------------------------------------------- */
+
+void dq_pack_codes(const uint8_t *codes, int n, int bits, uint8_t *out) {
+    if (bits == 8) {
+        memcpy(out, codes, (size_t)n);
+        return;
+    }
+    int per_byte = 8 / bits;
+    memset(out, 0, ((size_t)n * bits + 7) / 8);
+    for (int k = 0; k < n; k++)
+        out[k / per_byte] |= (uint8_t)(codes[k] << ((k % per_byte) * bits));
+}
+
+void dq_unpack_codes(const uint8_t *packed, int n, int bits, uint8_t *codes) {
+    if (bits == 8) {
+        memcpy(codes, packed, (size_t)n);
+        return;
+    }
+    int per_byte = 8 / bits;
+    uint8_t mask = (uint8_t)((1u << bits) - 1);
+    for (int k = 0; k < n; k++)
+        codes[k] = (packed[k / per_byte] >> ((k % per_byte) * bits)) & mask;
+}
+
+/* ---- group quantizer ----------------------------------------------------------------------- */
+
+/* Quantizes n_groups groups of g consecutive values of x to codes, writing (scale, min) in fp16
+ * to params and the dequantized values back into x (what the decoder will see). */
+static void quantize_groups(float *x, int n_groups, int g, int bits, uint16_t *params,
+                            uint8_t *codes) {
+    const int qmax = (1 << bits) - 1;
+    for (int gi = 0; gi < n_groups; gi++) {
+        float *v = x + (size_t)gi * g;
+        float lo = v[0], hi = v[0];
+        for (int i = 1; i < g; i++) {
+            lo = v[i] < lo ? v[i] : lo;
+            hi = v[i] > hi ? v[i] : hi;
+        }
+        uint16_t scale_h = ds_float_to_half((hi - lo) / (float)qmax);
+        uint16_t min_h = ds_float_to_half(lo);
+        float scale = ds_half_to_float(scale_h), mn = ds_half_to_float(min_h);
+        params[2 * gi] = scale_h;
+        params[2 * gi + 1] = min_h;
+        uint8_t *c = codes + (size_t)gi * g;
+        float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int i = 0; i < g; i++) {
+            /* round half up of a value clamped to [0, qmax]; +0.5 then truncation */
+            float y = (v[i] - mn) * inv + 0.5f;
+            int q = (int)(y < 0.0f ? 0.0f : y);
+            q = q > qmax ? qmax : q;
+            c[i] = (uint8_t)q;
+            v[i] = (float)q * scale + mn;
+        }
+    }
+}
+
+static void dequantize_groups(const uint8_t *codes, int n_groups, int g, const uint16_t *params,
+                              float *x) {
+    for (int gi = 0; gi < n_groups; gi++) {
+        float scale = ds_half_to_float(params[2 * gi]), mn = ds_half_to_float(params[2 * gi + 1]);
+        for (int i = 0; i < g; i++)
+            x[(size_t)gi * g + i] = (float)codes[(size_t)gi * g + i] * scale + mn;
+    }
+}
+
+/* ---- storage order ------------------------------------------------------------------------- */
+
+/* mat is the page [T][D] (RTN, KIVI) or the large tensor [rank][n] (DecoQuant). */
+static void to_storage(const dq_format *f, const float *mat, float *x) {
+    if (f->cfg.method == DQ_KIVI && f->role == DQ_KEYS) {
+        for (int t = 0; t < f->T; t++)
+            for (int c = 0; c < f->D; c++)
+                x[c * f->T + t] = mat[t * f->D + c];
+    } else if (f->cfg.method == DQ_DECOQUANT && f->cfg.axis == DQ_AXIS_CHAN) {
+        for (int r = 0; r < f->rank; r++)
+            for (int t2i = 0; t2i < f->t2; t2i++)
+                for (int c2 = 0; c2 < f->d2; c2++)
+                    x[(r * f->d2 + c2) * f->t2 + t2i] = mat[r * f->n + t2i * f->d2 + c2];
+    } else {
+        memcpy(x, mat, (size_t)f->n_values * sizeof(float));
+    }
+}
+
+static void from_storage(const dq_format *f, const float *x, float *mat) {
+    if (f->cfg.method == DQ_KIVI && f->role == DQ_KEYS) {
+        for (int t = 0; t < f->T; t++)
+            for (int c = 0; c < f->D; c++)
+                mat[t * f->D + c] = x[c * f->T + t];
+    } else if (f->cfg.method == DQ_DECOQUANT && f->cfg.axis == DQ_AXIS_CHAN) {
+        for (int r = 0; r < f->rank; r++)
+            for (int t2i = 0; t2i < f->t2; t2i++)
+                for (int c2 = 0; c2 < f->d2; c2++)
+                    mat[r * f->n + t2i * f->d2 + c2] = x[(r * f->d2 + c2) * f->t2 + t2i];
+    } else {
+        memcpy(mat, x, (size_t)f->n_values * sizeof(float));
+    }
+}
+
+/* ---- MPO decomposition --------------------------------------------------------------------- */
+
+/* page [T][D] -> M' [m][n] with M'[(t1i,c1), (t2i,c2)] = page[t1i*t2 + t2i][c1*d2 + c2]. */
+static void regroup(const dq_format *f, const float *page, float *mp) {
+    int d1 = f->cfg.d1;
+    for (int t = 0; t < f->T; t++) {
+        int t1i = t / f->t2, t2i = t % f->t2;
+        for (int c = 0; c < f->D; c++) {
+            int c1 = c / f->d2, c2 = c % f->d2;
+            mp[(size_t)(t1i * d1 + c1) * f->n + t2i * f->d2 + c2] = page[t * f->D + c];
+        }
+    }
+}
+
+static void ungroup(const dq_format *f, const float *mp, float *page, size_t stride) {
+    int d1 = f->cfg.d1;
+    for (int t = 0; t < f->T; t++) {
+        int t1i = t / f->t2, t2i = t % f->t2;
+        for (int c = 0; c < f->D; c++) {
+            int c1 = c / f->d2, c2 = c % f->d2;
+            page[t * stride + c] = mp[(size_t)(t1i * d1 + c1) * f->n + t2i * f->d2 + c2];
+        }
+    }
+}
+
+/* Cyclic Jacobi eigen-decomposition of the symmetric m x m matrix a (destroyed: its diagonal
+ * ends as the eigenvalues); v receives the eigenvectors as columns. */
+static void jacobi_eigen(double *a, double *v, int m) {
+    for (int i = 0; i < m * m; i++)
+        v[i] = 0.0;
+    for (int i = 0; i < m; i++)
+        v[i * m + i] = 1.0;
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0.0, diag = 0.0;
+        for (int p = 0; p < m; p++) {
+            diag += a[p * m + p] * a[p * m + p];
+            for (int q = p + 1; q < m; q++)
+                off += a[p * m + q] * a[p * m + q];
+        }
+        if (off <= 1e-30 * diag || off == 0.0) break;
+        for (int p = 0; p < m; p++) {
+            for (int q = p + 1; q < m; q++) {
+                double apq = a[p * m + q];
+                if (apq == 0.0) continue;
+                double theta = (a[q * m + q] - a[p * m + p]) / (2.0 * apq);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+                for (int k = 0; k < m; k++) { /* columns p, q of A */
+                    double akp = a[k * m + p], akq = a[k * m + q];
+                    a[k * m + p] = c * akp - s * akq;
+                    a[k * m + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < m; k++) { /* rows p, q */
+                    double apk = a[p * m + k], aqk = a[q * m + k];
+                    a[p * m + k] = c * apk - s * aqk;
+                    a[q * m + k] = s * apk + c * aqk;
+                }
+                for (int k = 0; k < m; k++) {
+                    double vkp = v[k * m + p], vkq = v[k * m + q];
+                    v[k * m + p] = c * vkp - s * vkq;
+                    v[k * m + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+}
+
+/* Dot product with eight float partial sums (vectorisable without -ffast-math), summed in double.
+ */
+static double dot_f32(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += a[k + l] * b[k + l];
+    double sum = 0.0;
+    for (int l = 0; l < 8; l++)
+        sum += acc[l];
+    for (; k < n; k++)
+        sum += (double)a[k] * b[k];
+    return sum;
+}
+
+/* M' (in w->mat) -> A (w->small, [m][rank]) and B (w->large, [rank][n]); singular values out. */
+static void mpo_factor(const dq_format *f, workspace *w, float *singular) {
+    const int m = f->m, n = f->n, r = f->rank;
+    const float *mp = w->mat;
+    for (int i = 0; i < m; i++) {
+        for (int j = i; j < m; j++) {
+            w->gram[i * m + j] = w->gram[j * m + i] =
+                dot_f32(mp + (size_t)i * n, mp + (size_t)j * n, n);
+        }
+    }
+    jacobi_eigen(w->gram, w->vecs, m);
+
+    /* Selection sort of eigenpairs by descending eigenvalue (m <= 64). */
+    int order[DQ_MAX_M];
+    for (int i = 0; i < m; i++)
+        order[i] = i;
+    for (int i = 0; i < m; i++) {
+        int best = i;
+        for (int j = i + 1; j < m; j++)
+            if (w->gram[order[j] * m + order[j]] > w->gram[order[best] * m + order[best]]) best = j;
+        int tmp = order[i];
+        order[i] = order[best];
+        order[best] = tmp;
+    }
+    double s0 = sqrt(fmax(w->gram[order[0] * m + order[0]], 0.0));
+    for (int k = 0; k < r; k++) {
+        int e = order[k];
+        double s = sqrt(fmax(w->gram[e * m + e], 0.0));
+        /* Directions with negligible energy are dropped: U U^T M' loses only them. */
+        int keep = s > 1e-30 && s > 1e-7 * s0;
+        double scale_b = f->cfg.absorb == DQ_ABSORB_SMALL ? (keep ? 1.0 / s : 0.0) : 1.0;
+        double scale_a = f->cfg.absorb == DQ_ABSORB_SMALL ? s : 1.0;
+        if (singular) singular[k] = (float)s;
+        for (int i = 0; i < m; i++)
+            w->small[i * r + k] = (float)(w->vecs[i * m + e] * scale_a);
+        float *row = w->large + (size_t)k * n;
+        for (int j = 0; j < n; j++)
+            row[j] = 0.0f;
+        for (int i = 0; i < m; i++) { /* row = scale_b * u_e^T M', vectorised along n */
+            float u = (float)(w->vecs[i * m + e] * scale_b);
+            const float *src = mp + (size_t)i * n;
+            for (int j = 0; j < n; j++)
+                row[j] += u * src[j];
+        }
+    }
+}
+
+/* A = M' B^T (B B^T)^-1 for the dequantized B in w->large, by Cholesky with a tiny ridge. Leaves
+ * w->small untouched if the system is singular beyond the ridge. */
+static void refit_small(const dq_format *f, workspace *w) {
+    const int m = f->m, n = f->n, r = f->rank;
+    double *h = w->aux, *rhs = w->rhs, trace = 0.0;
+    for (int i = 0; i < r; i++) {
+        for (int j = i; j < r; j++) {
+            h[i * r + j] = h[j * r + i] =
+                dot_f32(w->large + (size_t)i * n, w->large + (size_t)j * n, n);
+        }
+        trace += h[i * r + i];
+    }
+    if (!(trace > 0.0)) return;
+    for (int i = 0; i < r; i++)
+        h[i * r + i] += 1e-9 * trace / r;
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < r; j++) {
+            rhs[i * r + j] = dot_f32(w->mat + (size_t)i * n, w->large + (size_t)j * n, n);
+        }
+    }
+    /* In-place Cholesky h = L L^T (lower triangle). */
+    for (int j = 0; j < r; j++) {
+        double d = h[j * r + j];
+        for (int k = 0; k < j; k++)
+            d -= h[j * r + k] * h[j * r + k];
+        if (!(d > 0.0)) return;
+        d = sqrt(d);
+        h[j * r + j] = d;
+        for (int i = j + 1; i < r; i++) {
+            double s = h[i * r + j];
+            for (int k = 0; k < j; k++)
+                s -= h[i * r + k] * h[j * r + k];
+            h[i * r + j] = s / d;
+        }
+    }
+    /* Each row a of A solves a H = rhs_row, i.e. H a^T = rhs_row^T (H symmetric). */
+    for (int i = 0; i < m; i++) {
+        double *x = rhs + (size_t)i * r;
+        for (int j = 0; j < r; j++) { /* L y = b */
+            double s = x[j];
+            for (int k = 0; k < j; k++)
+                s -= h[j * r + k] * x[k];
+            x[j] = s / h[j * r + j];
+        }
+        for (int j = r - 1; j >= 0; j--) { /* L^T a = y */
+            double s = x[j];
+            for (int k = j + 1; k < r; k++)
+                s -= h[k * r + j] * x[k];
+            x[j] = s / h[j * r + j];
+        }
+    }
+    for (int i = 0; i < m * r; i++)
+        w->small[i] = (float)rhs[i];
+}
+
+void dq_mpo_decompose(const dq_format *f, const float *page, float *small, float *large,
+                      float *singular, void *workspace_mem) {
+    DS_ASSERT(f->cfg.method == DQ_DECOQUANT);
+    workspace w = carve(f, workspace_mem);
+    regroup(f, page, w.mat);
+    mpo_factor(f, &w, singular);
+    memcpy(small, w.small, (size_t)f->m * f->rank * sizeof(float));
+    memcpy(large, w.large, (size_t)f->rank * f->n * sizeof(float));
+}
+
+/* M' [m][n] = A [m][r] x B [r][n]. */
+static void mpo_product(const dq_format *f, const float *small, const float *large, float *mp) {
+    const int m = f->m, n = f->n, r = f->rank;
+    for (int i = 0; i < m; i++) {
+        float *row = mp + (size_t)i * n;
+        for (int j = 0; j < n; j++)
+            row[j] = 0.0f;
+        for (int k = 0; k < r; k++) {
+            float a = small[i * r + k];
+            const float *b = large + (size_t)k * n;
+            for (int j = 0; j < n; j++)
+                row[j] += a * b[j];
+        }
+    }
+}
+
+void dq_mpo_reconstruct(const dq_format *f, const float *small, const float *large, float *page,
+                        void *workspace_mem) {
+    DS_ASSERT(f->cfg.method == DQ_DECOQUANT);
+    workspace w = carve(f, workspace_mem);
+    mpo_product(f, small, large, w.mat);
+    ungroup(f, w.mat, page, (size_t)f->D);
+}
+
+/* ---- compress / decompress ------------------------------------------------------------------ */
+
+void dq_compress_page(const dq_format *f, const uint16_t *src, size_t src_stride, uint8_t *page,
+                      void *workspace_mem) {
+    if (f->cfg.method == DQ_FP16) {
+        for (int t = 0; t < f->T; t++)
+            memcpy(page + (size_t)t * f->D * 2, src + t * src_stride, (size_t)f->D * 2);
+        memset(page + (size_t)f->T * f->D * 2, 0, f->page_bytes - (size_t)f->T * f->D * 2);
+        return;
+    }
+    workspace w = carve(f, workspace_mem);
+    memset(page, 0, f->page_bytes);
+    uint16_t *params = (uint16_t *)(page + f->params_offset);
+    float *input = w.vals; /* page as fp32 [T][D] */
+    for (int t = 0; t < f->T; t++)
+        for (int c = 0; c < f->D; c++)
+            input[t * f->D + c] = ds_half_to_float(src[t * src_stride + c]);
+
+    if (f->cfg.method != DQ_DECOQUANT) {
+        to_storage(f, input, w.large);
+        quantize_groups(w.large, f->n_groups, f->group_len, f->cfg.bits, params, w.codes);
+    } else {
+        regroup(f, input, w.mat);
+        mpo_factor(f, &w, NULL);
+        to_storage(f, w.large, w.vals);
+        quantize_groups(w.vals, f->n_groups, f->group_len, f->cfg.bits, params, w.codes);
+        if (f->cfg.refit) {
+            from_storage(f, w.vals, w.large); /* dequantized B */
+            refit_small(f, &w);
+        }
+        uint16_t *small = (uint16_t *)(page + f->small_offset);
+        for (int i = 0; i < f->m * f->rank; i++)
+            small[i] = ds_float_to_half(w.small[i]);
+    }
+    dq_pack_codes(w.codes, f->n_values, f->cfg.bits, page + f->payload_offset);
+}
+
+void dq_decompress_page(const dq_format *f, const uint8_t *page, float *out, size_t out_stride,
+                        void *workspace_mem) {
+    if (f->cfg.method == DQ_FP16) {
+        const uint16_t *h = (const uint16_t *)page;
+        for (int t = 0; t < f->T; t++)
+            for (int c = 0; c < f->D; c++)
+                out[t * out_stride + c] = ds_half_to_float(h[t * f->D + c]);
+        return;
+    }
+    workspace w = carve(f, workspace_mem);
+    const uint16_t *params = (const uint16_t *)(page + f->params_offset);
+    dq_unpack_codes(page + f->payload_offset, f->n_values, f->cfg.bits, w.codes);
+    dequantize_groups(w.codes, f->n_groups, f->group_len, params, w.vals);
+    if (f->cfg.method != DQ_DECOQUANT) {
+        from_storage(f, w.vals, w.mat);
+        for (int t = 0; t < f->T; t++)
+            memcpy(out + t * out_stride, w.mat + (size_t)t * f->D, (size_t)f->D * sizeof(float));
+        return;
+    }
+    const uint16_t *small = (const uint16_t *)(page + f->small_offset);
+    for (int i = 0; i < f->m * f->rank; i++)
+        w.small[i] = ds_half_to_float(small[i]);
+    from_storage(f, w.vals, w.large);
+    mpo_product(f, w.small, w.large, w.mat);
+    ungroup(f, w.mat, out, out_stride);
+}
