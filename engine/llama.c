@@ -1,0 +1,256 @@
+/* engine/llama.c — CPU forward pass of a Llama model over the paged KV cache (see llama.h).
+ * GEMMs go to OpenBLAS through kernels/ops.h; attention is plain C over decompressed pages. */
+#include "engine/llama.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "common/log.h"
+#include "kernels/ops.h"
+
+struct llama_engine {
+    const llama_model *model;
+    kv_cache *cache;
+    int max_rows;
+    float *inv_freq; /* [head_dim/2] */
+    /* step scratch, [max_rows][...] */
+    float *x, *xn, *q, *k, *v, *attn, *gate, *up;
+    int32_t *positions;
+    /* attention scratch */
+    float *kbuf, *vbuf; /* [context][head_dim] decompressed full blocks of one (seq, head) */
+    float *scores;      /* [context] */
+    float *krow;        /* [head_dim] */
+    llama_qkv_tap tap;
+    void *tap_ctx;
+};
+
+void llama_engine_set_tap(llama_engine *e, llama_qkv_tap tap, void *ctx) {
+    e->tap = tap;
+    e->tap_ctx = ctx;
+}
+
+void llama_engine_destroy(llama_engine *e) {
+    if (!e) return;
+    free(e->inv_freq);
+    free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v), free(e->attn);
+    free(e->gate), free(e->up), free(e->positions);
+    free(e->kbuf), free(e->vbuf), free(e->scores), free(e->krow);
+    free(e);
+}
+
+ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max_step_tokens,
+                              llama_engine **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    const llama_config *c = &model->config;
+    ds_status st = llama_config_validate(c, msg, msg_len);
+    if (st != DS_OK) return st;
+    const kv_cache_config *kc = &cache->config;
+    if (kc->n_layers != c->n_layers || kc->n_kv_heads != c->n_kv_heads ||
+        kc->head_dim != c->head_dim)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "kv cache shape (%d layers, %d kv heads, head_dim %d) does not match the "
+                       "model (%d, %d, %d)",
+                       kc->n_layers, kc->n_kv_heads, kc->head_dim, c->n_layers, c->n_kv_heads,
+                       c->head_dim);
+    if (max_step_tokens <= 0)
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_step_tokens = %d: must be positive",
+                       max_step_tokens);
+    ops_rope_config rope = {.head_dim = c->head_dim,
+                            .theta = c->rope_theta,
+                            .scaling = (ops_rope_scaling)c->rope_scaling,
+                            .factor = c->rope_factor,
+                            .low_freq_factor = c->rope_low_freq_factor,
+                            .high_freq_factor = c->rope_high_freq_factor,
+                            .original_context = c->rope_original_context};
+    st = ops_rope_config_validate(&rope, msg, msg_len);
+    if (st != DS_OK) return st;
+
+    llama_engine *e = calloc(1, sizeof *e);
+    if (!e) return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory");
+    e->model = model;
+    e->cache = cache;
+    e->max_rows = max_step_tokens;
+    size_t R = (size_t)max_step_tokens, d = (size_t)c->d_model, D = (size_t)c->head_dim;
+    size_t qd = (size_t)c->n_heads * D, kvd = (size_t)c->n_kv_heads * D,
+           ctx = (size_t)c->context_length;
+    e->inv_freq = malloc(D / 2 * sizeof(float));
+    e->x = malloc(R * d * sizeof(float));
+    e->xn = malloc(R * d * sizeof(float));
+    e->q = malloc(R * qd * sizeof(float));
+    e->k = malloc(R * kvd * sizeof(float));
+    e->v = malloc(R * kvd * sizeof(float));
+    e->attn = malloc(R * qd * sizeof(float));
+    e->gate = malloc(R * (size_t)c->d_ff * sizeof(float));
+    e->up = malloc(R * (size_t)c->d_ff * sizeof(float));
+    e->positions = malloc(R * sizeof(int32_t));
+    e->kbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
+    e->vbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
+    e->scores = malloc((ctx + 1) * sizeof(float));
+    e->krow = malloc(2 * D * sizeof(float));
+    if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
+        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->scores || !e->krow) {
+        llama_engine_destroy(e);
+        return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
+    }
+    ops_rope_inv_freq(&rope, e->inv_freq);
+    *out = e;
+    return DS_OK;
+}
+
+int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs) {
+    int rows = 0;
+    for (int s = 0; s < n_seqs; s++)
+        rows += seqs[s].all_logits ? seqs[s].n_tokens : 1;
+    return rows;
+}
+
+/* Attention of one sequence's new rows [row0, row0 + n) for one layer; K/V already in the cache. */
+static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int row0) {
+    const llama_config *c = &e->model->config;
+    kv_cache *kc = e->cache;
+    const int D = c->head_dim, T = kc->config.block_size, group = c->n_heads / c->n_kv_heads;
+    const int first = s->kv->n_tokens, last = first + s->n_tokens - 1;
+    const float scale = 1.0f / sqrtf((float)D);
+    /* Full blocks before the last query's own block are read compressed. */
+    const int n_full = last / T;
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        kv_cache_load_compressed(kc, s->kv, layer, h, n_full, e->kbuf, e->vbuf);
+        for (int i = 0; i < s->n_tokens; i++) {
+            const int p = first + i, own = (p / T) * T;
+            for (int g = 0; g < group; g++) {
+                const int qh = h * group + g;
+                const float *q = e->q + (size_t)(row0 + i) * c->n_heads * D + (size_t)qh * D;
+                float *out = e->attn + (size_t)(row0 + i) * c->n_heads * D + (size_t)qh * D;
+                float mx = -INFINITY;
+                for (int t = 0; t <= p; t++) {
+                    const float *krow = e->kbuf + (size_t)t * D;
+                    if (t >= own) {
+                        const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
+                        for (int j = 0; j < D; j++)
+                            e->krow[j] = ds_half_to_float(kh[j]);
+                        krow = e->krow;
+                    }
+                    float dot = 0.0f;
+                    for (int j = 0; j < D; j++)
+                        dot += q[j] * krow[j];
+                    e->scores[t] = dot * scale;
+                    mx = e->scores[t] > mx ? e->scores[t] : mx;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j < D; j++)
+                    out[j] = 0.0f;
+                for (int t = 0; t <= p; t++) {
+                    float w = expf(e->scores[t] - mx);
+                    sum += w;
+                    if (t >= own) {
+                        const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
+                        for (int j = 0; j < D; j++)
+                            out[j] += w * ds_half_to_float(vh[j]);
+                    } else {
+                        const float *vrow = e->vbuf + (size_t)t * D;
+                        for (int j = 0; j < D; j++)
+                            out[j] += w * vrow[j];
+                    }
+                }
+                for (int j = 0; j < D; j++)
+                    out[j] /= sum;
+            }
+        }
+    }
+}
+
+ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_seqs, float *logits,
+                            char *msg, size_t msg_len) {
+    const llama_model *m = e->model;
+    const llama_config *c = &m->config;
+    int R = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const llama_step_seq *sq = &seqs[s];
+        if (sq->n_tokens <= 0)
+            return ds_fail(msg, msg_len, DS_EINVAL, "sequence %d: no tokens in the step", s);
+        if (sq->kv->n_tokens + sq->n_tokens > c->context_length)
+            return ds_fail(msg, msg_len, DS_ERANGE,
+                           "sequence %d: %d cached + %d new tokens exceed the context of %d", s,
+                           sq->kv->n_tokens, sq->n_tokens, c->context_length);
+        for (int i = 0; i < sq->n_tokens; i++)
+            if (sq->tokens[i] < 0 || sq->tokens[i] >= c->vocab_size)
+                return ds_fail(msg, msg_len, DS_ERANGE,
+                               "sequence %d: token %d = %d is outside the vocabulary [0, %d)", s, i,
+                               sq->tokens[i], c->vocab_size);
+        R += sq->n_tokens;
+    }
+    if (R > e->max_rows)
+        return ds_fail(msg, msg_len, DS_EINVAL, "step of %d tokens exceeds max_step_tokens = %d", R,
+                       e->max_rows);
+    for (int s = 0; s < n_seqs; s++) {
+        ds_status st = kv_seq_reserve(e->cache, seqs[s].kv, seqs[s].n_tokens, msg, msg_len);
+        if (st != DS_OK) {
+            for (int r = 0; r < s; r++)
+                kv_seq_rollback(e->cache, seqs[r].kv);
+            return st;
+        }
+    }
+
+    const int d = c->d_model, D = c->head_dim, qd = c->n_heads * D, kvd = c->n_kv_heads * D;
+    for (int s = 0, row = 0; s < n_seqs; s++) {
+        for (int i = 0; i < seqs[s].n_tokens; i++, row++) {
+            e->positions[row] = seqs[s].kv->n_tokens + i;
+            memcpy(e->x + (size_t)row * d, m->tok_embd + (size_t)seqs[s].tokens[i] * d,
+                   (size_t)d * sizeof(float));
+        }
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        const llama_layer *L = &m->layers[l];
+        ops_rmsnorm_ref(e->xn, e->x, L->attn_norm, R, d, c->rms_eps);
+        ops_matmul_blas(e->q, e->xn, L->wq, R, d, qd);
+        ops_matmul_blas(e->k, e->xn, L->wk, R, d, kvd);
+        ops_matmul_blas(e->v, e->xn, L->wv, R, d, kvd);
+        ops_rope_params rq = {.x = e->q,
+                              .positions = e->positions,
+                              .inv_freq = e->inv_freq,
+                              .n_rows = R,
+                              .n_heads = c->n_heads,
+                              .head_dim = D,
+                              .row_stride = (size_t)qd};
+        ops_rope_ref(&rq);
+        ops_rope_params rk = rq;
+        rk.x = e->k, rk.n_heads = c->n_kv_heads, rk.row_stride = (size_t)kvd;
+        ops_rope_ref(&rk);
+        for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++) {
+            if (e->tap)
+                e->tap(e->tap_ctx, s, l, seqs[s].kv->n_tokens, seqs[s].n_tokens,
+                       e->q + (size_t)row * qd, e->k + (size_t)row * kvd, e->v + (size_t)row * kvd);
+            kv_cache_write(e->cache, seqs[s].kv, l, seqs[s].kv->n_tokens, seqs[s].n_tokens,
+                           e->k + (size_t)row * kvd, e->v + (size_t)row * kvd);
+            kv_cache_compress_filled(e->cache, seqs[s].kv, l);
+        }
+        for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++)
+            attend_seq(e, &seqs[s], l, row);
+        ops_matmul_blas(e->xn, e->attn, L->wo, R, qd, d);
+        for (size_t i = 0; i < (size_t)R * d; i++)
+            e->x[i] += e->xn[i];
+        ops_rmsnorm_ref(e->xn, e->x, L->ffn_norm, R, d, c->rms_eps);
+        ops_matmul_blas(e->gate, e->xn, L->w_gate, R, d, c->d_ff);
+        ops_matmul_blas(e->up, e->xn, L->w_up, R, d, c->d_ff);
+        ops_swiglu_ref(e->gate, e->gate, e->up, (size_t)R * c->d_ff);
+        ops_matmul_blas(e->xn, e->gate, L->w_down, R, c->d_ff, d);
+        for (size_t i = 0; i < (size_t)R * d; i++)
+            e->x[i] += e->xn[i];
+    }
+    for (int s = 0; s < n_seqs; s++)
+        kv_seq_commit(e->cache, seqs[s].kv);
+
+    /* Gather the rows that want logits, normalise, project. */
+    int out_rows = 0;
+    for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++) {
+        int from = seqs[s].all_logits ? 0 : seqs[s].n_tokens - 1;
+        for (int i = from; i < seqs[s].n_tokens; i++, out_rows++)
+            memmove(e->x + (size_t)out_rows * d, e->x + (size_t)(row + i) * d,
+                    (size_t)d * sizeof(float));
+    }
+    ops_rmsnorm_ref(e->xn, e->x, m->output_norm, out_rows, d, c->rms_eps);
+    ops_matmul_blas(logits, e->xn, m->output, out_rows, d, c->vocab_size);
+    return DS_OK;
+}

@@ -1,0 +1,50 @@
+/* engine/llama.h — the Llama forward pass on the CPU over the paged, compressed KV cache: GQA,
+ * RoPE, RMSNorm, SwiGLU, tied embeddings. One call runs one scheduler step: a batch of sequences,
+ * each with a chunk of new tokens (a prefill chunk or one decode token), through every layer.
+ *
+ * Attention of a token at position p reads every earlier full block from the compressed pool and
+ * its own block from the fp16 pool (kvcache/paged_cache.h), so results do not depend on how the
+ * prompt was chunked or what else was in the batch.
+ *
+ * The engine borrows the model and the cache (both must outlive it) and owns its scratch, sized
+ * at creation for max_step_tokens rows and the model's context; a step allocates nothing. */
+#ifndef DS_ENGINE_LLAMA_H
+#define DS_ENGINE_LLAMA_H
+
+#include <stdint.h>
+
+#include "common/status.h"
+#include "engine/loader/model.h"
+#include "kvcache/paged_cache.h"
+
+typedef struct llama_engine llama_engine;
+
+typedef struct llama_step_seq {
+    kv_seq *kv;            /* the sequence's cache state; positions continue from kv->n_tokens */
+    const int32_t *tokens; /* [n_tokens] new tokens */
+    int n_tokens;
+    int all_logits; /* 1: logits for every new token; 0: for the last one only */
+} llama_step_seq;
+
+ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max_step_tokens,
+                              llama_engine **out, char *msg, size_t msg_len);
+void llama_engine_destroy(llama_engine *engine);
+
+/* Analysis hook (decoserve-eval): called in every layer of every step, per sequence, with the
+ * post-RoPE rows of the step's new tokens: q [n][n_heads*head_dim], k and v
+ * [n][n_kv_heads*head_dim], positions first_pos.. . NULL disables it. */
+typedef void (*llama_qkv_tap)(void *ctx, int seq_index, int layer, int first_pos, int n,
+                              const float *q, const float *k, const float *v);
+void llama_engine_set_tap(llama_engine *engine, llama_qkv_tap tap, void *ctx);
+
+/* Rows of logits a step produces for this batch (what `logits` must hold, times vocab_size). */
+int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs);
+
+/* Runs the batch: reserves KV blocks for every sequence (DS_ENOMEM with nothing reserved if the
+ * pools cannot hold the whole batch), writes and compresses K/V, attends, commits. logits
+ * [rows][vocab] in batch order. Errors: token id out of range, too many tokens for the step or
+ * the context (DS_ERANGE / DS_EINVAL naming the sequence), pools exhausted (DS_ENOMEM). */
+ds_status llama_engine_step(llama_engine *engine, const llama_step_seq *seqs, int n_seqs,
+                            float *logits, char *msg, size_t msg_len);
+
+#endif

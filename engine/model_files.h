@@ -1,0 +1,15 @@
+/* engine/model_files.h — opens what a user points --model at: a GGUF file (weights and
+ * tokenizer in one), or a Hugging Face checkpoint folder (config.json, *.safetensors,
+ * tokenizer.json). One entry point for every command that loads a model. */
+#ifndef DS_ENGINE_MODEL_FILES_H
+#define DS_ENGINE_MODEL_FILES_H
+
+#include "common/status.h"
+#include "engine/loader/model.h"
+#include "engine/tokenizer/bpe.h"
+
+/* Fills model and *tokenizer; on error nothing is left allocated and msg names the file. */
+ds_status model_files_load(const char *path, llama_model *model, bpe_tokenizer **tokenizer,
+                           char *msg, size_t msg_len);
+
+#endif
