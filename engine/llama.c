@@ -20,8 +20,9 @@ struct llama_engine {
     int32_t *positions;
     /* attention scratch */
     float *kbuf, *vbuf; /* [context][head_dim] decompressed full blocks of one (seq, head) */
-    float *scores;      /* [context] */
-    float *krow;        /* [head_dim] */
+    float *kown, *vown; /* [max_rows + block][head_dim] fp16 rows of the step's own blocks */
+    float *scores;      /* [max_rows][context]: compressed-part scores, then probabilities */
+    float *own_p;       /* [max_rows][block]: own-block scores, then probabilities */
     llama_qkv_tap tap;
     void *tap_ctx;
 };
@@ -36,7 +37,7 @@ void llama_engine_destroy(llama_engine *e) {
     free(e->inv_freq);
     free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v), free(e->attn);
     free(e->gate), free(e->up), free(e->positions);
-    free(e->kbuf), free(e->vbuf), free(e->scores), free(e->krow);
+    free(e->kbuf), free(e->vbuf), free(e->kown), free(e->vown), free(e->scores), free(e->own_p);
     free(e);
 }
 
@@ -87,10 +88,14 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max
     e->positions = malloc(R * sizeof(int32_t));
     e->kbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
     e->vbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
-    e->scores = malloc((ctx + 1) * sizeof(float));
-    e->krow = malloc(2 * D * sizeof(float));
+    size_t T = (size_t)kc->block_size;
+    e->kown = malloc((R + T) * D * sizeof(float));
+    e->vown = malloc((R + T) * D * sizeof(float));
+    e->scores = malloc(R * (ctx + T) * sizeof(float));
+    e->own_p = malloc(R * T * sizeof(float));
     if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
-        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->scores || !e->krow) {
+        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->kown || !e->vown || !e->scores ||
+        !e->own_p) {
         llama_engine_destroy(e);
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
@@ -106,56 +111,76 @@ int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs) {
     return rows;
 }
 
-/* Attention of one sequence's new rows [row0, row0 + n) for one layer; K/V already in the cache. */
+/* Attention of one sequence's new rows [row0, row0 + n) for one layer; K/V already in the cache.
+ * Per kv head: the compressed blocks are decompressed once and serve every query row and every
+ * query head of the group through two GEMMs (scores, then probabilities x values); the query's
+ * own block comes from the fp16 rows. Query at p: keys t < own(p) compressed, own(p) <= t <= p
+ * exact, own(p) = p rounded down to a block. */
 static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int row0) {
     const llama_config *c = &e->model->config;
     kv_cache *kc = e->cache;
     const int D = c->head_dim, T = kc->config.block_size, group = c->n_heads / c->n_kv_heads;
-    const int first = s->kv->n_tokens, last = first + s->n_tokens - 1;
+    const int n = s->n_tokens, first = s->kv->n_tokens, last = first + n - 1;
+    const int qd = c->n_heads * D;
     const float scale = 1.0f / sqrtf((float)D);
-    /* Full blocks before the last query's own block are read compressed. */
-    const int n_full = last / T;
+    const int n_full = last / T, n_keys = n_full * T; /* compressed keys any row may read */
+    const int span0 = (first / T) * T;                /* first position of the first own block */
     for (int h = 0; h < c->n_kv_heads; h++) {
         kv_cache_load_compressed(kc, s->kv, layer, h, n_full, e->kbuf, e->vbuf);
-        for (int i = 0; i < s->n_tokens; i++) {
-            const int p = first + i, own = (p / T) * T;
-            for (int g = 0; g < group; g++) {
-                const int qh = h * group + g;
-                const float *q = e->q + (size_t)(row0 + i) * c->n_heads * D + (size_t)qh * D;
-                float *out = e->attn + (size_t)(row0 + i) * c->n_heads * D + (size_t)qh * D;
+        for (int t = span0; t <= last; t++) {
+            const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
+            const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
+            for (int j = 0; j < D; j++) {
+                e->kown[(size_t)(t - span0) * D + j] = ds_half_to_float(kh[j]);
+                e->vown[(size_t)(t - span0) * D + j] = ds_half_to_float(vh[j]);
+            }
+        }
+        for (int g = 0; g < group; g++) {
+            const int qh = h * group + g;
+            const float *q = e->q + (size_t)row0 * qd + (size_t)qh * D; /* rows at stride qd */
+            float *out = e->attn + (size_t)row0 * qd + (size_t)qh * D;
+            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, e->kbuf, D, n, n_keys, D, scale);
+            for (int i = 0; i < n; i++) {
+                const int p = first + i, own = (p / T) * T;
+                float *sc = e->scores + (size_t)i * n_keys, *op = e->own_p + (size_t)i * T;
+                const float *qi = q + (size_t)i * qd;
                 float mx = -INFINITY;
-                for (int t = 0; t <= p; t++) {
-                    const float *krow = e->kbuf + (size_t)t * D;
-                    if (t >= own) {
-                        const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
-                        for (int j = 0; j < D; j++)
-                            e->krow[j] = ds_half_to_float(kh[j]);
-                        krow = e->krow;
-                    }
+                for (int t = 0; t < own; t++)
+                    mx = sc[t] > mx ? sc[t] : mx;
+                for (int t = own; t <= p; t++) {
+                    const float *kr = e->kown + (size_t)(t - span0) * D;
                     float dot = 0.0f;
                     for (int j = 0; j < D; j++)
-                        dot += q[j] * krow[j];
-                    e->scores[t] = dot * scale;
-                    mx = e->scores[t] > mx ? e->scores[t] : mx;
+                        dot += qi[j] * kr[j];
+                    op[t - own] = dot * scale;
+                    mx = op[t - own] > mx ? op[t - own] : mx;
                 }
                 float sum = 0.0f;
-                for (int j = 0; j < D; j++)
-                    out[j] = 0.0f;
-                for (int t = 0; t <= p; t++) {
-                    float w = expf(e->scores[t] - mx);
-                    sum += w;
-                    if (t >= own) {
-                        const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
-                        for (int j = 0; j < D; j++)
-                            out[j] += w * ds_half_to_float(vh[j]);
-                    } else {
-                        const float *vrow = e->vbuf + (size_t)t * D;
-                        for (int j = 0; j < D; j++)
-                            out[j] += w * vrow[j];
-                    }
+                for (int t = 0; t < own; t++)
+                    sum += (sc[t] = expf(sc[t] - mx));
+                for (int t = own; t < n_keys; t++)
+                    sc[t] = 0.0f;
+                for (int t = own; t <= p; t++)
+                    sum += (op[t - own] = expf(op[t - own] - mx));
+                float inv = 1.0f / sum;
+                for (int t = 0; t < own; t++)
+                    sc[t] *= inv;
+                for (int t = own; t <= p; t++)
+                    op[t - own] *= inv;
+            }
+            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, e->vbuf, D, n, D, n_keys);
+            for (int i = 0; i < n; i++) {
+                const int p = first + i, own = (p / T) * T;
+                float *o = out + (size_t)i * qd;
+                if (n_keys == 0)
+                    for (int j = 0; j < D; j++)
+                        o[j] = 0.0f;
+                for (int t = own; t <= p; t++) {
+                    const float w = e->own_p[(size_t)i * T + (t - own)];
+                    const float *vr = e->vown + (size_t)(t - span0) * D;
+                    for (int j = 0; j < D; j++)
+                        o[j] += w * vr[j];
                 }
-                for (int j = 0; j < D; j++)
-                    out[j] /= sum;
             }
         }
     }

@@ -93,6 +93,14 @@ ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, 
  * ops_matmul_blas is the CPU backend's GEMM (OpenBLAS cblas_sgemm); ops_matmul_ref is the naive
  * triple loop (double accumulation) it is tested against. */
 void ops_matmul_blas(float *y, const float *x, const float *w, int n, int in, int out);
+
+/* Strided GEMMs for attention (OpenBLAS), row-major with explicit leading dimensions:
+ *   ops_gemm_nt: C[m][n] (ldc = n) = alpha * A[m][k] (lda) x B[n][k]^T (ldb)   (scores = q K^T)
+ *   ops_gemm_nn: C[m][n] (ldc)     = A[m][k] (lda) x B[k][n] (ldb)             (out = P V) */
+void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int m, int n, int k,
+                 float alpha);
+void ops_gemm_nn(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
+                 int k);
 void ops_matmul_ref(float *y, const float *x, const float *w, int n, int in, int out);
 
 #endif

@@ -188,3 +188,15 @@ void ops_matmul_ref(float *y, const float *x, const float *w, int n, int in, int
             y[(size_t)t * out + o] = (float)acc;
         }
 }
+
+void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int m, int n, int k,
+                 float alpha) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, alpha, a, lda, b, ldb, 0.0f, c,
+                n);
+}
+
+void ops_gemm_nn(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
+                 int k) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c,
+                ldc);
+}
