@@ -8,12 +8,23 @@
 
 #include "common/half.h"
 #include "common/log.h"
+#include "common/threadpool.h"
 #include "kernels/ops.h"
+
+/* The projections of one layer in the compute format. */
+typedef struct layer_weights {
+    qm_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+} layer_weights;
 
 struct llama_engine {
     const llama_model *model;
     kv_cache *cache;
     int max_rows;
+    qm_type weight_type;
+    layer_weights *layers; /* [n_layers] */
+    qm_matrix output;      /* LM head */
+    threadpool *pool;
+    void *qscratch;  /* qm_matmul scratch for max_rows */
     float *inv_freq; /* [head_dim/2] */
     /* step scratch, [max_rows][...] */
     float *x, *xn, *q, *k, *v, *attn, *gate, *up;
@@ -32,8 +43,23 @@ void llama_engine_set_tap(llama_engine *e, llama_qkv_tap tap, void *ctx) {
     e->tap_ctx = ctx;
 }
 
+/* Q8_0 weights are the engine's; F32 ones are views of the model's buffers. */
+static void free_weight(llama_engine *e, qm_matrix *m) {
+    if (e->weight_type != QM_F32) qm_destroy(m);
+}
+
 void llama_engine_destroy(llama_engine *e) {
     if (!e) return;
+    for (int l = 0; e->layers && l < e->model->config.n_layers; l++) {
+        layer_weights *w = &e->layers[l];
+        qm_matrix *all[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            free_weight(e, all[i]);
+    }
+    free_weight(e, &e->output);
+    free(e->layers);
+    threadpool_destroy(e->pool);
+    free(e->qscratch);
     free(e->inv_freq);
     free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v), free(e->attn);
     free(e->gate), free(e->up), free(e->positions);
@@ -41,8 +67,20 @@ void llama_engine_destroy(llama_engine *e) {
     free(e);
 }
 
-ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max_step_tokens,
-                              llama_engine **out, char *msg, size_t msg_len) {
+/* A weight in the engine's compute format: a view for F32, a quantized copy for Q8_0. */
+static ds_status make_weight(llama_engine *e, qm_matrix *m, const float *src, int rows, int cols,
+                             char *msg, size_t msg_len) {
+    if (e->weight_type == QM_F32) {
+        *m = (qm_matrix){.type = QM_F32, .rows = rows, .cols = cols, .data = (void *)src};
+        return DS_OK;
+    }
+    return qm_create(m, e->weight_type, src, rows, cols, msg, msg_len);
+}
+
+ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
+                              const llama_engine_options *options, llama_engine **out, char *msg,
+                              size_t msg_len) {
+    const int max_step_tokens = options->max_step_tokens;
     *out = NULL;
     const llama_config *c = &model->config;
     ds_status st = llama_config_validate(c, msg, msg_len);
@@ -73,6 +111,7 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max
     e->model = model;
     e->cache = cache;
     e->max_rows = max_step_tokens;
+    e->weight_type = options->weight_type;
     size_t R = (size_t)max_step_tokens, d = (size_t)c->d_model, D = (size_t)c->head_dim;
     size_t qd = (size_t)c->n_heads * D, kvd = (size_t)c->n_kv_heads * D,
            ctx = (size_t)c->context_length;
@@ -100,6 +139,43 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
     ops_rope_inv_freq(&rope, e->inv_freq);
+    const int ff = c->d_ff, dm = c->d_model;
+    e->layers = calloc((size_t)c->n_layers, sizeof *e->layers);
+    st = e->layers ? threadpool_create(&e->pool, options->n_threads, msg, msg_len)
+                   : ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory");
+    for (int l = 0; st == DS_OK && l < c->n_layers; l++) {
+        const llama_layer *L = &model->layers[l];
+        layer_weights *w = &e->layers[l];
+        st = make_weight(e, &w->wq, L->wq, (int)qd, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->wk, L->wk, (int)kvd, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->wv, L->wv, (int)kvd, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->wo, L->wo, dm, (int)qd, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->w_gate, L->w_gate, ff, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->w_up, L->w_up, ff, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->w_down, L->w_down, dm, ff, msg, msg_len);
+    }
+    if (st == DS_OK)
+        st = make_weight(e, &e->output, model->output, c->vocab_size, dm, msg, msg_len);
+    if (st == DS_OK) {
+        size_t need = 0;
+        for (int l = 0; l < c->n_layers; l++) {
+            const layer_weights *w = &e->layers[l];
+            const qm_matrix *all[] = {&w->wq,     &w->wk,   &w->wv,    &w->wo,
+                                      &w->w_gate, &w->w_up, &w->w_down};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+                size_t b = qm_scratch_bytes(all[i], max_step_tokens);
+                need = b > need ? b : need;
+            }
+        }
+        size_t b = qm_scratch_bytes(&e->output, max_step_tokens);
+        need = b > need ? b : need;
+        e->qscratch = malloc(need ? need : 1);
+        if (!e->qscratch) st = ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory");
+    }
+    if (st != DS_OK) {
+        llama_engine_destroy(e);
+        return st;
+    }
     *out = e;
     return DS_OK;
 }
@@ -186,6 +262,10 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
     }
 }
 
+static void linear(llama_engine *e, float *y, const float *x, const qm_matrix *w, int n) {
+    qm_matmul(y, x, w, n, e->pool, e->qscratch);
+}
+
 ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_seqs, float *logits,
                             char *msg, size_t msg_len) {
     const llama_model *m = e->model;
@@ -228,10 +308,11 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
     }
     for (int l = 0; l < c->n_layers; l++) {
         const llama_layer *L = &m->layers[l];
+        const layer_weights *W = &e->layers[l];
         ops_rmsnorm_ref(e->xn, e->x, L->attn_norm, R, d, c->rms_eps);
-        ops_matmul_blas(e->q, e->xn, L->wq, R, d, qd);
-        ops_matmul_blas(e->k, e->xn, L->wk, R, d, kvd);
-        ops_matmul_blas(e->v, e->xn, L->wv, R, d, kvd);
+        linear(e, e->q, e->xn, &W->wq, R);
+        linear(e, e->k, e->xn, &W->wk, R);
+        linear(e, e->v, e->xn, &W->wv, R);
         ops_rope_params rq = {.x = e->q,
                               .positions = e->positions,
                               .inv_freq = e->inv_freq,
@@ -253,14 +334,14 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
         }
         for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++)
             attend_seq(e, &seqs[s], l, row);
-        ops_matmul_blas(e->xn, e->attn, L->wo, R, qd, d);
+        linear(e, e->xn, e->attn, &W->wo, R);
         for (size_t i = 0; i < (size_t)R * d; i++)
             e->x[i] += e->xn[i];
         ops_rmsnorm_ref(e->xn, e->x, L->ffn_norm, R, d, c->rms_eps);
-        ops_matmul_blas(e->gate, e->xn, L->w_gate, R, d, c->d_ff);
-        ops_matmul_blas(e->up, e->xn, L->w_up, R, d, c->d_ff);
+        linear(e, e->gate, e->xn, &W->w_gate, R);
+        linear(e, e->up, e->xn, &W->w_up, R);
         ops_swiglu_ref(e->gate, e->gate, e->up, (size_t)R * c->d_ff);
-        ops_matmul_blas(e->xn, e->gate, L->w_down, R, c->d_ff, d);
+        linear(e, e->xn, e->gate, &W->w_down, R);
         for (size_t i = 0; i < (size_t)R * d; i++)
             e->x[i] += e->xn[i];
     }
@@ -276,6 +357,6 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
                     (size_t)d * sizeof(float));
     }
     ops_rmsnorm_ref(e->xn, e->x, m->output_norm, out_rows, d, c->rms_eps);
-    ops_matmul_blas(logits, e->xn, m->output, out_rows, d, c->vocab_size);
+    linear(e, logits, e->xn, &e->output, out_rows);
     return DS_OK;
 }

@@ -7,7 +7,8 @@
  * prompt was chunked or what else was in the batch.
  *
  * The engine borrows the model and the cache (both must outlive it) and owns its scratch, sized
- * at creation for max_step_tokens rows and the model's context; a step allocates nothing. */
+ * at creation for max_step_tokens rows and the model's context, its thread pool and, for Q8_0,
+ * the quantized weights; a step allocates nothing. */
 #ifndef DS_ENGINE_LLAMA_H
 #define DS_ENGINE_LLAMA_H
 
@@ -15,6 +16,7 @@
 
 #include "common/status.h"
 #include "engine/loader/model.h"
+#include "kernels/qmatmul.h"
 #include "kvcache/paged_cache.h"
 
 typedef struct llama_engine llama_engine;
@@ -26,8 +28,16 @@ typedef struct llama_step_seq {
     int all_logits; /* 1: logits for every new token; 0: for the last one only */
 } llama_step_seq;
 
-ds_status llama_engine_create(const llama_model *model, kv_cache *cache, int max_step_tokens,
-                              llama_engine **out, char *msg, size_t msg_len);
+typedef struct llama_engine_options {
+    int max_step_tokens; /* rows one step may carry (prefill chunk + decodes) */
+    qm_type weight_type; /* QM_F32: the model's own buffers (no copy); QM_Q8_0: quantized copies
+                            of every projection and the LM head (4x fewer bytes per token) */
+    int n_threads;       /* Q8_0 GEMM threads; 0: DECOSERVE_THREADS or the online CPUs */
+} llama_engine_options;
+
+ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
+                              const llama_engine_options *options, llama_engine **out, char *msg,
+                              size_t msg_len);
 void llama_engine_destroy(llama_engine *engine);
 
 /* Analysis hook (decoserve-eval): called in every layer of every step, per sequence, with the

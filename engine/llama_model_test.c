@@ -220,7 +220,8 @@ static void run_prompt(const ref_prompt *rp, dq_config codec, run_result *r) {
     llama_engine *engine;
     if (kv_cache_create(&kc, &cache, msg, sizeof msg) != DS_OK)
         fail_msg("kv_cache_create: %s", msg);
-    if (llama_engine_create(&g_model, cache, MAX_PROMPT, &engine, msg, sizeof msg) != DS_OK)
+    llama_engine_options opts = {.max_step_tokens = MAX_PROMPT, .weight_type = QM_F32};
+    if (llama_engine_create(&g_model, cache, &opts, &engine, msg, sizeof msg) != DS_OK)
         fail_msg("llama_engine_create: %s", msg);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     assert_non_null(logits);

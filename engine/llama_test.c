@@ -26,6 +26,7 @@ static float rng_gauss(void) {
 }
 
 static llama_model g_model;
+static qm_type g_weight_type = QM_F32;
 
 static void fill(float *p, size_t n, float scale, float bias) {
     for (size_t i = 0; i < n; i++)
@@ -179,7 +180,9 @@ static rig rig_make(int bits, dq_method method, int block_size, int n_open, int 
     kc.key_codec = (dq_config){.method = method, .bits = bits, .group_size = 16};
     kc.value_codec = kc.key_codec;
     assert_int_equal(kv_cache_create(&kc, &r.cache, msg, sizeof msg), DS_OK);
-    assert_int_equal(llama_engine_create(&g_model, r.cache, 64, &r.engine, msg, sizeof msg), DS_OK);
+    llama_engine_options opts = {.max_step_tokens = 64, .weight_type = g_weight_type};
+    assert_int_equal(llama_engine_create(&g_model, r.cache, &opts, &r.engine, msg, sizeof msg),
+                     DS_OK);
     return r;
 }
 static void rig_free(rig *r) {
@@ -251,7 +254,10 @@ static void test_chunking_invariant(void **state) {
                       dq_method_name(codecs[ci].method), codecs[ci].bits, d1, d13, effect);
         /* The same pages are written whatever the chunking; what differs is the GEMM summation
          * order for different row counts (1e-6), which can flip a rare rounding of a code. */
-        if (ci == 0) {
+        if (g_weight_type == QM_Q8_0) {
+            /* Q8_0 GEMMs sum each row in a fixed integer order: bit-identical pages and logits */
+            assert_true(d1 == 0.0 && d13 == 0.0);
+        } else if (ci == 0) {
             assert_true(d1 < 1e-4 && d13 < 1e-4);
         } else {
             assert_true(effect > 1e-3);
@@ -287,6 +293,7 @@ static void test_batch_equals_single(void **state) {
         print_message("sequence %d: batch vs alone max logit diff %.2e\n", s,
                       max_diff(alone[s], batch + s * 101, 101));
         assert_true(max_diff(alone[s], batch + s * 101, 101) < 1e-2);
+        if (g_weight_type == QM_Q8_0) assert_true(max_diff(alone[s], batch + s * 101, 101) == 0.0);
         kv_seq_release(r.cache, &seqs[s]);
     }
     rig_free(&r);
@@ -324,12 +331,34 @@ static void test_errors(void **state) {
     rig_free(&r);
 }
 
+/* Q8_0 weights: the same invariances, and logits close to the fp32 weights' ones. */
+static void test_q8_weights(void **state) {
+    make_tokens();
+    float f32[101], q8[101];
+    rig a = rig_make(16, DQ_FP16, 16, 8, 8);
+    run_chunked(&a, g_tokens, 40, 64, f32);
+    rig_free(&a);
+    g_weight_type = QM_Q8_0;
+    rig b = rig_make(16, DQ_FP16, 16, 8, 8);
+    run_chunked(&b, g_tokens, 40, 64, q8);
+    rig_free(&b);
+    double diff = max_diff(f32, q8, 101), scale = 0;
+    for (int i = 0; i < 101; i++)
+        scale = fmax(scale, fabs(f32[i]));
+    print_message("q8_0 vs f32 weights: max logit diff %.3g (max |logit| %.3g)\n", diff, scale);
+    assert_true(diff > 0.0 && diff < 0.05 * scale);
+    test_chunking_invariant(state);
+    test_batch_equals_single(state);
+    g_weight_type = QM_F32;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_dense_reference),
         cmocka_unit_test(test_chunking_invariant),
         cmocka_unit_test(test_batch_equals_single),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_q8_weights),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

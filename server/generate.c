@@ -22,6 +22,7 @@ typedef struct gen_options {
     const char *model, *prompt;
     int kv_bits, block_size, max_tokens, ignore_eos, group_size;
     dq_method kv_method;
+    qm_type weights;
     sampler_params sampling;
     const char *stops[STOP_MAX_STRINGS + 1];
     int n_stops;
@@ -43,7 +44,8 @@ static void usage(FILE *out) {
             "  --top-p F             in (0, 1], 1 = off (default 1)\n"
             "  --seed N              sampling seed (default: from the clock)\n"
             "  --stop TEXT           stop string, repeatable (at most %d)\n"
-            "  --ignore-eos          keep generating past the end-of-sequence token\n",
+            "  --ignore-eos          keep generating past the end-of-sequence token\n"
+            "  --weights F           f32 or q8_0 compute weights (default q8_0)\n",
             STOP_MAX_STRINGS);
 }
 
@@ -52,7 +54,8 @@ static int parse(int argc, char **argv, gen_options *o) {
                        .block_size = 32,
                        .max_tokens = 128,
                        .group_size = 64,
-                       .kv_method = DQ_DECOQUANT};
+                       .kv_method = DQ_DECOQUANT,
+                       .weights = QM_Q8_0};
     o->sampling = sampler_params_default();
     o->sampling.temperature = 0.0f;
     for (int i = 0; i < argc; i++) {
@@ -99,6 +102,12 @@ static int parse(int argc, char **argv, gen_options *o) {
                 return -1;
             }
             o->stops[o->n_stops++] = v;
+        } else if (!strcmp(a, "--weights")) {
+            if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
+                fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", PROG, v);
+                return -1;
+            }
+            o->weights = strcmp(v, "f32") ? QM_Q8_0 : QM_F32;
         } else if (!strcmp(a, "--kv-method")) {
             char msg[160];
             if (dq_method_from_name(v, &o->kv_method, msg, sizeof msg) != DS_OK) {
@@ -208,9 +217,12 @@ static int run(const gen_options *o, gen_state *g) {
                                .bits = o->kv_bits,
                                .group_size = o->group_size};
     kc.value_codec = kc.key_codec;
-    if (kv_cache_create(&kc, &g->cache, msg, sizeof msg) != DS_OK ||
-        llama_engine_create(&g->model, g->cache, PREFILL_CHUNK, &g->engine, msg, sizeof msg) !=
-            DS_OK ||
+    if (kv_cache_create(&kc, &g->cache, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: KV cache settings (--kv-*, --block-size): %s\n", PROG, msg);
+        return 1;
+    }
+    llama_engine_options eo = {.max_step_tokens = PREFILL_CHUNK, .weight_type = o->weights};
+    if (llama_engine_create(&g->model, g->cache, &eo, &g->engine, msg, sizeof msg) != DS_OK ||
         bpe_decoder_create(g->tok, true, &g->decoder, msg, sizeof msg) != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         return 1;

@@ -94,7 +94,8 @@ ds_status kv_capture(const char *model_path, const char *text_path, int n_tokens
     kc.key_codec = (dq_config){.method = DQ_FP16, .bits = 16};
     kc.value_codec = kc.key_codec;
     st = kv_cache_create(&kc, &cache, msg, msg_len);
-    if (st == DS_OK) st = llama_engine_create(&model, cache, CHUNK, &engine, msg, msg_len);
+    llama_engine_options opts = {.max_step_tokens = CHUNK, .weight_type = QM_F32};
+    if (st == DS_OK) st = llama_engine_create(&model, cache, &opts, &engine, msg, msg_len);
     if (st != DS_OK) goto done;
     const size_t D = (size_t)c->head_dim, N = (size_t)n_tokens;
     cp.c = c;

@@ -23,7 +23,8 @@ static double nll(const float *logits, int vocab, int target) {
 
 ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
                        int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, ppl_result *out, char *msg, size_t msg_len) {
+                       const dq_config *value_codec, qm_type weight_type, ppl_result *out,
+                       char *msg, size_t msg_len) {
     *out = (ppl_result){0};
     const llama_config *c = &model->config;
     if (ctx < 2 || ctx > c->context_length || stride < 1 || stride > ctx || n_tokens < 2)
@@ -43,7 +44,8 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
     float *logits = malloc((size_t)CHUNK * c->vocab_size * sizeof(float));
     ds_status st = logits ? kv_cache_create(&kc, &cache, msg, msg_len)
                           : ds_fail(msg, msg_len, DS_ENOMEM, "perplexity: out of memory");
-    if (st == DS_OK) st = llama_engine_create(model, cache, CHUNK, &engine, msg, msg_len);
+    llama_engine_options opts = {.max_step_tokens = CHUNK, .weight_type = weight_type};
+    if (st == DS_OK) st = llama_engine_create(model, cache, &opts, &engine, msg, msg_len);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int prev_end = 0;

@@ -13,6 +13,7 @@
 
 #include "common/status.h"
 #include "engine/loader/model.h"
+#include "kernels/qmatmul.h"
 #include "kvcache/decoquant.h"
 
 typedef struct ppl_result {
@@ -25,6 +26,7 @@ typedef struct ppl_result {
 
 ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
                        int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, ppl_result *out, char *msg, size_t msg_len);
+                       const dq_config *value_codec, qm_type weight_type, ppl_result *out,
+                       char *msg, size_t msg_len);
 
 #endif

@@ -32,6 +32,7 @@ static void usage(FILE *out) {
             "                     different codecs on keys and values, and fp16 (default:\n"
             "                     %s)\n"
             "  --dq-factors T1xD1 --dq-axis row|chan --dq-refit 0|1  DecoQuant settings\n"
+            "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
             "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
             DEFAULT_CONFIGS);
 }
@@ -79,6 +80,7 @@ int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *configs = DEFAULT_CONFIGS;
     int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
     dq_config dq = {0};
+    qm_type weights = QM_Q8_0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -107,7 +109,13 @@ int cmd_ppl(int argc, char **argv) {
             r = cli_int(PROG, a, v, 1, 1024, &block_size);
         else if (!strcmp(a, "--group-size"))
             r = cli_int(PROG, a, v, 1, 1 << 16, &group_size);
-        else if (!strcmp(a, "--dq-refit"))
+        else if (!strcmp(a, "--weights")) {
+            if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
+                fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", PROG, v);
+                return 2;
+            }
+            weights = strcmp(v, "f32") ? QM_Q8_0 : QM_F32;
+        } else if (!strcmp(a, "--dq-refit"))
             r = cli_int(PROG, a, v, 0, 1, &dq.refit);
         else if (!strcmp(a, "--dq-axis")) {
             if (strcmp(v, "row") && strcmp(v, "chan")) {
@@ -164,8 +172,9 @@ int cmd_ppl(int argc, char **argv) {
     }
     int n = n_ids < max_tokens ? n_ids : max_tokens;
     if (!rc) {
-        printf("perplexity: %s, first %d tokens, ctx %d, stride %d, block %d, group %d\n\n",
-               text_path, n, ctx, stride, block_size, group_size);
+        printf("perplexity: %s, first %d tokens, ctx %d, stride %d, block %d, group %d, weights "
+               "%s\n\n",
+               text_path, n, ctx, stride, block_size, group_size, qm_type_name(weights));
         printf("%-22s %4s %10s %8s %10s %8s %8s\n", "kv config", "bits", "bytes/tok", "vs fp16",
                "ppl", "delta", "seconds");
     }
@@ -176,8 +185,8 @@ int cmd_ppl(int argc, char **argv) {
         kc.bits = vc.bits = list[i].bits;
         kc.group_size = vc.group_size = group_size;
         ppl_result r;
-        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, &r, msg, sizeof msg) !=
-            DS_OK) {
+        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, &r, msg,
+                         sizeof msg) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, list[i].name, msg);
             rc = 1;
             break;

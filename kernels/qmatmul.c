@@ -1,0 +1,565 @@
+/* kernels/qmatmul.c — Q8_0 / fp32 matmul for the CPU backend: weight quantization (qm_create),
+ * the double-precision reference, and the fast path: activations quantized once per call, then
+ * R x T register tiles (R weight rows x T tokens) of 32-wide integer block dot products, one
+ * function per ISA chosen at run time so the binary still runs on any x86-64 (or non-x86). */
+#include "kernels/qmatmul.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "common/log.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QM_X86 1
+#else
+#define QM_X86 0
+#endif
+
+#define QK QM_Q8_0_BLOCK
+/* Software prefetch distance along the weight stream, in bytes. Without it a decode GEMV on a
+ * matrix that is not in cache ran at ~6 GB/s (the hardware prefetcher keeps too few lines in
+ * flight behind ~10 instructions per 34-byte block); 8 KiB ahead gave ~22 GB/s on one core. */
+#ifndef QM_PREFETCH
+#define QM_PREFETCH 8192
+#endif
+
+const char *qm_type_name(qm_type type) {
+    switch (type) {
+    case QM_F32: return "f32";
+    case QM_Q8_0: return "q8_0";
+    }
+    return "?";
+}
+
+size_t qm_bytes(qm_type type, int rows, int cols) {
+    if (rows < 1 || cols < 1) return 0;
+    switch (type) {
+    case QM_F32: return (size_t)rows * cols * sizeof(float);
+    case QM_Q8_0: return cols % QK ? 0 : (size_t)rows * (cols / QK) * sizeof(qm_block_q8_0);
+    }
+    return 0;
+}
+
+/* ---- Quantization ------------------------------------------------------------------------ */
+
+/* As ggml's quantize_row_q8_0_ref, except that q = round(x / d) divides by the fp16-rounded d
+ * that is stored, so |x - d q| <= d / 2 holds exactly (ggml divides by the unrounded d; the bytes
+ * differ only where x / d sits within ~2^-11 of a rounding tie). */
+void qm_quantize_row_q8_0(qm_block_q8_0 *dst, const float *src, int cols) {
+    DS_ASSERT(cols % QK == 0);
+    for (int b = 0; b < cols / QK; b++) {
+        const float *x = src + (size_t)b * QK;
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        uint16_t dh = ds_float_to_half(amax / 127.0f);
+        float d = ds_half_to_float(dh);
+        float id = d > 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = dh;
+        for (int j = 0; j < QK; j++) {
+            float q = roundf(x[j] * id);
+            dst[b].qs[j] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q);
+        }
+    }
+}
+
+ds_status qm_create(qm_matrix *m, qm_type type, const float *src, int rows, int cols, char *msg,
+                    size_t msg_len) {
+    memset(m, 0, sizeof *m);
+    if (type != QM_F32 && type != QM_Q8_0)
+        return ds_fail(msg, msg_len, DS_EINVAL, "qm_create: type=%d: expected f32 or q8_0",
+                       (int)type);
+    if (rows < 1 || cols < 1 || (type == QM_Q8_0 && cols % QK))
+        return ds_fail(
+            msg, msg_len, DS_EINVAL, "qm_create: %s matrix %dx%d: rows and cols must be >= 1%s",
+            qm_type_name(type), rows, cols, type == QM_Q8_0 ? " and cols a multiple of 32" : "");
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        if (!isfinite(src[i]))
+            return ds_fail(msg, msg_len, DS_ERANGE, "qm_create: %dx%d matrix: [%zu][%zu] = %g",
+                           rows, cols, i / (size_t)cols, i % (size_t)cols, (double)src[i]);
+    size_t bytes = qm_bytes(type, rows, cols);
+    void *data = malloc(bytes);
+    if (!data)
+        return ds_fail(msg, msg_len, DS_ENOMEM, "qm_create: %s matrix %dx%d: %zu bytes",
+                       qm_type_name(type), rows, cols, bytes);
+    if (type == QM_F32) {
+        memcpy(data, src, bytes);
+    } else {
+        for (int r = 0; r < rows; r++) {
+            const float *row = src + (size_t)r * cols;
+            for (int c = 0; c < cols; c += QK) {
+                float amax = 0.0f;
+                for (int j = 0; j < QK; j++)
+                    amax = fmaxf(amax, fabsf(row[c + j]));
+                if (amax / 127.0f > 65504.0f) {
+                    free(data);
+                    return ds_fail(msg, msg_len, DS_ERANGE,
+                                   "qm_create: q8_0 matrix %dx%d: row %d, block at col %d: "
+                                   "max |x| = %g overflows the fp16 scale",
+                                   rows, cols, r, c, (double)amax);
+                }
+            }
+            qm_quantize_row_q8_0((qm_block_q8_0 *)data + (size_t)r * (cols / QK), row, cols);
+        }
+    }
+    m->type = type;
+    m->rows = rows;
+    m->cols = cols;
+    m->data = data;
+    return DS_OK;
+}
+
+void qm_destroy(qm_matrix *m) {
+    if (!m) return;
+    free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+void qm_dequantize_row(const qm_matrix *w, int row, float *out) {
+    DS_ASSERT(w && w->data && row >= 0 && row < w->rows);
+    if (w->type == QM_F32) {
+        memcpy(out, (const float *)w->data + (size_t)row * w->cols, sizeof(float) * w->cols);
+        return;
+    }
+    DS_ASSERT(w->type == QM_Q8_0);
+    const qm_block_q8_0 *blocks = (const qm_block_q8_0 *)w->data + (size_t)row * (w->cols / QK);
+    for (int b = 0; b < w->cols / QK; b++) {
+        float d = ds_half_to_float(blocks[b].d);
+        for (int j = 0; j < QK; j++)
+            out[b * QK + j] = d * blocks[b].qs[j];
+    }
+}
+
+void qm_matmul_ref(float *y, const float *x, const qm_matrix *w, int n) {
+    DS_ASSERT(w && w->data && n >= 0);
+    const int rows = w->rows, cols = w->cols;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * cols;
+        for (int o = 0; o < rows; o++) {
+            double acc = 0.0;
+            if (w->type == QM_F32) {
+                const float *wo = (const float *)w->data + (size_t)o * cols;
+                for (int i = 0; i < cols; i++)
+                    acc += (double)xt[i] * wo[i];
+            } else {
+                DS_ASSERT(w->type == QM_Q8_0);
+                const qm_block_q8_0 *wo = (const qm_block_q8_0 *)w->data + (size_t)o * (cols / QK);
+                for (int b = 0; b < cols / QK; b++) {
+                    double d = ds_half_to_float(wo[b].d);
+                    for (int j = 0; j < QK; j++)
+                        acc += (double)xt[b * QK + j] * (d * wo[b].qs[j]);
+                }
+            }
+            y[(size_t)t * rows + o] = (float)acc;
+        }
+    }
+}
+
+/* ---- ISA selection ----------------------------------------------------------------------- */
+
+static atomic_int g_isa = -1; /* qm_isa, or -1 before the first use */
+
+const char *qm_isa_name(qm_isa isa) {
+    switch (isa) {
+    case QM_ISA_SCALAR: return "scalar";
+    case QM_ISA_AVX2: return "avx2";
+    case QM_ISA_AVX512_VNNI: return "avx512vnni";
+    }
+    return "?";
+}
+
+qm_isa qm_isa_supported(void) {
+#if QM_X86
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        return QM_ISA_AVX512_VNNI;
+    if (avx2) return QM_ISA_AVX2;
+#endif
+    return QM_ISA_SCALAR;
+}
+
+qm_isa qm_isa_force(qm_isa isa) {
+    qm_isa best = qm_isa_supported();
+    if ((int)isa < 0 || isa > best) isa = best;
+    atomic_store(&g_isa, (int)isa);
+    return isa;
+}
+
+qm_isa qm_isa_active(void) {
+    int isa = atomic_load(&g_isa);
+    if (isa >= 0) return (qm_isa)isa;
+    qm_isa pick = qm_isa_supported();
+    const char *env = getenv("DECOSERVE_QM_ISA");
+    if (env && *env) {
+        if (!strcmp(env, "scalar"))
+            pick = qm_isa_force(QM_ISA_SCALAR);
+        else if (!strcmp(env, "avx2"))
+            pick = qm_isa_force(QM_ISA_AVX2);
+        else if (!strcmp(env, "avx512vnni"))
+            pick = qm_isa_force(QM_ISA_AVX512_VNNI);
+        else
+            DS_LOG_W("DECOSERVE_QM_ISA=\"%s\": expected scalar, avx2 or avx512vnni; using %s", env,
+                     qm_isa_name(pick));
+    }
+    atomic_store(&g_isa, (int)pick);
+    return pick;
+}
+
+/* ---- Activation quantization (per call, into scratch) -----------------------------------
+ * Per 32-wide block: d = amax / 127 (float), q = round-half-even(x * 127 / amax), and the sum of
+ * q (the VNNI kernel's offset correction). The scalar and AVX2 versions give identical bytes. */
+
+typedef struct q8_acts {
+    int8_t *q;  /* [n][cols], 32-byte aligned rows (cols % 32 == 0) */
+    float *d;   /* [n][nb] */
+    int32_t *s; /* [n][nb], sum of the block's q */
+} q8_acts;
+
+static void quantize_acts_scalar(const q8_acts *a, const float *x, int cols, int t) {
+    const int nb = cols / QK;
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + (size_t)t * cols + (size_t)b * QK;
+        int8_t *qb = a->q + (size_t)t * cols + (size_t)b * QK;
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(xb[j]));
+        float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < QK; j++) {
+            int v = (int)nearbyintf(xb[j] * id);
+            qb[j] = (int8_t)v;
+            sum += v;
+        }
+        a->d[(size_t)t * nb + b] = amax / 127.0f;
+        a->s[(size_t)t * nb + b] = sum;
+    }
+}
+
+#if QM_X86
+__attribute__((target("avx2,fma,f16c"))) static void
+quantize_acts_avx2(const q8_acts *a, const float *x, int cols, int t) {
+    const int nb = cols / QK;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + (size_t)t * cols + (size_t)b * QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m =
+            _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                          _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        const int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), mode));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), mode));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, vid), mode));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, vid), mode));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        /* packs interleave 128-bit lanes: 0 1 2 3 4 5 6 7 comes out as lanes 0 4 1 5 2 6 3 7 */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(a->q + (size_t)t * cols + (size_t)b * QK), p);
+        a->d[(size_t)t * nb + b] = amax / 127.0f;
+        a->s[(size_t)t * nb + b] = _mm_cvtsi128_si32(s4);
+    }
+}
+#endif
+
+/* ---- Q8_0 x q8 kernels ---------------------------------------------------------------------
+ * rows_*(args, r0, r1, t0, t1) computes y[t][r] for r in [r0, r1), t in [t0, t1). */
+
+typedef struct q8_args {
+    float *y;               /* [n][ldy] */
+    size_t ldy;             /* = rows */
+    const qm_block_q8_0 *w; /* [rows][nb] */
+    int nb;                 /* blocks per row */
+    q8_acts acts;           /* [n][...] */
+} q8_args;
+
+typedef void (*q8_rows_fn)(const q8_args *a, int r0, int r1, int t0, int t1);
+
+static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
+    const int nb = a->nb;
+    for (int t = t0; t < t1; t++) {
+        const int8_t *xq = a->acts.q + (size_t)t * nb * QK;
+        const float *xd = a->acts.d + (size_t)t * nb;
+        for (int r = r0; r < r1; r++) {
+            const qm_block_q8_0 *wr = a->w + (size_t)r * nb;
+            float acc = 0.0f;
+            for (int b = 0; b < nb; b++) {
+                if (QM_PREFETCH) __builtin_prefetch((const char *)&wr[b] + QM_PREFETCH);
+                int32_t dot = 0;
+                for (int j = 0; j < QK; j++)
+                    dot += (int32_t)wr[b].qs[j] * xq[b * QK + j];
+                acc += ds_half_to_float(wr[b].d) * xd[b] * (float)dot;
+            }
+            a->y[(size_t)t * a->ldy + r] = acc;
+        }
+    }
+}
+
+#if QM_X86
+
+/* Keeps GCC from turning set1(a) * set1(b) into a scalar multiply plus a broadcast per pair. */
+#ifndef QM_NO_OPAQUE
+#define QM_OPAQUE(v) __asm__("" : "+v"(v))
+#else
+#define QM_OPAQUE(v) (void)0
+#endif
+#define QM_TARGET_AVX2 "avx2,fma,f16c"
+#define QM_TARGET_VNNI "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One R x T tile over all blocks. AVX2 has no u8 x s8 -> s32 dot, so as in ggml: |x| (u8) times
+ * w with x's sign (s8) through maddubs (pairs fit int16: 2 * 127 * 127 < 32768), then madd. */
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
+    const int nb = a->nb;
+    const qm_block_q8_0 *w = a->w + (size_t)r0 * nb;
+    const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
+    const float *xd = a->acts.d + (size_t)t0 * nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i wv[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            wv[r] = _mm256_loadu_si256((const __m256i *)w[(size_t)r * nb + b].qs);
+            dw[r] = _mm256_set1_ps(_cvtsh_ss(w[(size_t)r * nb + b].d));
+            if (QM_PREFETCH) __builtin_prefetch((const char *)&w[(size_t)r * nb + b] + QM_PREFETCH);
+            QM_OPAQUE(dw[r]);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256i xv = _mm256_load_si256((const __m256i *)(xq + ((size_t)t * nb + b) * QK));
+            __m256i ax = _mm256_abs_epi8(xv);
+            __m256 dx = _mm256_set1_ps(xd[(size_t)t * nb + b]);
+            QM_OPAQUE(dx);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[r], xv));
+                __m256i p32 = _mm256_madd_epi16(p16, ones);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(p32), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = hsum8(acc[r][t]);
+}
+
+/* VNNI: vpdpbusd wants u8 x s8, so the weights are offset to u8 (w ^ 0x80 = w + 128) and the
+ * 128 * sum(x) this adds is subtracted by starting lane 0 of the accumulator at -128 * sum(x).
+ * Lane sums stay below 2^24, so converting them to float is exact. */
+__attribute__((always_inline, target(QM_TARGET_VNNI))) static inline void
+tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
+    const int nb = a->nb;
+    const qm_block_q8_0 *w = a->w + (size_t)r0 * nb;
+    const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
+    const float *xd = a->acts.d + (size_t)t0 * nb;
+    const int32_t *xs = a->acts.s + (size_t)t0 * nb;
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i wu[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            wu[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w[(size_t)r * nb + b].qs),
+                                     bias);
+            if (QM_PREFETCH) __builtin_prefetch((const char *)&w[(size_t)r * nb + b] + QM_PREFETCH);
+            dw[r] = _mm256_set1_ps(_cvtsh_ss(w[(size_t)r * nb + b].d));
+            QM_OPAQUE(dw[r]);
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m256i xv = _mm256_load_si256((const __m256i *)(xq + ((size_t)t * nb + b) * QK));
+            __m256i corr = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-128 * xs[(size_t)t * nb + b]));
+            __m256 dx = _mm256_set1_ps(xd[(size_t)t * nb + b]);
+            QM_OPAQUE(dx);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m256i p32 = _mm256_dpbusd_epi32(corr, wu[r], xv);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(p32), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = hsum8(acc[r][t]);
+}
+
+/* Drives tiles of RMAX rows x TMAX (<= 4) tokens over a range, smaller tiles for the remainders
+ * (cases >= TMAX are dead). R and T are constants at every call, so each tile is unrolled into
+ * registers. */
+#define QM_DEFINE_ROWS(isa, target_str, RMAX, TMAX)                                                \
+    __attribute__((always_inline, target(target_str))) static inline void tokens_##isa(            \
+        const q8_args *a, const int R, int r, int t0, int t1) {                                    \
+        int t = t0;                                                                                \
+        for (; t + TMAX <= t1; t += TMAX)                                                          \
+            tile_##isa(a, R, TMAX, r, t);                                                          \
+        switch (t1 - t) {                                                                          \
+        case 3: tile_##isa(a, R, 3, r, t); break;                                                  \
+        case 2: tile_##isa(a, R, 2, r, t); break;                                                  \
+        case 1: tile_##isa(a, R, 1, r, t); break;                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    __attribute__((target(target_str))) static void rows_##isa(const q8_args *a, int r0, int r1,   \
+                                                               int t0, int t1) {                   \
+        int r = r0;                                                                                \
+        for (; r + RMAX <= r1; r += RMAX)                                                          \
+            tokens_##isa(a, RMAX, r, t0, t1);                                                      \
+        for (; r < r1; r++)                                                                        \
+            tokens_##isa(a, 1, r, t0, t1);                                                         \
+    }
+
+QM_DEFINE_ROWS(avx2, QM_TARGET_AVX2, 4, 2)
+QM_DEFINE_ROWS(vnni, QM_TARGET_VNNI, 4, 4)
+
+#endif /* QM_X86 */
+
+/* ---- Driver ------------------------------------------------------------------------------ */
+
+#define QM_ALIGN 64
+
+static size_t align_up(size_t v) { return (v + QM_ALIGN - 1) & ~(size_t)(QM_ALIGN - 1); }
+
+size_t qm_scratch_bytes(const qm_matrix *w, int n) {
+    DS_ASSERT(w && n >= 0);
+    if (w->type != QM_Q8_0 || n == 0) return 0;
+    size_t nb = (size_t)w->cols / QK;
+    return QM_ALIGN + align_up((size_t)n * w->cols) + align_up((size_t)n * nb * sizeof(float)) +
+           (size_t)n * nb * sizeof(int32_t);
+}
+
+typedef struct q8_job {
+    q8_args args;
+    q8_rows_fn rows_fn;
+    int rows, n;
+    int rows_per_task, tokens_per_task, n_row_tasks;
+    /* activation quantization */
+    const float *x;
+    int tokens_per_quant_task;
+    qm_isa isa;
+} q8_job;
+
+static void quantize_task(void *ctx, int task_index) {
+    const q8_job *job = ctx;
+    int t0 = task_index * job->tokens_per_quant_task;
+    int t1 = t0 + job->tokens_per_quant_task < job->n ? t0 + job->tokens_per_quant_task : job->n;
+    for (int t = t0; t < t1; t++) {
+#if QM_X86
+        if (job->isa != QM_ISA_SCALAR) {
+            quantize_acts_avx2(&job->args.acts, job->x, job->args.nb * QK, t);
+            continue;
+        }
+#endif
+        quantize_acts_scalar(&job->args.acts, job->x, job->args.nb * QK, t);
+    }
+}
+
+static void matmul_task(void *ctx, int task_index) {
+    const q8_job *job = ctx;
+    int rt = task_index % job->n_row_tasks, tt = task_index / job->n_row_tasks;
+    int r0 = rt * job->rows_per_task, t0 = tt * job->tokens_per_task;
+    int r1 = r0 + job->rows_per_task < job->rows ? r0 + job->rows_per_task : job->rows;
+    int t1 = t0 + job->tokens_per_task < job->n ? t0 + job->tokens_per_task : job->n;
+    job->rows_fn(&job->args, r0, r1, t0, t1);
+}
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+static void matmul_q8_0(float *y, const float *x, const qm_matrix *w, int n, threadpool *pool,
+                        void *scratch) {
+    DS_ASSERT(scratch);
+    const int rows = w->rows, cols = w->cols, nb = cols / QK;
+    q8_job job = {0};
+    job.isa = qm_isa_active();
+    job.rows_fn = rows_scalar;
+#if QM_X86
+    if (job.isa == QM_ISA_AVX2) job.rows_fn = rows_avx2;
+    if (job.isa == QM_ISA_AVX512_VNNI) job.rows_fn = rows_vnni;
+#endif
+    char *base = (char *)align_up((size_t)scratch);
+    job.args.acts.q = (int8_t *)base;
+    job.args.acts.d = (float *)(base + align_up((size_t)n * cols));
+    job.args.acts.s =
+        (int32_t *)((char *)job.args.acts.d + align_up((size_t)n * nb * sizeof(float)));
+    job.args.y = y;
+    job.args.ldy = (size_t)rows;
+    job.args.w = w->data;
+    job.args.nb = nb;
+    job.rows = rows;
+    job.n = n;
+    job.x = x;
+
+    const int n_threads = threadpool_n_threads(pool);
+    /* Quantizing a token row costs about as much as one task dispatch; only split big batches. */
+    job.tokens_per_quant_task = n >= 16 ? ceil_div(n, 2 * n_threads) : n;
+    threadpool_run(pool, ceil_div(n, job.tokens_per_quant_task), quantize_task, &job);
+
+    /* Rows in multiples of 4 (the tile height), ~4 tasks per thread so a late or preempted
+     * thread is absorbed; split the tokens too when there are few rows for many tokens. */
+    const int target_tasks = 4 * n_threads;
+    job.rows_per_task = ceil_div(ceil_div(rows, target_tasks), 4) * 4;
+    job.n_row_tasks = ceil_div(rows, job.rows_per_task);
+    int n_token_tasks = 1;
+    if (job.n_row_tasks < target_tasks && n >= 8)
+        n_token_tasks = ceil_div(target_tasks, job.n_row_tasks);
+    if (n_token_tasks > ceil_div(n, 4)) n_token_tasks = ceil_div(n, 4);
+    job.tokens_per_task = ceil_div(ceil_div(n, n_token_tasks), 4) * 4;
+    n_token_tasks = ceil_div(n, job.tokens_per_task);
+    threadpool_run(pool, job.n_row_tasks * n_token_tasks, matmul_task, &job);
+}
+
+void qm_matmul(float *y, const float *x, const qm_matrix *w, int n, threadpool *pool,
+               void *scratch) {
+    DS_ASSERT(y && x && w && w->data && n >= 0);
+    if (n == 0) return;
+    switch (w->type) {
+    case QM_F32:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w->rows, w->cols, 1.0f, x, w->cols,
+                    (const float *)w->data, w->cols, 0.0f, y, w->rows);
+        return;
+    case QM_Q8_0: matmul_q8_0(y, x, w, n, pool, scratch); return;
+    }
+    DS_ASSERT(!"qm_matmul: unknown qm_type");
+}
