@@ -30,6 +30,11 @@ ds_status dq_method_from_name(const char *name, dq_method *out, char *msg, size_
                    name);
 }
 
+dq_config dq_config_defaults(dq_method method, int bits) {
+    return (dq_config){
+        .method = method, .bits = bits, .group_size = 64, .axis = DQ_AXIS_CHAN, .refit = 1};
+}
+
 /* ---- format ---------------------------------------------------------------------------- */
 
 /* Length of the axis that quantization groups run along, for the resolved method and role. */

@@ -70,6 +70,12 @@ typedef struct dq_config {
     int refit;        /* 1: least-squares refit of the small tensor after quantization */
 } dq_config;
 
+/* What decoserve uses when the user names only method and bits: DecoQuant with channel groups
+ * along tokens inside the large tensor and the least-squares refit of the small tensor, the best
+ * DecoQuant settings on SmolLM2's real KV (BENCHMARKS.md); group_size 64. The zero config keeps
+ * the paper's plain variant (row groups, no refit). */
+dq_config dq_config_defaults(dq_method method, int bits);
+
 /* The resolved page format for one role (keys or values). */
 typedef struct dq_format {
     dq_config cfg; /* with defaults filled in */

@@ -16,10 +16,11 @@
 
 static const char *PROG = "decoserve generate";
 
-enum { PREFILL_CHUNK = 256 };
+enum { PREFILL_CHUNK = 256, PROMPT_FILE_MAX = 16 << 20 };
 
 typedef struct gen_options {
-    const char *model, *prompt;
+    const char *model, *prompt, *prompt_file;
+    int prompt_tokens; /* 0: all */
     int kv_bits, block_size, max_tokens, ignore_eos, group_size;
     dq_method kv_method;
     qm_type weights;
@@ -34,6 +35,8 @@ static void usage(FILE *out) {
             "  --model PATH          GGUF file, or HF folder (config.json, safetensors, "
             "tokenizer.json)\n"
             "  --prompt TEXT         prompt; special tokens such as <|im_start|> are parsed\n"
+            "  --prompt-file PATH    read the prompt from a file instead (at most 16 MiB)\n"
+            "  --prompt-tokens N     keep only the first N prompt tokens (benchmarks)\n"
             "  --kv-bits N           16 (fp16 pages), 8, 4 or 2 (default 16)\n"
             "  --kv-method M         decoquant, rtn or kivi (default decoquant)\n"
             "  --kv-group-size N     values per quantization group (default 64)\n"
@@ -78,6 +81,10 @@ static int parse(int argc, char **argv, gen_options *o) {
             o->model = v;
         else if (!strcmp(a, "--prompt"))
             o->prompt = v;
+        else if (!strcmp(a, "--prompt-file"))
+            o->prompt_file = v;
+        else if (!strcmp(a, "--prompt-tokens"))
+            r = cli_int(PROG, a, v, 1, 1 << 24, &o->prompt_tokens);
         else if (!strcmp(a, "--kv-bits"))
             r = cli_int(PROG, a, v, 2, 16, &o->kv_bits);
         else if (!strcmp(a, "--kv-group-size"))
@@ -120,8 +127,8 @@ static int parse(int argc, char **argv, gen_options *o) {
         }
         if (r < 0) return -1;
     }
-    if (!o->model || !o->prompt) {
-        fprintf(stderr, "%s: --model and --prompt are required (see --help)\n", PROG);
+    if (!o->model || !o->prompt == !o->prompt_file) {
+        fprintf(stderr, "%s: --model and one of --prompt or --prompt-file are required\n", PROG);
         return -1;
     }
     if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16) {
@@ -148,6 +155,7 @@ typedef struct gen_state {
     int32_t *ids;
     float *logits;
     void *scratch;
+    char *prompt_text; /* --prompt-file contents */
 } gen_state;
 
 static void gen_free(gen_state *g) {
@@ -157,7 +165,7 @@ static void gen_free(gen_state *g) {
     bpe_decoder_destroy(g->decoder);
     bpe_destroy(g->tok);
     llama_model_free(&g->model);
-    free(g->ids), free(g->logits), free(g->scratch);
+    free(g->ids), free(g->logits), free(g->scratch), free(g->prompt_text);
 }
 
 /* Writes text that passed the stop matcher; returns the matched stop index or STOP_NONE. */
@@ -187,14 +195,29 @@ static int run(const gen_options *o, gen_state *g) {
         return 1;
     }
     const llama_config *c = &g->model.config;
-    size_t len = strlen(o->prompt);
+    const char *prompt = o->prompt;
+    if (o->prompt_file) {
+        FILE *fp = fopen(o->prompt_file, "rb");
+        g->prompt_text = fp ? malloc(PROMPT_FILE_MAX + 1) : NULL;
+        size_t n = g->prompt_text ? fread(g->prompt_text, 1, PROMPT_FILE_MAX + 1, fp) : 0;
+        if (fp) fclose(fp);
+        if (!g->prompt_text || n > PROMPT_FILE_MAX) {
+            fprintf(stderr, "%s: --prompt-file %s: %s\n", PROG, o->prompt_file,
+                    !fp ? "cannot open" : "larger than 16 MiB or out of memory");
+            return !fp ? 1 : 2;
+        }
+        g->prompt_text[n] = 0;
+        prompt = g->prompt_text;
+    }
+    size_t len = strlen(prompt);
     int n_prompt = 0, cap = (int)len + 8;
     g->ids = malloc((size_t)cap * sizeof(int32_t));
-    if (!g->ids || bpe_encode(g->tok, o->prompt, len, true, g->ids, cap, &n_prompt, msg,
-                              sizeof msg) != DS_OK) {
+    if (!g->ids ||
+        bpe_encode(g->tok, prompt, len, true, g->ids, cap, &n_prompt, msg, sizeof msg) != DS_OK) {
         fprintf(stderr, "%s: --prompt: %s\n", PROG, g->ids ? msg : "out of memory");
         return 1;
     }
+    if (o->prompt_tokens && n_prompt > o->prompt_tokens) n_prompt = o->prompt_tokens;
     if (n_prompt == 0) {
         fprintf(stderr, "%s: --prompt: empty after tokenization\n", PROG);
         return 2;
@@ -213,9 +236,8 @@ static int run(const gen_options *o, gen_state *g) {
                           .block_size = o->block_size,
                           .n_open_blocks = PREFILL_CHUNK / o->block_size + 2,
                           .n_full_blocks = total / o->block_size + 1};
-    kc.key_codec = (dq_config){.method = o->kv_bits == 16 ? DQ_FP16 : o->kv_method,
-                               .bits = o->kv_bits,
-                               .group_size = o->group_size};
+    kc.key_codec = dq_config_defaults(o->kv_bits == 16 ? DQ_FP16 : o->kv_method, o->kv_bits);
+    kc.key_codec.group_size = o->group_size;
     kc.value_codec = kc.key_codec;
     if (kv_cache_create(&kc, &g->cache, msg, sizeof msg) != DS_OK) {
         fprintf(stderr, "%s: KV cache settings (--kv-*, --block-size): %s\n", PROG, msg);

@@ -80,10 +80,17 @@ expect_error "negative temperature" 2 "temperature" -- --model "$tiny" --prompt 
 expect_error "negative top-k" 2 "top-k" -- --model "$tiny" --prompt hi --top-k -1
 expect_error "kv bits 3" 2 "kv-bits" -- --model "$tiny" --prompt hi --kv-bits 3
 expect_error "unknown kv method" 2 "gptq" -- --model "$tiny" --prompt hi --kv-method gptq
-expect_error "block size not dividing" 1 "group_size = 64 does not divide" -- --model "$tiny" --prompt hi --kv-bits 4 \
-    --block-size 24 --kv-method decoquant
+expect_error "group not dividing the block" 1 "group_size = 24 does not divide" -- --model "$tiny" \
+    --prompt hi --kv-bits 4 --block-size 32 --kv-group-size 24 --kv-method decoquant
 expect_error "unknown flag" 2 "--frobnicate" -- --model "$tiny" --prompt hi --frobnicate 1
 expect_error "missing prompt" 2 "prompt" -- --model "$tiny"
+expect_error "prompt and prompt file" 2 "prompt" -- --model "$tiny" --prompt a --prompt-file /dev/null
+expect_error "missing prompt file" 1 "nope.txt" -- --model "$tiny" --prompt-file "$tmp/nope.txt"
+printf 'the cat sat on the mat and the dog sat on the log' >"$tmp/prompt.txt"
+"$decoserve" generate --model "$tiny" --prompt-file "$tmp/prompt.txt" --prompt-tokens 5 \
+    --max-tokens 3 --ignore-eos >/dev/null 2>"$tmp/err"
+grep -q "prompt 5 tokens" "$tmp/err"
+check "--prompt-file with --prompt-tokens" $?
 expect_error "empty prompt" 2 "empty" -- --model "$tiny" --prompt ""
 stops=()
 for i in $(seq 1 17); do stops+=(--stop "s$i"); done

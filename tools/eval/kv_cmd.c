@@ -45,8 +45,8 @@ static void usage(FILE *out) {
         "  --bits LIST          8,4,2 (fp16 is always 16)\n"
         "  --dq-factors LIST    t1xd1 pairs, e.g. 1x8,2x4 (default: 1x8 for head_dim >= 128,\n"
         "                       else 1x4)\n"
-        "  --dq-absorb LIST     small,large (small)        --dq-axis LIST  row,chan (row)\n"
-        "  --dq-refit LIST      0,1 (0)                    --dq-rank N     kept rank (full)\n"
+        "  --dq-absorb LIST     small,large (small)        --dq-axis LIST  row,chan (chan)\n"
+        "  --dq-refit LIST      0,1 (1)                    --dq-rank N     kept rank (full)\n"
         "Every combination of the --dq-* lists gives one decoquant row.\n");
 }
 
@@ -132,6 +132,7 @@ static int parse_options(int argc, char **argv, options *o) {
     for (int i = 0; i < 4; i++)
         o->methods[i] = i;
     o->bits[0] = 8, o->bits[1] = 4, o->bits[2] = 2;
+    o->axis[0] = DQ_AXIS_CHAN, o->refit[0] = 1; /* dq_config_defaults */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

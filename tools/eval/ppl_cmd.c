@@ -32,6 +32,7 @@ static void usage(FILE *out) {
             "                     different codecs on keys and values, and fp16 (default:\n"
             "                     %s)\n"
             "  --dq-factors T1xD1 --dq-axis row|chan --dq-refit 0|1  DecoQuant settings\n"
+            "                     (default: chan, refit 1; row + refit 0 is the paper's variant)\n"
             "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
             "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
             DEFAULT_CONFIGS);
@@ -79,7 +80,7 @@ static char *read_text(const char *path, size_t *len) {
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *configs = DEFAULT_CONFIGS;
     int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
-    dq_config dq = {0};
+    dq_config dq = dq_config_defaults(DQ_DECOQUANT, 4);
     qm_type weights = QM_Q8_0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
