@@ -3,6 +3,7 @@
 #ifndef DS_COMMON_HALF_H
 #define DS_COMMON_HALF_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -64,6 +65,10 @@ static inline float ds_bf16_to_float(uint16_t b) {
     memcpy(&f, &bits, sizeof f);
     return f;
 }
+
+/* Rows of n values, vectorised where the CPU allows (common/half.c); same rounding as above. */
+void ds_half_to_float_n(const uint16_t *src, float *dst, size_t n);
+void ds_float_to_half_n(const float *src, uint16_t *dst, size_t n);
 
 /* Round a float through fp16 and back: what storing it in an fp16 slot does to it. */
 static inline float ds_round_half(float f) { return ds_half_to_float(ds_float_to_half(f)); }

@@ -206,10 +206,8 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
         for (int t = span0; t <= last; t++) {
             const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
             const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
-            for (int j = 0; j < D; j++) {
-                e->kown[(size_t)(t - span0) * D + j] = ds_half_to_float(kh[j]);
-                e->vown[(size_t)(t - span0) * D + j] = ds_half_to_float(vh[j]);
-            }
+            ds_half_to_float_n(kh, e->kown + (size_t)(t - span0) * D, (size_t)D);
+            ds_half_to_float_n(vh, e->vown + (size_t)(t - span0) * D, (size_t)D);
         }
         for (int g = 0; g < group; g++) {
             const int qh = h * group + g;

@@ -182,13 +182,29 @@ void dq_pack_codes(const uint8_t *codes, int n, int bits, uint8_t *out) {
 }
 
 void dq_unpack_codes(const uint8_t *packed, int n, int bits, uint8_t *codes) {
-    if (bits == 8) {
-        memcpy(codes, packed, (size_t)n);
-        return;
+    int k = 0;
+    switch (bits) {
+    case 8: memcpy(codes, packed, (size_t)n); return;
+    case 4:
+        for (; k + 2 <= n; k += 2) {
+            uint8_t b = packed[k / 2];
+            codes[k] = b & 0xf;
+            codes[k + 1] = b >> 4;
+        }
+        break;
+    case 2:
+        for (; k + 4 <= n; k += 4) {
+            uint8_t b = packed[k / 4];
+            codes[k] = b & 3;
+            codes[k + 1] = (b >> 2) & 3;
+            codes[k + 2] = (b >> 4) & 3;
+            codes[k + 3] = b >> 6;
+        }
+        break;
     }
-    int per_byte = 8 / bits;
+    int per_byte = 8 / bits; /* the tail of an odd count */
     uint8_t mask = (uint8_t)((1u << bits) - 1);
-    for (int k = 0; k < n; k++)
+    for (; k < n; k++)
         codes[k] = (packed[k / per_byte] >> ((k % per_byte) * bits)) & mask;
 }
 
@@ -268,26 +284,25 @@ static void from_storage(const dq_format *f, const float *x, float *mat) {
 
 /* ---- MPO decomposition --------------------------------------------------------------------- */
 
-/* page [T][D] -> M' [m][n] with M'[(t1i,c1), (t2i,c2)] = page[t1i*t2 + t2i][c1*d2 + c2]. */
+/* page [T][D] -> M' [m][n] with M'[(t1i,c1), (t2i,c2)] = page[t1i*t2 + t2i][c1*d2 + c2]: each
+ * (t, c1) run of d2 channels is one contiguous run of M'. */
 static void regroup(const dq_format *f, const float *page, float *mp) {
-    int d1 = f->cfg.d1;
+    const int d1 = f->cfg.d1, d2 = f->d2, t2 = f->t2, n = f->n;
     for (int t = 0; t < f->T; t++) {
-        int t1i = t / f->t2, t2i = t % f->t2;
-        for (int c = 0; c < f->D; c++) {
-            int c1 = c / f->d2, c2 = c % f->d2;
-            mp[(size_t)(t1i * d1 + c1) * f->n + t2i * f->d2 + c2] = page[t * f->D + c];
-        }
+        const int t1i = t / t2, t2i = t % t2;
+        for (int c1 = 0; c1 < d1; c1++)
+            memcpy(mp + (size_t)(t1i * d1 + c1) * n + t2i * d2, page + (size_t)t * f->D + c1 * d2,
+                   (size_t)d2 * sizeof(float));
     }
 }
 
 static void ungroup(const dq_format *f, const float *mp, float *page, size_t stride) {
-    int d1 = f->cfg.d1;
+    const int d1 = f->cfg.d1, d2 = f->d2, t2 = f->t2, n = f->n;
     for (int t = 0; t < f->T; t++) {
-        int t1i = t / f->t2, t2i = t % f->t2;
-        for (int c = 0; c < f->D; c++) {
-            int c1 = c / f->d2, c2 = c % f->d2;
-            page[t * stride + c] = mp[(size_t)(t1i * d1 + c1) * f->n + t2i * f->d2 + c2];
-        }
+        const int t1i = t / t2, t2i = t % t2;
+        for (int c1 = 0; c1 < d1; c1++)
+            memcpy(page + t * stride + c1 * d2, mp + (size_t)(t1i * d1 + c1) * n + t2i * d2,
+                   (size_t)d2 * sizeof(float));
     }
 }
 
@@ -462,7 +477,8 @@ void dq_mpo_decompose(const dq_format *f, const float *page, float *small, float
 }
 
 /* M' [m][n] = A [m][r] x B [r][n]. */
-static void mpo_product(const dq_format *f, const float *small, const float *large, float *mp) {
+static void mpo_product(const dq_format *f, const float *restrict small,
+                        const float *restrict large, float *restrict mp) {
     const int m = f->m, n = f->n, r = f->rank;
     for (int i = 0; i < m; i++) {
         float *row = mp + (size_t)i * n;
@@ -500,8 +516,7 @@ void dq_compress_page(const dq_format *f, const uint16_t *src, size_t src_stride
     uint16_t *params = (uint16_t *)(page + f->params_offset);
     float *input = w.vals; /* page as fp32 [T][D] */
     for (int t = 0; t < f->T; t++)
-        for (int c = 0; c < f->D; c++)
-            input[t * f->D + c] = ds_half_to_float(src[t * src_stride + c]);
+        ds_half_to_float_n(src + t * src_stride, input + (size_t)t * f->D, (size_t)f->D);
 
     if (f->cfg.method != DQ_DECOQUANT) {
         to_storage(f, input, w.large);
@@ -527,8 +542,7 @@ void dq_decompress_page(const dq_format *f, const uint8_t *page, float *out, siz
     if (f->cfg.method == DQ_FP16) {
         const uint16_t *h = (const uint16_t *)page;
         for (int t = 0; t < f->T; t++)
-            for (int c = 0; c < f->D; c++)
-                out[t * out_stride + c] = ds_half_to_float(h[t * f->D + c]);
+            ds_half_to_float_n(h + (size_t)t * f->D, out + t * out_stride, (size_t)f->D);
         return;
     }
     workspace w = carve(f, workspace_mem);

@@ -177,10 +177,8 @@ void kv_cache_write(kv_cache *kc, const kv_seq *seq, int layer, int first_pos, i
         DS_ASSERT(id >= 0);
         uint16_t *kd = open_slab(kc, id, layer, 0) + (size_t)(pos % T) * hd;
         uint16_t *vd = open_slab(kc, id, layer, 1) + (size_t)(pos % T) * hd;
-        for (size_t j = 0; j < hd; j++) {
-            kd[j] = ds_float_to_half(k[i * hd + j]);
-            vd[j] = ds_float_to_half(v[i * hd + j]);
-        }
+        ds_float_to_half_n(k + i * hd, kd, hd);
+        ds_float_to_half_n(v + i * hd, vd, hd);
     }
 }
 
