@@ -11,26 +11,17 @@
 #include <cmocka.h>
 
 #include "common/half.h"
+#include "common/rng.h"
 #include "engine/llama.h"
 
-static uint64_t rng_state = 42;
-static float rng_gauss(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    double u = ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-    z = (rng_state += 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
-    double v = (double)(z >> 11) / 9007199254740992.0;
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+static ds_rng g_rng = {42};
 
 static llama_model g_model;
 static qm_type g_weight_type = QM_F32;
 
 static void fill(float *p, size_t n, float scale, float bias) {
     for (size_t i = 0; i < n; i++)
-        p[i] = bias + scale * rng_gauss();
+        p[i] = bias + scale * ds_rng_gauss(&g_rng);
 }
 
 static int setup(void **state) {

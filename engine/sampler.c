@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/rng.h"
 #include "common/log.h"
 
 /* One candidate in scratch: unnormalised probability and token id. */
@@ -38,13 +39,6 @@ ds_status sampler_params_validate(const sampler_params *params, char *msg, size_
     return DS_OK;
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 /* xoshiro256** (Blackman & Vigna). */
@@ -71,7 +65,8 @@ static uint64_t seed_from_clock(void) {
     clock_gettime(CLOCK_MONOTONIC, &mono);
     uint64_t x = (uint64_t)real.tv_sec * 1000000000ull + (uint64_t)real.tv_nsec;
     x ^= rotl((uint64_t)mono.tv_nsec, 32) ^ atomic_fetch_add(&counter, 1) * 0xd1b54a32d192ed03ull;
-    return splitmix64(&x);
+    ds_rng mix = {x};
+    return ds_rng_u64(&mix);
 }
 
 ds_status sampler_init(sampler *s, const sampler_params *params, char *msg, size_t msg_len) {
@@ -81,9 +76,9 @@ ds_status sampler_init(sampler *s, const sampler_params *params, char *msg, size
     /* Kept below 2^63 so it can be reported and passed back as params.seed to replay. */
     s->seed_used = params->seed == SAMPLER_SEED_RANDOM ? seed_from_clock() & (uint64_t)INT64_MAX
                                                        : (uint64_t)params->seed;
-    uint64_t x = s->seed_used;
+    ds_rng seeder = {s->seed_used};
     for (int i = 0; i < 4; i++)
-        s->rng[i] = splitmix64(&x);
+        s->rng[i] = ds_rng_u64(&seeder);
     return DS_OK;
 }
 

@@ -12,28 +12,18 @@
 #include <lapacke.h>
 
 #include "common/half.h"
+#include "common/rng.h"
 #include "kvcache/decoquant.h"
 
-/* splitmix64-driven uniform and Gaussian numbers: tests are seeded and repeatable. */
-static uint64_t rng_state;
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(void) { return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0); }
-static float rng_gauss(void) {
-    double u = rng_uniform() + 1e-300, v = rng_uniform();
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+/* Tests are seeded and repeatable. */
+static ds_rng g_rng;
 
 /* A key-like fp16 page: Gaussian with a few outlier channels 10-50x larger. */
 static void make_page(uint16_t *page, int T, int D, int outliers) {
     for (int t = 0; t < T; t++)
         for (int c = 0; c < D; c++) {
             float scale = (outliers && c % 37 == 5) ? 10.0f + (float)(c % 41) : 1.0f;
-            page[t * D + c] = ds_float_to_half(rng_gauss() * scale);
+            page[t * D + c] = ds_float_to_half(ds_rng_gauss(&g_rng) * scale);
         }
 }
 
@@ -77,13 +67,13 @@ static double round_trip(codec *c, const uint16_t *src, float *out) {
 
 static void test_pack_round_trip(void **state) {
     (void)state;
-    rng_state = 1;
+    g_rng.state = 1;
     int bits_list[] = {2, 4, 8};
     for (int b = 0; b < 3; b++) {
         int bits = bits_list[b], n = 1000;
         uint8_t codes[1000], packed[1000], back[1000];
         for (int i = 0; i < n; i++)
-            codes[i] = (uint8_t)(rng_next() & ((1u << bits) - 1));
+            codes[i] = (uint8_t)(ds_rng_u64(&g_rng) & ((1u << bits) - 1));
         dq_pack_codes(codes, n, bits, packed);
         dq_unpack_codes(packed, n, bits, back);
         assert_memory_equal(codes, back, (size_t)n);
@@ -149,7 +139,7 @@ static void test_exact_bytes(void **state) {
  * tensor with orthonormal rows. */
 static void test_mpo_exact(void **state) {
     (void)state;
-    rng_state = 7;
+    g_rng.state = 7;
     int factors[][4] = {{32, 128, 1, 8}, {32, 128, 2, 4}, {32, 128, 4, 8}, {16, 64, 1, 4},
                         {64, 64, 2, 2},  {32, 64, 1, 1},  {8, 128, 8, 8}};
     for (size_t fi = 0; fi < sizeof factors / sizeof factors[0]; fi++) {
@@ -196,7 +186,7 @@ static void test_mpo_exact(void **state) {
  * built here independently from the documented index formula. */
 static void test_singular_values_match_lapack(void **state) {
     (void)state;
-    rng_state = 11;
+    g_rng.state = 11;
     const int T = 32, D = 128, t1 = 2, d1 = 4, t2 = T / t1, d2 = D / d1, m = t1 * d1, n = t2 * d2;
     dq_config cfg = {
         .method = DQ_DECOQUANT, .bits = 4, .block_size = T, .head_dim = D, .t1 = t1, .d1 = d1};
@@ -222,7 +212,7 @@ static void test_singular_values_match_lapack(void **state) {
 /* Eckart-Young: truncating to rank r leaves exactly the energy of the dropped directions. */
 static void test_rank_truncation(void **state) {
     (void)state;
-    rng_state = 13;
+    g_rng.state = 13;
     const int T = 32, D = 64;
     dq_config full_cfg = {
         .method = DQ_DECOQUANT, .bits = 8, .block_size = T, .head_dim = D, .d1 = 8};
@@ -254,7 +244,7 @@ static void test_rank_truncation(void **state) {
 /* Every method at 8 bits is near-lossless; error grows as bits shrink; fp16 is bit exact. */
 static void test_error_bounds(void **state) {
     (void)state;
-    rng_state = 17;
+    g_rng.state = 17;
     const int T = 32, D = 128;
     uint16_t src[32 * 128];
     float out[32 * 128];
@@ -292,7 +282,7 @@ static void test_error_bounds(void **state) {
 /* The refit re-solves the small tensor by least squares: never worse than the plain codec. */
 static void test_refit_not_worse(void **state) {
     (void)state;
-    rng_state = 19;
+    g_rng.state = 19;
     uint16_t src[32 * 128];
     float out[32 * 128];
     for (int trial = 0; trial < 20; trial++) {
@@ -317,7 +307,7 @@ static void test_refit_not_worse(void **state) {
 /* Strided input (a page inside an open block of several heads) and determinism. */
 static void test_strided_and_deterministic(void **state) {
     (void)state;
-    rng_state = 23;
+    g_rng.state = 23;
     const int T = 16, D = 64, heads = 3, stride = heads * D;
     uint16_t block[16 * 3 * 64], page_src[16 * 64];
     make_page(block, T, stride, 1);

@@ -17,14 +17,7 @@
 #include "common/status.h"
 #include "engine/loader/gguf.h"
 #include "engine/loader/gguf_writer.h"
-
-static char tmp_path[512];
-
-static const char *tmp_file(const char *name) {
-    const char *dir = getenv("TEST_TMPDIR");
-    snprintf(tmp_path, sizeof tmp_path, "%s/%s", dir ? dir : "/tmp", name);
-    return tmp_path;
-}
+#include "engine/loader/loader_test_util.h"
 
 static uint8_t *read_all(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
@@ -52,19 +45,6 @@ static uint8_t *find_bytes(uint8_t *hay, size_t size, const char *needle) {
         if (memcmp(hay + i, needle, n) == 0) return hay + i;
     return NULL;
 }
-
-static void assert_contains(const char *haystack, const char *needle) {
-    if (!strstr(haystack, needle)) fail_msg("message '%s' does not mention '%s'", haystack, needle);
-}
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        char m_[512] = "";                                                                         \
-        ds_status s_ = (call);                                                                     \
-        if (s_ != DS_OK) fail_msg("%s: %s (%s)", #call, m_, ds_status_str(s_));                    \
-    } while (0)
-/* The writer/getters take (msg, msg_len) last; OK() supplies them. */
-#define M m_, sizeof m_
 
 /* ---- metadata round trip ---- */
 

@@ -18,28 +18,9 @@
 #include "common/status.h"
 #include "engine/loader/gguf.h"
 #include "engine/loader/gguf_writer.h"
+#include "engine/loader/loader_test_util.h"
 #include "engine/loader/llama_gguf.h"
 #include "engine/loader/model.h"
-
-static char tmp_path[512];
-
-static const char *tmp_file(const char *name) {
-    const char *dir = getenv("TEST_TMPDIR");
-    snprintf(tmp_path, sizeof tmp_path, "%s/%s", dir ? dir : "/tmp", name);
-    return tmp_path;
-}
-
-static void assert_contains(const char *haystack, const char *needle) {
-    if (!strstr(haystack, needle)) fail_msg("message '%s' does not mention '%s'", haystack, needle);
-}
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        char m_[512] = "";                                                                         \
-        ds_status s_ = (call);                                                                     \
-        if (s_ != DS_OK) fail_msg("%s: %s (%s)", #call, m_, ds_status_str(s_));                    \
-    } while (0)
-#define M m_, sizeof m_
 
 static uint64_t rng = 42;
 static float rand_weight(void) {

@@ -7,22 +7,7 @@
 #include <time.h>
 
 #include "common/half.h"
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_u64(rng *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rng_unif(rng *r) { return (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
-static float rng_gauss(rng *r) {
-    double u = rng_unif(r) + 1e-300, v = rng_unif(r);
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+#include "common/rng.h"
 
 static double now_us(void) {
     struct timespec ts;
@@ -58,13 +43,13 @@ static ds_status set_alloc(kv_set *s, int n_heads, int n_tokens, int head_dim, i
 }
 
 /* One key-like vector: latent mix + noise, outlier channels scaled and offset, then RoPE. */
-static void synth_key(rng *r, const float *basis, int rank, const float *chan_scale,
+static void synth_key(ds_rng *r, const float *basis, int rank, const float *chan_scale,
                       const float *chan_mean, int D, int pos, float *out) {
     float z[16];
     for (int k = 0; k < rank; k++)
-        z[k] = rng_gauss(r);
+        z[k] = ds_rng_gauss(r);
     for (int c = 0; c < D; c++) {
-        float x = 0.5f * rng_gauss(r);
+        float x = 0.5f * ds_rng_gauss(r);
         for (int k = 0; k < rank; k++)
             x += z[k] * basis[k * D + c];
         out[c] = x * chan_scale[c] + chan_mean[c];
@@ -82,7 +67,7 @@ ds_status kv_synth(kv_set *s, int n_heads, int n_tokens, int head_dim, int n_que
     ds_status st = set_alloc(s, n_heads, n_tokens, head_dim, n_queries, msg, msg_len);
     if (st != DS_OK) return st;
     const int D = head_dim, rank = 8;
-    rng r = {seed * 0x2545f4914f6cdd1dull + 1};
+    ds_rng r = {seed * 0x2545f4914f6cdd1dull + 1};
     float *basis = malloc((size_t)rank * D * sizeof(float) * 2);
     float *scale = malloc((size_t)D * sizeof(float) * 3), *mean = scale + D, *vec = scale + 2 * D;
     float *vbasis = basis + rank * D;
@@ -92,35 +77,35 @@ ds_status kv_synth(kv_set *s, int n_heads, int n_tokens, int head_dim, int n_que
     }
     for (int h = 0; h < n_heads; h++) {
         for (int i = 0; i < rank * D; i++)
-            basis[i] = rng_gauss(&r) * 0.35f;
+            basis[i] = ds_rng_gauss(&r) * 0.35f;
         for (int i = 0; i < rank * D; i++)
-            vbasis[i] = rng_gauss(&r) * 0.35f;
+            vbasis[i] = ds_rng_gauss(&r) * 0.35f;
         for (int c = 0; c < D; c++)
-            scale[c] = 1.0f, mean[c] = 0.1f * rng_gauss(&r);
+            scale[c] = 1.0f, mean[c] = 0.1f * ds_rng_gauss(&r);
         int n_out = D / 32 > 1 ? D / 32 : 1;
         for (int k = 0; k < n_out; k++) { /* outliers in the slow-rotating upper half of pairs */
-            int c = D / 4 + (int)(rng_u64(&r) % (uint64_t)(D / 4));
-            if (rng_u64(&r) & 1) c += D / 2;
-            scale[c] = 10.0f + 40.0f * (float)rng_unif(&r);
-            mean[c] = scale[c] * 0.5f * rng_gauss(&r);
+            int c = D / 4 + (int)(ds_rng_u64(&r) % (uint64_t)(D / 4));
+            if (ds_rng_u64(&r) & 1) c += D / 2;
+            scale[c] = 10.0f + 40.0f * (float)ds_rng_uniform(&r);
+            mean[c] = scale[c] * 0.5f * ds_rng_gauss(&r);
         }
         for (int t = 0; t < n_tokens; t++) {
             size_t row = ((size_t)h * n_tokens + t) * D;
             synth_key(&r, basis, rank, scale, mean, D, t, vec);
             for (int c = 0; c < D; c++)
                 s->keys[row + c] = ds_float_to_half(vec[c]);
-            float tok = (float)exp(0.5 * rng_gauss(&r)), z[8];
+            float tok = (float)exp(0.5 * ds_rng_gauss(&r)), z[8];
             for (int k = 0; k < rank; k++)
-                z[k] = rng_gauss(&r);
+                z[k] = ds_rng_gauss(&r);
             for (int c = 0; c < D; c++) {
-                float x = 0.5f * rng_gauss(&r);
+                float x = 0.5f * ds_rng_gauss(&r);
                 for (int k = 0; k < rank; k++)
                     x += z[k] * vbasis[k * D + c];
                 s->values[row + c] = ds_float_to_half(x * tok);
             }
         }
         for (int q = 0; q < n_queries; q++) {
-            int pos = n_tokens + (int)(rng_u64(&r) % 16);
+            int pos = n_tokens + (int)(ds_rng_u64(&r) % 16);
             synth_key(&r, basis, rank, scale, mean, D, pos, vec);
             for (int c = 0; c < D; c++)
                 s->queries[((size_t)h * n_queries + q) * D + c] = vec[c] / scale[c] * 2.0f;
@@ -141,10 +126,10 @@ ds_status kv_from_arrays(kv_set *s, const float *keys, const float *values, int 
         s->keys[i] = ds_float_to_half(keys[i]);
         s->values[i] = ds_float_to_half(values[i]);
     }
-    rng r = {seed + 1};
+    ds_rng r = {seed + 1};
     for (int h = 0; h < n_heads; h++)
         for (int q = 0; q < n_queries; q++) {
-            int t = (int)(rng_u64(&r) % (uint64_t)n_tokens);
+            int t = (int)(ds_rng_u64(&r) % (uint64_t)n_tokens);
             for (int c = 0; c < head_dim; c++)
                 s->queries[((size_t)h * n_queries + q) * head_dim + c] =
                     keys[((size_t)h * n_tokens + t) * head_dim + c];

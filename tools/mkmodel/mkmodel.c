@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/rng.h"
 #include "common/status.h"
 #include "engine/loader/gguf_writer.h"
 #include "engine/loader/llama_gguf.h"
@@ -66,25 +67,13 @@ static const char corpus[] =
     "Every spring the water rises, every summer it grows quiet, and every autumn the leaves float "
     "down toward the sea, exactly as they did when Clara was a child.\n";
 
-/* ---- random numbers: splitmix64 + Box-Muller ---- */
+/* ---- random numbers ---- */
 
-static uint64_t rng_state;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(void) { return ((double)(rng_next() >> 11) + 0.5) * 0x1.0p-53; }
+static ds_rng g_rng;
 
 static void fill_normal(float *x, size_t n, float std) {
-    for (size_t i = 0; i < n; i += 2) {
-        double r = sqrt(-2.0 * log(rng_uniform())), a = 6.283185307179586 * rng_uniform();
-        x[i] = (float)(std * r * cos(a));
-        if (i + 1 < n) x[i + 1] = (float)(std * r * sin(a));
-    }
+    for (size_t i = 0; i < n; i++)
+        x[i] = std * ds_rng_gauss(&g_rng);
 }
 
 static void fill_const(float *x, size_t n, float v) {
@@ -427,7 +416,7 @@ int main(int argc, char **argv) {
     if (!out) usage();
     if (!parse_shape(shape, &model.config)) die("--shape: expected tiny or smollm2-135m");
     if (!parse_type(type_name, &type)) die("--type: expected f32, f16, bf16, q8_0, q4_0 or q4_1");
-    rng_state = seed;
+    g_rng.state = seed;
 
     vocab v = {0};
     build_vocab(&v);
