@@ -11,6 +11,8 @@
 #include "common/threadpool.h"
 #include "kernels/ops.h"
 
+enum { LOAD_TASKS = 16 }; /* page decompression is split into this many pool tasks */
+
 /* The projections of one layer in the compute format. */
 typedef struct layer_weights {
     qm_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
@@ -30,7 +32,10 @@ struct llama_engine {
     float *x, *xn, *q, *k, *v, *attn, *gate, *up;
     int32_t *positions;
     /* attention scratch */
-    float *kbuf, *vbuf; /* [context][head_dim] decompressed full blocks of one (seq, head) */
+    float *kbuf, *vbuf; /* [kv head][context + block][head_dim] decompressed full blocks */
+    size_t head_stride; /* floats between two heads' rows in kbuf/vbuf */
+    void *page_work;    /* [LOAD_TASKS] codec workspaces */
+    size_t page_work_bytes;
     float *kown, *vown; /* [max_rows + block][head_dim] fp16 rows of the step's own blocks */
     float *scores;      /* [max_rows][context]: compressed-part scores, then probabilities */
     float *own_p;       /* [max_rows][block]: own-block scores, then probabilities */
@@ -63,6 +68,7 @@ void llama_engine_destroy(llama_engine *e) {
     free(e->inv_freq);
     free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v), free(e->attn);
     free(e->gate), free(e->up), free(e->positions);
+    free(e->page_work);
     free(e->kbuf), free(e->vbuf), free(e->kown), free(e->vown), free(e->scores), free(e->own_p);
     free(e);
 }
@@ -125,16 +131,19 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     e->gate = malloc(R * (size_t)c->d_ff * sizeof(float));
     e->up = malloc(R * (size_t)c->d_ff * sizeof(float));
     e->positions = malloc(R * sizeof(int32_t));
-    e->kbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
-    e->vbuf = malloc((ctx + (size_t)kc->block_size) * D * sizeof(float));
+    e->head_stride = (ctx + (size_t)kc->block_size) * D;
+    e->kbuf = malloc(e->head_stride * (size_t)c->n_kv_heads * sizeof(float));
+    e->vbuf = malloc(e->head_stride * (size_t)c->n_kv_heads * sizeof(float));
+    e->page_work_bytes = kv_cache_workspace_bytes(cache);
+    e->page_work = aligned_alloc(16, e->page_work_bytes * LOAD_TASKS);
     size_t T = (size_t)kc->block_size;
     e->kown = malloc((R + T) * D * sizeof(float));
     e->vown = malloc((R + T) * D * sizeof(float));
     e->scores = malloc(R * (ctx + T) * sizeof(float));
     e->own_p = malloc(R * T * sizeof(float));
     if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
-        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->kown || !e->vown || !e->scores ||
-        !e->own_p) {
+        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->page_work || !e->kown || !e->vown ||
+        !e->scores || !e->own_p) {
         llama_engine_destroy(e);
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
@@ -187,6 +196,25 @@ int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs) {
     return rows;
 }
 
+typedef struct load_job {
+    llama_engine *e;
+    const kv_seq *seq;
+    int layer, n_full, n_pages;
+} load_job;
+
+/* Task i decompresses its share of the (kv head, block) pages into kbuf/vbuf. */
+static void load_pages(void *ctx, int task) {
+    const load_job *j = ctx;
+    llama_engine *e = j->e;
+    const int T = e->cache->config.block_size, D = e->model->config.head_dim;
+    void *work = (uint8_t *)e->page_work + (size_t)task * e->page_work_bytes;
+    for (int p = j->n_pages * task / LOAD_TASKS; p < j->n_pages * (task + 1) / LOAD_TASKS; p++) {
+        const int h = p / j->n_full, b = p % j->n_full;
+        const size_t off = (size_t)h * e->head_stride + (size_t)b * T * D;
+        kv_cache_load_page(e->cache, j->seq, j->layer, h, b, e->kbuf + off, e->vbuf + off, work);
+    }
+}
+
 /* Attention of one sequence's new rows [row0, row0 + n) for one layer; K/V already in the cache.
  * Per kv head: the compressed blocks are decompressed once and serve every query row and every
  * query head of the group through two GEMMs (scores, then probabilities x values); the query's
@@ -201,8 +229,11 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
     const float scale = 1.0f / sqrtf((float)D);
     const int n_full = last / T, n_keys = n_full * T; /* compressed keys any row may read */
     const int span0 = (first / T) * T;                /* first position of the first own block */
+    load_job job = {e, s->kv, layer, n_full, n_full * c->n_kv_heads};
+    if (job.n_pages) threadpool_run(e->pool, LOAD_TASKS, load_pages, &job);
     for (int h = 0; h < c->n_kv_heads; h++) {
-        kv_cache_load_compressed(kc, s->kv, layer, h, n_full, e->kbuf, e->vbuf);
+        const float *kbuf = e->kbuf + (size_t)h * e->head_stride;
+        const float *vbuf = e->vbuf + (size_t)h * e->head_stride;
         for (int t = span0; t <= last; t++) {
             const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
             const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
@@ -213,7 +244,7 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
             const int qh = h * group + g;
             const float *q = e->q + (size_t)row0 * qd + (size_t)qh * D; /* rows at stride qd */
             float *out = e->attn + (size_t)row0 * qd + (size_t)qh * D;
-            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, e->kbuf, D, n, n_keys, D, scale);
+            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, kbuf, D, n, n_keys, D, scale);
             for (int i = 0; i < n; i++) {
                 const int p = first + i, own = (p / T) * T;
                 float *sc = e->scores + (size_t)i * n_keys, *op = e->own_p + (size_t)i * T;
@@ -242,7 +273,7 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
                 for (int t = own; t <= p; t++)
                     op[t - own] *= inv;
             }
-            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, e->vbuf, D, n, D, n_keys);
+            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, vbuf, D, n, D, n_keys);
             for (int i = 0; i < n; i++) {
                 const int p = first + i, own = (p / T) * T;
                 float *o = out + (size_t)i * qd;

@@ -35,14 +35,12 @@ ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *m
     kc->open_block_floats = (size_t)c->n_layers * 2 * c->block_size * hd;
     kc->full_block_bytes = (size_t)c->n_layers * c->n_kv_heads *
                            (dq_page_bytes(&kc->key_format) + dq_page_bytes(&kc->value_format));
-    size_t work = dq_workspace_bytes(&kc->key_format) > dq_workspace_bytes(&kc->value_format)
-                      ? dq_workspace_bytes(&kc->key_format)
-                      : dq_workspace_bytes(&kc->value_format);
+    size_t work = kv_cache_workspace_bytes(kc);
     kc->open = malloc((size_t)c->n_open_blocks * kc->open_block_floats * sizeof(uint16_t));
     kc->full = malloc((size_t)(c->n_full_blocks ? c->n_full_blocks : 1) * kc->full_block_bytes);
     kc->open_free = malloc((size_t)c->n_open_blocks * sizeof(int32_t));
     kc->full_free = malloc((size_t)(c->n_full_blocks ? c->n_full_blocks : 1) * sizeof(int32_t));
-    kc->work = aligned_alloc(16, (work + 15) / 16 * 16);
+    kc->work = aligned_alloc(16, work);
     if (!kc->open || !kc->full || !kc->open_free || !kc->full_free || !kc->work) {
         kv_cache_destroy(kc);
         return ds_fail(msg, msg_len, DS_ENOMEM,
@@ -199,16 +197,19 @@ void kv_cache_compress_filled(kv_cache *kc, const kv_seq *seq, int layer) {
     }
 }
 
-void kv_cache_load_compressed(kv_cache *kc, const kv_seq *seq, int layer, int head, int n_blocks,
-                              float *k_out, float *v_out) {
-    const int T = kc->config.block_size, D = kc->config.head_dim;
-    for (int b = 0; b < n_blocks; b++) {
-        DS_ASSERT(seq->full_id[b] >= 0);
-        dq_decompress_page(&kc->key_format, full_page(kc, seq->full_id[b], layer, head, 0),
-                           k_out + (size_t)b * T * D, (size_t)D, kc->work);
-        dq_decompress_page(&kc->value_format, full_page(kc, seq->full_id[b], layer, head, 1),
-                           v_out + (size_t)b * T * D, (size_t)D, kc->work);
-    }
+size_t kv_cache_workspace_bytes(const kv_cache *kc) {
+    size_t k = dq_workspace_bytes(&kc->key_format), v = dq_workspace_bytes(&kc->value_format);
+    return ((k > v ? k : v) + 15) / 16 * 16;
+}
+
+void kv_cache_load_page(const kv_cache *kc, const kv_seq *seq, int layer, int head, int block,
+                        float *k_out, float *v_out, void *workspace) {
+    const size_t D = (size_t)kc->config.head_dim;
+    DS_ASSERT(seq->full_id[block] >= 0);
+    dq_decompress_page(&kc->key_format, full_page(kc, seq->full_id[block], layer, head, 0), k_out,
+                       D, workspace);
+    dq_decompress_page(&kc->value_format, full_page(kc, seq->full_id[block], layer, head, 1), v_out,
+                       D, workspace);
 }
 
 const uint16_t *kv_cache_open_row(const kv_cache *kc, const kv_seq *seq, int layer, int head,

@@ -8,7 +8,7 @@
  *      block that becomes full in this step;
  *   2. per layer: kv_cache_write the new K/V rows, then kv_cache_compress_filled, then attention
  *      where a query at position p reads blocks before its own from the compressed pool and its
- *      own block [block_start, p] from the fp16 pool (kv_cache_load_compressed /
+ *      own block [block_start, p] from the fp16 pool (kv_cache_load_page /
  * kv_cache_open_row);
  *   3. kv_seq_commit: the filled blocks' fp16 slots go back to the pool.
  * So a token always sees every earlier full block compressed and its own block exact, however the
@@ -82,10 +82,14 @@ void kv_cache_write(kv_cache *cache, const kv_seq *seq, int layer, int first_pos
  * written and has not been compressed in an earlier step. */
 void kv_cache_compress_filled(kv_cache *cache, const kv_seq *seq, int layer);
 
-/* Decompresses K and V of the full blocks [0, n_blocks) of (layer, kv head) into k_out/v_out
- * [n_blocks * T][D]. Only blocks that have a compressed page may be asked for. */
-void kv_cache_load_compressed(kv_cache *cache, const kv_seq *seq, int layer, int head, int n_blocks,
-                              float *k_out, float *v_out);
+/* Scratch one kv_cache_load_page call needs; callers on several threads each bring their own. */
+size_t kv_cache_workspace_bytes(const kv_cache *cache);
+
+/* Decompresses K and V of full block `block` of (layer, kv head) into k_out/v_out [T][D]. Only a
+ * block with a compressed page may be asked for. Safe to call from several threads at once with
+ * distinct outputs and workspaces. */
+void kv_cache_load_page(const kv_cache *cache, const kv_seq *seq, int layer, int head, int block,
+                        float *k_out, float *v_out, void *workspace);
 
 /* fp16 K (which = 0) or V (which = 1) row of position pos (in its open block), for one head. */
 const uint16_t *kv_cache_open_row(const kv_cache *cache, const kv_seq *seq, int layer, int head,
