@@ -38,7 +38,8 @@ static void usage(FILE *out) {
             "  --prompt-file PATH    read the prompt from a file instead (at most 16 MiB)\n"
             "  --prompt-tokens N     keep only the first N prompt tokens (benchmarks)\n"
             "  --kv-bits N           16 (fp16 pages), 8, 4 or 2 (default 16)\n"
-            "  --kv-method M         decoquant, rtn or kivi (default decoquant)\n"
+            "  --kv-method M         decoquant, rtn or kivi (default kivi: best per byte on\n"
+            "                        SmolLM2, BENCHMARKS.md)\n"
             "  --kv-group-size N     values per quantization group (default 64)\n"
             "  --block-size N        tokens per KV block: 16, 32, 64 or 128 (default 32)\n"
             "  --max-tokens N        tokens to generate (default 128)\n"
@@ -57,7 +58,7 @@ static int parse(int argc, char **argv, gen_options *o) {
                        .block_size = 32,
                        .max_tokens = 128,
                        .group_size = 64,
-                       .kv_method = DQ_DECOQUANT,
+                       .kv_method = DQ_KIVI,
                        .weights = QM_Q8_0};
     o->sampling = sampler_params_default();
     o->sampling.temperature = 0.0f;
