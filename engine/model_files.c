@@ -26,12 +26,13 @@ ds_status model_files_load(const char *path, llama_model *model, bpe_tokenizer *
         }
         return st;
     }
-    st = llama_model_load_gguf(path, model, msg, msg_len);
-    if (st != DS_OK) return st;
     gguf_file *file = NULL;
     st = gguf_open(path, &file, msg, msg_len);
-    if (st == DS_OK) st = bpe_load_gguf(file, tokenizer, msg, msg_len);
+    if (st == DS_OK) st = llama_model_from_gguf(file, model, msg, msg_len);
+    if (st == DS_OK) {
+        st = bpe_load_gguf(file, tokenizer, msg, msg_len);
+        if (st != DS_OK) llama_model_free(model);
+    }
     gguf_close(file);
-    if (st != DS_OK) llama_model_free(model);
     return st;
 }

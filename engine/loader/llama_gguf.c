@@ -242,11 +242,20 @@ static void tensor_slot_at(const llama_model *m, size_t k, tensor_slot *s) {
 
 ds_status llama_model_load_gguf(const char *path, llama_model *m, char *msg, size_t msg_len) {
     gguf_file *f = NULL;
-    float *scratch = NULL;
     memset(m, 0, sizeof *m);
     ds_status st = gguf_open(path, &f, msg, msg_len);
     if (st) return st;
-    if ((st = llama_config_from_gguf(f, &m->config, msg, msg_len))) goto done;
+    st = llama_model_from_gguf(f, m, msg, msg_len);
+    gguf_close(f);
+    return st;
+}
+
+ds_status llama_model_from_gguf(const gguf_file *f, llama_model *m, char *msg, size_t msg_len) {
+    const char *path = gguf_path(f);
+    float *scratch = NULL;
+    memset(m, 0, sizeof *m);
+    ds_status st = llama_config_from_gguf(f, &m->config, msg, msg_len);
+    if (st) goto done;
 
     /* Check names, shapes and types first: a bad file fails before the big allocation, and
      * every buffer allocated below is backed by tensor bytes that exist in the file. */
@@ -280,7 +289,6 @@ ds_status llama_model_load_gguf(const char *path, llama_model *m, char *msg, siz
 done:
     if (st) llama_model_free(m);
     free(scratch);
-    gguf_close(f);
     return st;
 }
 

@@ -23,6 +23,10 @@
  * the weights with llama_model_free. */
 ds_status llama_model_load_gguf(const char *path, llama_model *model, char *msg, size_t msg_len);
 
+/* The same from a file already open (the caller keeps it open and closes it). */
+ds_status llama_model_from_gguf(const gguf_file *file, llama_model *model, char *msg,
+                                size_t msg_len);
+
 /* Reads only the configuration (llama.* keys; vocab size from llama.vocab_size, else the length
  * of tokenizer.ggml.tokens, else token_embd's rows; tied_embeddings when output.weight is
  * absent) and validates it. */
