@@ -328,12 +328,13 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
     }
 
     const int d = c->d_model, D = c->head_dim, qd = c->n_heads * D, kvd = c->n_kv_heads * D;
-    for (int s = 0, row = 0; s < n_seqs; s++) {
-        for (int i = 0; i < seqs[s].n_tokens; i++, row++) {
-            e->positions[row] = seqs[s].kv->n_tokens + i;
-            memcpy(e->x + (size_t)row * d, m->tok_embd + (size_t)seqs[s].tokens[i] * d,
-                   (size_t)d * sizeof(float));
-        }
+    for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++) {
+        for (int i = 0; i < seqs[s].n_tokens; i++)
+            e->positions[row + i] = seqs[s].kv->n_tokens + i;
+        /* ids were range-checked above, before any block was reserved */
+        ds_status st = ops_embedding_ref(e->x + (size_t)row * d, m->tok_embd, c->vocab_size, d,
+                                         seqs[s].tokens, seqs[s].n_tokens, msg, msg_len);
+        DS_ASSERT(st == DS_OK);
     }
     for (int l = 0; l < c->n_layers; l++) {
         const llama_layer *L = &m->layers[l];

@@ -1,7 +1,8 @@
 /* kernels/ops.h — the element-wise and row-wise ops of the Llama forward pass (RMSNorm, RoPE,
- * SwiGLU, softmax, embedding gather) and the CPU GEMM. The `_ref` functions are plain C and are
- * the definition of correct: the CUDA kernels added later must match them (tests/gpu/ compares).
- * All tensors are fp32, row-major, caller-owned; nothing here allocates or keeps a pointer. */
+ * SwiGLU, embedding gather) and the strided CPU GEMMs of attention. The `_ref` functions are plain
+ * C and are the definition of correct: the CUDA kernels added later must match them (tests/gpu/
+ * compares). All tensors are fp32, row-major, caller-owned; nothing here allocates or keeps a
+ * pointer. */
 #ifndef DS_KERNELS_OPS_H
 #define DS_KERNELS_OPS_H
 
@@ -54,11 +55,6 @@ ds_status ops_rope_config_validate(const ops_rope_config *config, char *msg, siz
 /* Fills inv_freq [head_dim/2] for a validated config (computed once per model). */
 void ops_rope_inv_freq(const ops_rope_config *config, float *inv_freq);
 
-/* Optional precomputed table: cos_table/sin_table [n_positions][head_dim/2] for positions
- * 0 .. n_positions-1, the same values ops_rope_ref computes on the fly. */
-void ops_rope_table(const float *inv_freq, int head_dim, int n_positions, float *cos_table,
-                    float *sin_table);
-
 typedef struct ops_rope_params {
     float *x;                 /* [n_rows][row_stride], heads at x + r*row_stride + h*head_dim */
     const int32_t *positions; /* [n_rows], >= 0 */
@@ -76,23 +72,13 @@ void ops_rope_ref(const ops_rope_params *params);
  * out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may alias gate or up. */
 void ops_swiglu_ref(float *out, const float *gate, const float *up, size_t n);
 
-/* ---- Softmax ----
- * out[r][c] = exp(x[r][c] - max_r) / sum_c exp(x[r][c] - max_r), x/out [n_rows][n_cols]; -inf
- * entries (masked) get 0; a row with no finite entry becomes all 0. out may alias x. */
-void ops_softmax_ref(float *out, const float *x, int n_rows, int n_cols);
-
 /* ---- Embedding gather ----
  * out[i][:] = table[ids[i]][:], table [vocab][dim], out [n_ids][dim]. DS_ERANGE naming the
  * position and id if an id is outside [0, vocab) (ids can come from a request). */
 ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, const int32_t *ids,
                             int n_ids, char *msg, size_t msg_len);
 
-/* ---- Matmul (linear layer) ----
- * y[n][out] = x[n][in] * W^T, W row-major [out][in] (one row per output feature), i.e.
- * y[t][o] = sum_i x[t][i] W[o][i]. y must not alias x or W.
- * ops_matmul_blas is the CPU backend's GEMM (OpenBLAS cblas_sgemm); ops_matmul_ref is the naive
- * triple loop (double accumulation) it is tested against. */
-void ops_matmul_blas(float *y, const float *x, const float *w, int n, int in, int out);
+/* ---- GEMM ---- */
 
 /* Strided GEMMs for attention (OpenBLAS), row-major with explicit leading dimensions:
  *   ops_gemm_nt: C[m][n] (ldc = n) = alpha * A[m][k] (lda) x B[n][k]^T (ldb)   (scores = q K^T)
@@ -101,6 +87,5 @@ void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int
                  float alpha);
 void ops_gemm_nn(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
                  int k);
-void ops_matmul_ref(float *y, const float *x, const float *w, int n, int in, int out);
 
 #endif

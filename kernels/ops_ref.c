@@ -97,16 +97,6 @@ static void rope_cos_sin(int32_t pos, float inv_freq, float *cos_a, float *sin_a
     *sin_a = (float)sin((double)angle);
 }
 
-void ops_rope_table(const float *inv_freq, int head_dim, int n_positions, float *cos_table,
-                    float *sin_table) {
-    DS_ASSERT(head_dim > 0 && head_dim % 2 == 0 && n_positions >= 0);
-    int half = head_dim / 2;
-    for (int p = 0; p < n_positions; p++)
-        for (int i = 0; i < half; i++)
-            rope_cos_sin(p, inv_freq[i], &cos_table[(size_t)p * half + i],
-                         &sin_table[(size_t)p * half + i]);
-}
-
 void ops_rope_ref(const ops_rope_params *params) {
     const ops_rope_params *p = params;
     DS_ASSERT(p->head_dim > 0 && p->head_dim % 2 == 0 && p->n_rows >= 0 && p->n_heads >= 0);
@@ -134,31 +124,6 @@ void ops_swiglu_ref(float *out, const float *gate, const float *up, size_t n) {
     }
 }
 
-void ops_softmax_ref(float *out, const float *x, int n_rows, int n_cols) {
-    DS_ASSERT(n_rows >= 0 && n_cols >= 0);
-    for (int r = 0; r < n_rows; r++) {
-        const float *xr = x + (size_t)r * n_cols;
-        float *yr = out + (size_t)r * n_cols;
-        float max = -INFINITY;
-        for (int c = 0; c < n_cols; c++)
-            if (xr[c] > max) max = xr[c];
-        if (max == -INFINITY) {
-            for (int c = 0; c < n_cols; c++)
-                yr[c] = 0.0f;
-            continue;
-        }
-        double sum = 0.0;
-        for (int c = 0; c < n_cols; c++) {
-            float e = expf(xr[c] - max); /* max subtracted: every exponent <= 0, no overflow */
-            yr[c] = e;
-            sum += e;
-        }
-        float inv_sum = (float)(1.0 / sum);
-        for (int c = 0; c < n_cols; c++)
-            yr[c] *= inv_sum;
-    }
-}
-
 ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, const int32_t *ids,
                             int n_ids, char *msg, size_t msg_len) {
     DS_ASSERT(vocab > 0 && dim > 0 && n_ids >= 0);
@@ -169,24 +134,6 @@ ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, 
     for (int i = 0; i < n_ids; i++)
         memcpy(out + (size_t)i * dim, table + (size_t)ids[i] * dim, sizeof(float) * dim);
     return DS_OK;
-}
-
-void ops_matmul_blas(float *y, const float *x, const float *w, int n, int in, int out) {
-    DS_ASSERT(n >= 0 && in > 0 && out > 0);
-    if (n == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
-}
-
-void ops_matmul_ref(float *y, const float *x, const float *w, int n, int in, int out) {
-    DS_ASSERT(n >= 0 && in > 0 && out > 0);
-    for (int t = 0; t < n; t++)
-        for (int o = 0; o < out; o++) {
-            double acc = 0.0;
-            for (int i = 0; i < in; i++)
-                acc += (double)x[(size_t)t * in + i] * w[(size_t)o * in + i];
-            y[(size_t)t * out + o] = (float)acc;
-        }
 }
 
 void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int m, int n, int k,

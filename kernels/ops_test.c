@@ -189,37 +189,6 @@ static void test_rope_rotates_pairs(void **state) {
     assert_memory_equal(x, orig, heads * hd * sizeof(float));
 }
 
-/* The precomputed cos/sin table gives bit-identical rotations to the on-the-fly path. */
-static void test_rope_table_matches_on_the_fly(void **state) {
-    (void)state;
-    enum { hd = 8, half = 4, n_pos = 6 };
-    ops_rope_config cfg = {.head_dim = hd, .theta = 500000.0f};
-    float inv[half], cos_t[n_pos * half], sin_t[n_pos * half];
-    ops_rope_inv_freq(&cfg, inv);
-    ops_rope_table(inv, hd, n_pos, cos_t, sin_t);
-    for (int p = 0; p < n_pos; p++) {
-        float x[hd], e[hd];
-        for (int i = 0; i < hd; i++)
-            x[i] = (float)(i + 1);
-        int32_t pos = p;
-        ops_rope_params prm = {.x = x,
-                               .positions = &pos,
-                               .inv_freq = inv,
-                               .n_rows = 1,
-                               .n_heads = 1,
-                               .head_dim = hd,
-                               .row_stride = hd};
-        ops_rope_ref(&prm);
-        for (int i = 0; i < half; i++) {
-            float c = cos_t[p * half + i], s = sin_t[p * half + i];
-            float x0 = (float)(i + 1), x1 = (float)(i + 1 + half);
-            e[i] = x0 * c - x1 * s;
-            e[i + half] = x1 * c + x0 * s;
-        }
-        assert_memory_equal(x, e, sizeof x);
-    }
-}
-
 /* ---- SwiGLU ---- */
 
 static void test_swiglu(void **state) {
@@ -248,43 +217,6 @@ static void test_swiglu(void **state) {
 
 /* ---- Softmax ---- */
 
-static void test_softmax(void **state) {
-    (void)state;
-    enum { rows = 3, cols = 13 };
-    float x[rows * cols], y[rows * cols];
-    fill_random(x, rows * cols, 5.0f);
-    x[cols + 0] = 1000.0f; /* naive exp overflows */
-    x[cols + 1] = 1001.0f;
-    for (int c = 0; c < cols; c++)
-        x[2 * cols + c] = -INFINITY;
-    x[2 * cols + 4] = 3.0f; /* only finite entry of row 2 */
-    ops_softmax_ref(y, x, rows, cols);
-    for (int r = 0; r < rows; r++) {
-        double max = -INFINITY, sum = 0, ysum = 0;
-        for (int c = 0; c < cols; c++)
-            max = fmax(max, x[r * cols + c]);
-        for (int c = 0; c < cols; c++)
-            sum += exp((double)x[r * cols + c] - max);
-        for (int c = 0; c < cols; c++) {
-            double want = exp((double)x[r * cols + c] - max) / sum;
-            assert_close(y[r * cols + c], want, 1e-6 * want + 1e-9);
-            ysum += y[r * cols + c];
-        }
-        assert_close(ysum, 1.0, 1e-5);
-    }
-    assert_close(y[cols + 1] / y[cols + 0], exp(1.0), 1e-4);
-    assert_true(y[2 * cols + 4] == 1.0f);
-    assert_true(y[2 * cols + 0] == 0.0f);
-    /* in place */
-    ops_softmax_ref(x, x, rows, cols);
-    assert_memory_equal(x, y, sizeof y);
-    /* a fully masked row is all zeros, not NaN */
-    float masked[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    ops_softmax_ref(masked, masked, 1, 4);
-    for (int c = 0; c < 4; c++)
-        assert_true(masked[c] == 0.0f);
-}
-
 /* ---- Embedding ---- */
 
 static void test_embedding_gather(void **state) {
@@ -306,43 +238,44 @@ static void test_embedding_gather(void **state) {
     assert_int_equal(ops_embedding_ref(out, table, vocab, dim, neg, 1, msg, sizeof msg), DS_ERANGE);
 }
 
-/* ---- Matmul ---- */
+/* ---- Strided GEMMs ---- */
 
-static void test_matmul_ref_small_by_hand(void **state) {
+/* Attention's GEMMs read queries at a row stride (several heads per row) and write outputs at
+ * one: both against the plain triple loop in double, on odd shapes. */
+static void test_gemm_strided(void **state) {
     (void)state;
-    /* x [2][3], W [2][3] -> y [2][2] = x W^T */
-    const float x[6] = {1, 2, 3, 4, 5, 6};
-    const float w[6] = {1, 0, -1, 0.5f, 0.5f, 0.5f};
-    const float want[4] = {1 - 3, 3, 4 - 6, 7.5f};
-    float y[4], yb[4];
-    ops_matmul_ref(y, x, w, 2, 3, 2);
-    assert_memory_equal(y, want, sizeof want);
-    ops_matmul_blas(yb, x, w, 2, 3, 2);
-    for (int i = 0; i < 4; i++)
-        assert_close(yb[i], want[i], 1e-6);
-}
-
-static void test_matmul_blas_matches_ref(void **state) {
-    (void)state;
-    static const int shapes[][3] = {{1, 33, 17}, {3, 576, 192}, {7, 65, 129}, {5, 1, 3}};
+    static const int shapes[][3] = {{1, 33, 17}, {3, 64, 96}, {7, 65, 129}, {5, 1, 3}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int n = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
-        float *x = malloc(sizeof(float) * n * in), *w = malloc(sizeof(float) * out * in);
-        float *y = malloc(sizeof(float) * n * out), *yr = malloc(sizeof(float) * n * out);
-        assert_non_null(x);
-        assert_non_null(w);
-        assert_non_null(y);
-        assert_non_null(yr);
-        fill_random(x, (size_t)n * in, 1.0f);
-        fill_random(w, (size_t)out * in, 1.0f);
-        ops_matmul_ref(yr, x, w, n, in, out);
-        ops_matmul_blas(y, x, w, n, in, out);
-        for (int i = 0; i < n * out; i++)
-            assert_close(y[i], yr[i], 1e-5 * sqrt((double)in));
-        free(x);
-        free(w);
-        free(y);
-        free(yr);
+        const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        const int lda = k + 5, ldb = k + 2, ldc = n + 3;
+        float *a = malloc(sizeof(float) * m * lda), *bt = malloc(sizeof(float) * n * ldb);
+        float *b = malloc(sizeof(float) * k * (n + 1)), *c = malloc(sizeof(float) * m * ldc);
+        assert_true(a && bt && b && c);
+        fill_random(a, (size_t)m * lda, 1.0f);
+        fill_random(bt, (size_t)n * ldb, 1.0f);
+        fill_random(b, (size_t)k * (n + 1), 1.0f);
+        ops_gemm_nt(c, a, lda, bt, ldb, m, n, k, 0.5f); /* C [m][n], ldc = n */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double want = 0;
+                for (int l = 0; l < k; l++)
+                    want += (double)a[i * lda + l] * bt[j * ldb + l];
+                assert_close(c[i * n + j], 0.5 * want, 1e-5 * sqrt((double)k));
+            }
+        for (int i = 0; i < m * ldc; i++)
+            c[i] = -7.0f;
+        ops_gemm_nn(c, ldc, a, lda, b, n + 1, m, n, k);
+        for (int i = 0; i < m; i++) {
+            for (int j = 0; j < n; j++) {
+                double want = 0;
+                for (int l = 0; l < k; l++)
+                    want += (double)a[i * lda + l] * b[l * (n + 1) + j];
+                assert_close(c[i * ldc + j], want, 1e-5 * sqrt((double)k));
+            }
+            for (int j = n; j < ldc; j++)
+                assert_true(c[i * ldc + j] == -7.0f); /* padding kept */
+        }
+        free(a), free(bt), free(b), free(c);
     }
 }
 
@@ -354,12 +287,9 @@ int main(void) {
         cmocka_unit_test(test_rope_llama3_inv_freq_matches_hf),
         cmocka_unit_test(test_rope_config_validation_names_field),
         cmocka_unit_test(test_rope_rotates_pairs),
-        cmocka_unit_test(test_rope_table_matches_on_the_fly),
         cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_embedding_gather),
-        cmocka_unit_test(test_matmul_ref_small_by_hand),
-        cmocka_unit_test(test_matmul_blas_matches_ref),
+        cmocka_unit_test(test_gemm_strided),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
