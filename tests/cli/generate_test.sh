@@ -29,9 +29,21 @@ expect_error() {
     fi
 }
 
-"$mkmodel" --out "$tmp/tiny.gguf" --shape tiny --seed 7 --type f32 >/dev/null
+"$mkmodel" --out "$tmp/tiny.gguf" --hf "$tmp/tiny_hf" --shape tiny --seed 7 --type f32 \
+    >/dev/null 2>&1
 check "mkmodel writes a model" $?
 tiny=$tmp/tiny.gguf
+
+# The same weights as GGUF and as an HF folder (safetensors + tokenizer.json) give the same text:
+# both loaders, both tokenizer sources and the Q/K un-permutation agree.
+for weights in f32 q8_0; do
+    "$decoserve" generate --model "$tiny" --prompt "the cat sat on 12 mats" --max-tokens 24 \
+        --ignore-eos --weights $weights >"$tmp/from_gguf" 2>/dev/null
+    "$decoserve" generate --model "$tmp/tiny_hf" --prompt "the cat sat on 12 mats" \
+        --max-tokens 24 --ignore-eos --weights $weights >"$tmp/from_hf" 2>/dev/null
+    [ -s "$tmp/from_gguf" ] && cmp -s "$tmp/from_gguf" "$tmp/from_hf"
+    check "GGUF and HF folder agree ($weights)" $?
+done
 
 # A completion runs and reports its speed and KV use.
 "$decoserve" generate --model "$tiny" --prompt "the cat sat" --max-tokens 40 --ignore-eos \
