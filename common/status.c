@@ -15,6 +15,8 @@ const char *ds_status_str(ds_status status) {
     case DS_ENOTFOUND: return "not found";
     case DS_ERANGE: return "out of range";
     case DS_EINTERNAL: return "internal error";
+    case DS_EBUSY: return "busy";
+    case DS_EUNAVAILABLE: return "unavailable";
     }
     return "unknown status";
 }

@@ -16,6 +16,8 @@ typedef enum ds_status {
     DS_ENOTFOUND,    /* a named thing (file, tensor, key) does not exist */
     DS_ERANGE,       /* a value is outside its allowed range (context length, id) */
     DS_EINTERNAL,    /* a vendor call (CUDA, NCCL, gRPC) failed */
+    DS_EBUSY,        /* a queue is full; retry later (gRPC RESOURCE_EXHAUSTED) */
+    DS_EUNAVAILABLE, /* shutting down or not ready (gRPC UNAVAILABLE) */
 } ds_status;
 
 /* Stable lower-case name of a status ("ok", "invalid argument", ...). */

@@ -32,9 +32,11 @@ struct llama_engine {
     float *x, *xn, *q, *k, *v, *attn, *gate, *up;
     int32_t *positions;
     /* attention scratch */
-    float *kbuf, *vbuf; /* [kv head][context + block][head_dim] decompressed full blocks */
-    size_t head_stride; /* floats between two heads' rows in kbuf/vbuf */
-    void *page_work;    /* [LOAD_TASKS] codec workspaces */
+    float *kbuf, *vbuf;         /* [kv head][context + block][head_dim] decompressed full blocks */
+    size_t head_stride;         /* floats between two heads' rows in kbuf/vbuf */
+    void *page_work;            /* [LOAD_TASKS] codec workspaces */
+    int max_fill;               /* blocks one step may fill */
+    int *fill_seq, *fill_block; /* [max_fill] the step's filling blocks */
     size_t page_work_bytes;
     float *kown, *vown; /* [max_rows + block][head_dim] fp16 rows of the step's own blocks */
     float *scores;      /* [max_rows][context]: compressed-part scores, then probabilities */
@@ -69,6 +71,7 @@ void llama_engine_destroy(llama_engine *e) {
     free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v), free(e->attn);
     free(e->gate), free(e->up), free(e->positions);
     free(e->page_work);
+    free(e->fill_seq), free(e->fill_block);
     free(e->kbuf), free(e->vbuf), free(e->kown), free(e->vown), free(e->scores), free(e->own_p);
     free(e);
 }
@@ -137,13 +140,16 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     e->page_work_bytes = kv_cache_workspace_bytes(cache);
     e->page_work = aligned_alloc(16, e->page_work_bytes * LOAD_TASKS);
     size_t T = (size_t)kc->block_size;
+    e->max_fill = max_step_tokens; /* each new row completes at most one block */
+    e->fill_seq = malloc((size_t)e->max_fill * sizeof(int));
+    e->fill_block = malloc((size_t)e->max_fill * sizeof(int));
     e->kown = malloc((R + T) * D * sizeof(float));
     e->vown = malloc((R + T) * D * sizeof(float));
     e->scores = malloc(R * (ctx + T) * sizeof(float));
     e->own_p = malloc(R * T * sizeof(float));
     if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
         !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->page_work || !e->kown || !e->vown ||
-        !e->scores || !e->own_p) {
+        !e->scores || !e->own_p || !e->fill_seq || !e->fill_block) {
         llama_engine_destroy(e);
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
@@ -192,8 +198,29 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
 int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs) {
     int rows = 0;
     for (int s = 0; s < n_seqs; s++)
-        rows += seqs[s].all_logits ? seqs[s].n_tokens : 1;
+        rows += seqs[s].logits == LLAMA_LOGITS_ALL    ? seqs[s].n_tokens
+                : seqs[s].logits == LLAMA_LOGITS_LAST ? 1
+                                                      : 0;
     return rows;
+}
+
+typedef struct compress_job {
+    llama_engine *e;
+    const llama_step_seq *seqs;
+    int layer, n_pages;
+    int *page_seq, *page_block; /* [blocks filling this step] */
+} compress_job;
+
+/* Task i compresses its share of the (block, kv head, K|V) pages that filled in this step. */
+static void compress_pages(void *ctx, int task) {
+    const compress_job *j = ctx;
+    const int H = j->e->model->config.n_kv_heads;
+    void *work = (uint8_t *)j->e->page_work + (size_t)task * j->e->page_work_bytes;
+    for (int p = j->n_pages * task / LOAD_TASKS; p < j->n_pages * (task + 1) / LOAD_TASKS; p++) {
+        const int f = p / (2 * H), h = (p / 2) % H;
+        kv_cache_compress_page(j->e->cache, j->seqs[j->page_seq[f]].kv, j->layer, j->page_block[f],
+                               h, p % 2, work);
+    }
 }
 
 typedef struct load_job {
@@ -295,8 +322,8 @@ static void linear(llama_engine *e, float *y, const float *x, const qm_matrix *w
     qm_matmul(y, x, w, n, e->pool, e->qscratch);
 }
 
-ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_seqs, float *logits,
-                            char *msg, size_t msg_len) {
+static ds_status validate_step(const llama_engine *e, const llama_step_seq *seqs, int n_seqs,
+                               int *rows, char *msg, size_t msg_len) {
     const llama_model *m = e->model;
     const llama_config *c = &m->config;
     int R = 0;
@@ -318,13 +345,64 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
     if (R > e->max_rows)
         return ds_fail(msg, msg_len, DS_EINVAL, "step of %d tokens exceeds max_step_tokens = %d", R,
                        e->max_rows);
+    *rows = R;
+    return DS_OK;
+}
+
+ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_seqs, float *logits,
+                            char *msg, size_t msg_len) {
+    int R;
+    ds_status st = validate_step(e, seqs, n_seqs, &R, msg, msg_len);
+    if (st != DS_OK) return st;
     for (int s = 0; s < n_seqs; s++) {
-        ds_status st = kv_seq_reserve(e->cache, seqs[s].kv, seqs[s].n_tokens, msg, msg_len);
+        st = kv_seq_reserve(e->cache, seqs[s].kv, seqs[s].tokens, seqs[s].n_tokens, msg, msg_len);
         if (st != DS_OK) {
             for (int r = 0; r < s; r++)
                 kv_seq_rollback(e->cache, seqs[r].kv);
             return st;
         }
+    }
+    st = llama_engine_forward(e, seqs, n_seqs, logits, msg, msg_len);
+    for (int s = 0; s < n_seqs; s++) {
+        if (st == DS_OK)
+            kv_seq_commit(e->cache, seqs[s].kv);
+        else
+            kv_seq_rollback(e->cache, seqs[s].kv);
+    }
+    return st;
+}
+
+ds_status llama_engine_forward(llama_engine *e, const llama_step_seq *seqs, int n_seqs,
+                               float *logits, char *msg, size_t msg_len) {
+    const llama_model *m = e->model;
+    const llama_config *c = &m->config;
+    int R;
+    ds_status st = validate_step(e, seqs, n_seqs, &R, msg, msg_len);
+    if (st != DS_OK) return st;
+    int n_fill = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const kv_seq *kv = seqs[s].kv;
+        if (kv->n_reserved != kv->n_tokens + seqs[s].n_tokens)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "sequence %d: %d positions reserved for %d new tokens", s,
+                           kv->n_reserved - kv->n_tokens, seqs[s].n_tokens);
+        int first, end;
+        kv_seq_filling(e->cache, kv, &first, &end);
+        n_fill += end - first;
+    }
+    if (n_fill > e->max_fill)
+        return ds_fail(msg, msg_len, DS_EINVAL, "step fills %d blocks, at most %d", n_fill,
+                       e->max_fill);
+    compress_job cj = {.e = e,
+                       .seqs = seqs,
+                       .n_pages = 2 * n_fill * c->n_kv_heads,
+                       .page_seq = e->fill_seq,
+                       .page_block = e->fill_block};
+    for (int s = 0, f = 0; s < n_seqs; s++) {
+        int first, end;
+        kv_seq_filling(e->cache, seqs[s].kv, &first, &end);
+        for (int b = first; b < end; b++, f++)
+            e->fill_seq[f] = s, e->fill_block[f] = b;
     }
 
     const int d = c->d_model, D = c->head_dim, qd = c->n_heads * D, kvd = c->n_kv_heads * D;
@@ -360,8 +438,9 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
                        e->q + (size_t)row * qd, e->k + (size_t)row * kvd, e->v + (size_t)row * kvd);
             kv_cache_write(e->cache, seqs[s].kv, l, seqs[s].kv->n_tokens, seqs[s].n_tokens,
                            e->k + (size_t)row * kvd, e->v + (size_t)row * kvd);
-            kv_cache_compress_filled(e->cache, seqs[s].kv, l);
         }
+        cj.layer = l;
+        if (cj.n_pages) threadpool_run(e->pool, LOAD_TASKS, compress_pages, &cj);
         for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++)
             attend_seq(e, &seqs[s], l, row);
         linear(e, e->xn, e->attn, &W->wo, R);
@@ -375,17 +454,16 @@ ds_status llama_engine_step(llama_engine *e, const llama_step_seq *seqs, int n_s
         for (size_t i = 0; i < (size_t)R * d; i++)
             e->x[i] += e->xn[i];
     }
-    for (int s = 0; s < n_seqs; s++)
-        kv_seq_commit(e->cache, seqs[s].kv);
-
     /* Gather the rows that want logits, normalise, project. */
     int out_rows = 0;
     for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++) {
-        int from = seqs[s].all_logits ? 0 : seqs[s].n_tokens - 1;
+        if (seqs[s].logits == LLAMA_LOGITS_NONE) continue;
+        int from = seqs[s].logits == LLAMA_LOGITS_ALL ? 0 : seqs[s].n_tokens - 1;
         for (int i = from; i < seqs[s].n_tokens; i++, out_rows++)
             memmove(e->x + (size_t)out_rows * d, e->x + (size_t)(row + i) * d,
                     (size_t)d * sizeof(float));
     }
+    if (out_rows == 0) return DS_OK;
     ops_rmsnorm_ref(e->xn, e->x, m->output_norm, out_rows, d, c->rms_eps);
     linear(e, logits, e->xn, &e->output, out_rows);
     return DS_OK;

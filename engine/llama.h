@@ -21,11 +21,17 @@
 
 typedef struct llama_engine llama_engine;
 
+typedef enum llama_logits {
+    LLAMA_LOGITS_LAST = 0, /* logits of the last new token (sampling) */
+    LLAMA_LOGITS_ALL,      /* of every new token (perplexity) */
+    LLAMA_LOGITS_NONE      /* none (a prefill chunk that does not reach the prompt's end) */
+} llama_logits;
+
 typedef struct llama_step_seq {
     kv_seq *kv;            /* the sequence's cache state; positions continue from kv->n_tokens */
     const int32_t *tokens; /* [n_tokens] new tokens */
     int n_tokens;
-    int all_logits; /* 1: logits for every new token; 0: for the last one only */
+    llama_logits logits;
 } llama_step_seq;
 
 typedef struct llama_engine_options {
@@ -51,10 +57,18 @@ void llama_engine_set_tap(llama_engine *engine, llama_qkv_tap tap, void *ctx);
 int llama_step_logit_rows(const llama_step_seq *seqs, int n_seqs);
 
 /* Runs the batch: reserves KV blocks for every sequence (DS_ENOMEM with nothing reserved if the
- * pools cannot hold the whole batch), writes and compresses K/V, attends, commits. logits
- * [rows][vocab] in batch order. Errors: token id out of range, too many tokens for the step or
- * the context (DS_ERANGE / DS_EINVAL naming the sequence), pools exhausted (DS_ENOMEM). */
+ * pools cannot hold the whole batch), then llama_engine_forward, then commits (or rolls back on
+ * error). logits [rows][vocab] in batch order. Errors: token id out of range, too many tokens for
+ * the step or the context (DS_ERANGE / DS_EINVAL naming the sequence), pools exhausted
+ * (DS_ENOMEM). */
 ds_status llama_engine_step(llama_engine *engine, const llama_step_seq *seqs, int n_seqs,
                             float *logits, char *msg, size_t msg_len);
+
+/* The forward pass alone, for a caller that manages blocks itself (the scheduler): every
+ * sequence's new positions must already be reserved (kv_seq_reserve with exactly its tokens);
+ * writes and compresses K/V (all blocks that fill, in one batched call per layer), attends, and
+ * leaves the commit or rollback to the caller. */
+ds_status llama_engine_forward(llama_engine *engine, const llama_step_seq *seqs, int n_seqs,
+                               float *logits, char *msg, size_t msg_len);
 
 #endif

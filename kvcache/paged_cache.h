@@ -14,8 +14,16 @@
  * So a token always sees every earlier full block compressed and its own block exact, however the
  * prompt was chunked.
  *
- * Ownership: kv_cache owns both pools; a kv_seq owns its tables and returns its blocks with
- * kv_seq_release. One engine thread uses a cache; nothing here locks. */
+ * Sharing: full blocks are immutable, so several sequences may hold the same one (reference
+ * counts). With prefix_cache on, every block that fills is registered under a hash of its tokens
+ * and of every token before it (the chain of parent hashes); a new sequence whose prompt starts
+ * with registered blocks attaches them (kv_seq_attach_prefix) and computes only the rest. A
+ * registered block nobody holds stays cached (it counts as free) until the pool needs it: then
+ * the least recently released one is evicted. Open blocks are never shared.
+ *
+ * Ownership: kv_cache owns both pools; a kv_seq owns its tables and holds one reference to each
+ * of its full blocks, returned with kv_seq_release. One engine thread uses a cache; nothing here
+ * locks. */
 #ifndef DS_KVCACHE_PAGED_CACHE_H
 #define DS_KVCACHE_PAGED_CACHE_H
 
@@ -34,6 +42,7 @@ typedef struct kv_cache_config {
     dq_config value_codec;
     int n_open_blocks; /* fp16 pool capacity */
     int n_full_blocks; /* compressed pool capacity */
+    int prefix_cache;  /* 1: register full blocks for sharing by later prompts */
 } kv_cache_config;
 
 typedef struct kv_cache {
@@ -43,9 +52,19 @@ typedef struct kv_cache {
     size_t full_block_bytes;        /* layers x H x (key page + value page) */
     uint16_t *open;                 /* [n_open_blocks][n_layers][2][T][H][D] */
     uint8_t *full;                  /* [n_full_blocks][n_layers][H][key page | value page] */
-    int32_t *open_free, *full_free; /* free-id stacks */
+    int32_t *open_free, *full_free; /* free-id stacks (full: unregistered blocks only) */
     int n_open_free, n_full_free;
-    void *work; /* codec workspace */
+    /* Per full block: holders, and for a registered block its hash, its parent's hash and its
+     * tokens (so a hash collision can never attach the wrong block). */
+    int32_t *full_ref;
+    uint8_t *full_registered;
+    uint64_t *full_hash, *full_parent;
+    int32_t *full_tokens;         /* [n_full_blocks][block_size] */
+    int32_t *lru_prev, *lru_next; /* registered blocks with no holder, oldest first */
+    int32_t lru_head, lru_tail, n_cached;
+    int32_t *map; /* open-addressing table of registered ids, -1 = empty */
+    uint32_t map_mask;
+    int64_t prefix_queries, prefix_hits; /* blocks looked up / attached by kv_seq_attach_prefix */
 } kv_cache;
 
 typedef struct kv_seq {
@@ -54,7 +73,20 @@ typedef struct kv_seq {
     int n_blocks, cap; /* logical blocks in the tables */
     int32_t *open_id;  /* [cap] fp16 pool id or -1 */
     int32_t *full_id;  /* [cap] compressed pool id or -1 */
+    uint64_t *hash;    /* [cap] prefix hash of each block that is (or becomes) full */
+    int32_t *tail;     /* [block_size] tokens of the partial last block */
 } kv_seq;
+
+/* Bytes of one open (fp16) block and of one full (compressed) block for this configuration
+ * (pool sizes are ignored). Errors name the codec field at fault. */
+ds_status kv_cache_block_bytes(const kv_cache_config *config, size_t *open_bytes,
+                               size_t *full_bytes, char *msg, size_t msg_len);
+
+/* Sizes the pools from a memory budget: n_open_blocks as given (the engine asks for one per
+ * running sequence plus a step's prefill chunk), the rest of kv_memory_bytes to full blocks.
+ * DS_EINVAL naming --kv-memory if the budget cannot hold the open pool and one full block. */
+ds_status kv_cache_size_pools(kv_cache_config *config, int64_t kv_memory_bytes, int n_open_blocks,
+                              char *msg, size_t msg_len);
 
 /* Allocates both pools. Errors name the field (codec settings, sizes) or DS_ENOMEM. */
 ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *msg, size_t msg_len);
@@ -63,24 +95,52 @@ void kv_cache_destroy(kv_cache *cache);
 /* Bytes one token costs in the compressed pool, all layers and heads, K and V. */
 double kv_cache_bytes_per_token(const kv_cache *cache);
 
+/* Free blocks: open pool, and full pool counting cached blocks nobody holds (evictable). */
+int kv_cache_open_free(const kv_cache *cache);
+int kv_cache_full_free(const kv_cache *cache);
+
+/* Open and full blocks that reserving n_new more positions for seq would take. */
+void kv_seq_blocks_needed(const kv_cache *cache, const kv_seq *seq, int n_new, int *open_blocks,
+                          int *full_blocks);
+
 void kv_seq_init(kv_seq *seq);
-/* Reserves room for n_new more positions. DS_ENOMEM (nothing changed) if a pool runs dry. */
-ds_status kv_seq_reserve(kv_cache *cache, kv_seq *seq, int n_new, char *msg, size_t msg_len);
+/* Attaches to an empty sequence the longest run of registered full blocks that starts its
+ * prompt tokens[n], leaving at least the last token to compute (its logits are needed). Returns
+ * the positions now cached (a multiple of block_size; 0 with prefix_cache off or no match), or
+ * -1 if the tables cannot be allocated. */
+int kv_seq_attach_prefix(kv_cache *cache, kv_seq *seq, const int32_t *tokens, int n);
+/* Reserves room for the n_new tokens that follow the committed ones. DS_ENOMEM (nothing changed)
+ * if a pool runs dry; evicts cached blocks before giving up. */
+ds_status kv_seq_reserve(kv_cache *cache, kv_seq *seq, const int32_t *tokens, int n_new, char *msg,
+                         size_t msg_len);
 /* Undoes kv_seq_reserve (a batch that could not be placed whole). */
 void kv_seq_rollback(kv_cache *cache, kv_seq *seq);
-/* Ends the step: committed = reserved; fp16 slots of blocks that are now full are freed. */
+/* Ends the step: committed = reserved; blocks that are now full lose their fp16 slot and, with
+ * prefix_cache on, are registered for sharing. */
 void kv_seq_commit(kv_cache *cache, kv_seq *seq);
-/* Returns every block of the sequence to the pools and empties it. */
+/* Drops the sequence's references, returns its open blocks and empties it. */
 void kv_seq_release(kv_cache *cache, kv_seq *seq);
+
+/* Invariant check for tests: given every live sequence, verifies that no block is both free and
+ * held, each full block's reference count equals the number of tables holding it, open blocks
+ * have exactly one holder, cached blocks are registered and unheld, and free + held + cached
+ * accounts for every block. 0, or -1 with the first violation in msg. */
+int kv_cache_check(const kv_cache *cache, const kv_seq *const *seqs, int n_seqs, char *msg,
+                   size_t msg_len);
 
 /* Writes K/V rows [n][H*D] (fp32, rounded to fp16) of positions first_pos.. into the open blocks of
  * layer. The positions must lie in [n_tokens, n_reserved). */
 void kv_cache_write(kv_cache *cache, const kv_seq *seq, int layer, int first_pos, int n,
                     const float *k, const float *v);
 
-/* Compresses, for one layer, every block of seq that is full once the reserved positions are
- * written and has not been compressed in an earlier step. */
-void kv_cache_compress_filled(kv_cache *cache, const kv_seq *seq, int layer);
+/* Blocks of seq that fill in the step in flight (reserved but not committed): [*first, *end). */
+void kv_seq_filling(const kv_cache *cache, const kv_seq *seq, int *first, int *end);
+
+/* Compresses K (which = 0) or V (which = 1) of (layer, head) of logical block `block` of seq from
+ * its open block into its compressed page. Safe from several threads at once for distinct pages,
+ * each with its own workspace (kv_cache_workspace_bytes). */
+void kv_cache_compress_page(const kv_cache *cache, const kv_seq *seq, int layer, int block,
+                            int head, int which, void *workspace);
 
 /* Scratch one kv_cache_load_page call needs; callers on several threads each bring their own. */
 size_t kv_cache_workspace_bytes(const kv_cache *cache);

@@ -57,7 +57,7 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
         kv_seq_init(&seq);
         for (int i = begin; st == DS_OK && i < end; i += CHUNK) {
             int n = end - i < CHUNK ? end - i : CHUNK;
-            llama_step_seq s = {.kv = &seq, .tokens = tokens + i, .n_tokens = n, .all_logits = 1};
+            llama_step_seq s = {.kv = &seq, .tokens = tokens + i, .n_tokens = n, .logits = LLAMA_LOGITS_ALL};
             st = llama_engine_step(engine, &s, 1, logits, msg, msg_len);
             for (int r = 0; st == DS_OK && r < n; r++) {
                 int target = i + r + 1;
