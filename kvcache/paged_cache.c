@@ -70,8 +70,10 @@ ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *m
     while (map_size < 2 * nf)
         map_size *= 2;
     kc->map_mask = map_size - 1;
-    kc->open = malloc((size_t)c->n_open_blocks * open_bytes);
-    kc->full = malloc(nf * full_bytes);
+    if (!c->no_storage) {
+        kc->open = malloc((size_t)c->n_open_blocks * open_bytes);
+        kc->full = malloc(nf * full_bytes);
+    }
     kc->open_free = malloc((size_t)c->n_open_blocks * sizeof(int32_t));
     kc->full_free = malloc(nf * sizeof(int32_t));
     kc->full_ref = calloc(nf, sizeof(int32_t));
@@ -82,9 +84,9 @@ ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *m
     kc->lru_prev = malloc(nf * sizeof(int32_t));
     kc->lru_next = malloc(nf * sizeof(int32_t));
     kc->map = malloc((size_t)map_size * sizeof(int32_t));
-    if (!kc->open || !kc->full || !kc->open_free || !kc->full_free || !kc->full_ref ||
-        !kc->full_registered || !kc->full_hash || !kc->full_parent || !kc->full_tokens ||
-        !kc->lru_prev || !kc->lru_next || !kc->map) {
+    if ((!c->no_storage && (!kc->open || !kc->full)) || !kc->open_free || !kc->full_free ||
+        !kc->full_ref || !kc->full_registered || !kc->full_hash || !kc->full_parent ||
+        !kc->full_tokens || !kc->lru_prev || !kc->lru_next || !kc->map) {
         kv_cache_destroy(kc);
         return ds_fail(msg, msg_len, DS_ENOMEM,
                        "kv cache: out of memory for %d open + %d full blocks", c->n_open_blocks,
@@ -273,10 +275,8 @@ int kv_seq_attach_prefix(kv_cache *kc, kv_seq *seq, const int32_t *tokens, int n
     for (; b < max_blocks; b++) {
         const int32_t *bt = tokens + (size_t)b * T;
         uint64_t h = block_hash(parent, bt, T);
-        kc->prefix_queries++;
         int32_t id = map_find(kc, h, parent, bt);
         if (id < 0) break;
-        kc->prefix_hits++;
         if (kc->full_ref[id]++ == 0) lru_unlink(kc, id);
         seq->open_id[b] = -1;
         seq->full_id[b] = id;

@@ -43,6 +43,8 @@ typedef struct kv_cache_config {
     int n_open_blocks; /* fp16 pool capacity */
     int n_full_blocks; /* compressed pool capacity */
     int prefix_cache;  /* 1: register full blocks for sharing by later prompts */
+    int no_storage;    /* 1: block bookkeeping only; the pages live elsewhere (the GPU), so
+                          kv_cache_write / compress_page / load_page / open_row must not be used */
 } kv_cache_config;
 
 typedef struct kv_cache {
@@ -64,7 +66,6 @@ typedef struct kv_cache {
     int32_t lru_head, lru_tail, n_cached;
     int32_t *map; /* open-addressing table of registered ids, -1 = empty */
     uint32_t map_mask;
-    int64_t prefix_queries, prefix_hits; /* blocks looked up / attached by kv_seq_attach_prefix */
 } kv_cache;
 
 typedef struct kv_seq {

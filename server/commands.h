@@ -4,5 +4,8 @@
 #define DS_SERVER_COMMANDS_H
 
 int cmd_generate(int argc, char **argv);
+int cmd_bench_offline(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif

@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(
     bazel-bootstrap gcc libc6-dev python3 python3-pip clang-format
     libcmocka-dev libopenblas-dev liblapacke-dev libutf8proc-dev libcjson-dev
-    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-grpc-tools gnuplot-nox
+    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler grpc-proto python3-grpcio python3-grpc-tools
+    gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,823 @@
+/* engine/serving.c — the serving engine (see serving.h): request intake, the step loop over the
+ * scheduler and the CPU forward pass, sampling, detokenization, stop conditions, output streams
+ * and stats. */
+#include "engine/serving.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "engine/llama.h"
+#include "engine/model_files.h"
+#include "engine/stop.h"
+#include "scheduler/scheduler.h"
+
+/* --- streams ---------------------------------------------------------------------------------- */
+
+struct serving_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs; /* engine + submitter */
+    int64_t id;
+    serving *srv;
+    serving_notify_fn notify;
+    void *notify_ctx;
+    int cancel_requested;
+    /* pending output, moved out by poll */
+    int32_t *ids;
+    int n_ids, cap_ids;
+    char *text;
+    size_t text_len, text_cap;
+    serving_finish finish;
+    int finish_taken;
+    char error[256];
+    int prompt_tokens, cached_prompt_tokens, completion_tokens, preemptions;
+    double ttft_s;
+};
+
+static void stream_unref(serving_stream *st) {
+    pthread_mutex_lock(&st->mu);
+    int left = --st->refs;
+    pthread_mutex_unlock(&st->mu);
+    if (left) return;
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st->ids);
+    free(st->text);
+    free(st);
+}
+
+void serving_output_free(serving_output *out) {
+    free(out->token_ids);
+    free(out->text);
+    memset(out, 0, sizeof *out);
+    out->ttft_s = -1;
+}
+
+/* Caller holds st->mu. */
+static int take_output(serving_stream *st, serving_output *out) {
+    int has = st->n_ids > 0 || st->text_len > 0 || (st->finish && !st->finish_taken);
+    if (!has) return 0;
+    free(out->token_ids);
+    free(out->text);
+    out->token_ids = st->ids;
+    out->n_token_ids = st->n_ids;
+    out->text = st->text;
+    out->text_len = st->text_len;
+    if (!out->text && (out->text = malloc(1))) out->text[0] = 0;
+    st->ids = NULL, st->n_ids = st->cap_ids = 0;
+    st->text = NULL, st->text_len = st->text_cap = 0;
+    out->finish = st->finish;
+    st->finish_taken = st->finish != SERVING_RUNNING;
+    memcpy(out->error, st->error, sizeof out->error);
+    out->prompt_tokens = st->prompt_tokens;
+    out->cached_prompt_tokens = st->cached_prompt_tokens;
+    out->completion_tokens = st->completion_tokens;
+    out->preemptions = st->preemptions;
+    out->ttft_s = st->ttft_s;
+    return 1;
+}
+
+int serving_stream_poll(serving_stream *st, serving_output *out) {
+    pthread_mutex_lock(&st->mu);
+    int r = take_output(st, out);
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+int serving_stream_wait(serving_stream *st, serving_output *out, double timeout_s) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_s >= 0) {
+        double t = until.tv_sec + until.tv_nsec * 1e-9 + timeout_s;
+        until.tv_sec = (time_t)t;
+        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+    }
+    pthread_mutex_lock(&st->mu);
+    int r;
+    while (!(r = take_output(st, out))) {
+        if (st->finish && st->finish_taken) break; /* nothing more will come */
+        if (timeout_s < 0)
+            pthread_cond_wait(&st->cv, &st->mu);
+        else if (pthread_cond_timedwait(&st->cv, &st->mu, &until))
+            break;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+int64_t serving_stream_id(const serving_stream *st) { return st->id; }
+
+static void wake_engine(serving *s);
+
+void serving_stream_cancel(serving_stream *st) {
+    pthread_mutex_lock(&st->mu);
+    st->cancel_requested = 1;
+    pthread_mutex_unlock(&st->mu);
+    wake_engine(st->srv);
+}
+
+void serving_stream_release(serving_stream *st) {
+    serving_stream_cancel(st);
+    stream_unref(st);
+}
+
+const char *serving_finish_name(serving_finish f) {
+    switch (f) {
+    case SERVING_RUNNING: return "running";
+    case SERVING_STOP: return "stop";
+    case SERVING_LENGTH: return "length";
+    case SERVING_CANCELLED: return "cancelled";
+    case SERVING_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+/* --- the engine ------------------------------------------------------------------------------- */
+
+typedef struct request {
+    sched_seq seq;
+    serving_stream *stream;
+    sampler smp;
+    stop_matcher stop;
+    bpe_decoder *dec;
+    int max_tokens, ignore_eos, n_generated, admitted;
+    int32_t stop_ids[SERVING_MAX_STOP_IDS];
+    int n_stop_ids;
+    double t_submit;
+    struct request *next; /* intake queue, then the live list */
+} request;
+
+struct serving {
+    serving_options options;
+    char *model_path;
+    llama_model model;
+    bpe_tokenizer *tok;
+    kv_cache *cache;
+    llama_engine *engine;
+    sched *sched;
+    float *logits;
+    void *sample_scratch;
+    llama_step_seq *step;
+    char *text_buf; /* stop matcher output */
+    size_t text_cap;
+    request *live; /* requests in the scheduler (engine thread only) */
+
+    pthread_mutex_t mu; /* protects everything below */
+    pthread_cond_t cv;
+    request *intake_head, *intake_tail;
+    int n_intake, n_waiting; /* n_waiting: the scheduler's, as of the last step */
+    int accepting, stopping, drain, wake;
+    int thread_started;
+    pthread_t thread;
+    int64_t next_id;
+    serving_stats stats; /* snapshot */
+    int64_t submitted, finished, cancelled, failed, prompt_tokens, generated_tokens;
+    double busy_s;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void wake_engine(serving *s) {
+    pthread_mutex_lock(&s->mu);
+    s->wake = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void serving_options_default(serving_options *o) {
+    *o = (serving_options){.kv_bits = 16,
+                           .kv_method = DQ_KIVI,
+                           .kv_group_size = 64,
+                           .block_size = 32,
+                           .kv_memory_bytes = (int64_t)1 << 30,
+                           .max_seqs = 64,
+                           .max_batched_tokens = 512,
+                           .max_waiting = 1024,
+                           .prefix_cache = 1,
+                           .weights = QM_Q8_0};
+}
+
+void serving_request_default(serving_request *r) {
+    memset(r, 0, sizeof *r);
+    r->max_tokens = 16;
+    r->sampling = sampler_params_default();
+}
+
+static void finish(serving *s, struct request *r, serving_finish why, const char *error);
+
+void serving_destroy(serving *s) {
+    if (!s) return;
+    if (s->thread_started) serving_shutdown(s, 0);
+    /* Every stream still open gets its final output. */
+    for (request *r = s->intake_head, *next; r; r = next) {
+        next = r->next;
+        r->next = s->live, s->live = r;
+    }
+    s->intake_head = s->intake_tail = NULL;
+    while (s->live)
+        finish(s, s->live, SERVING_CANCELLED, "server stopped");
+    sched_destroy(s->sched);
+    llama_engine_destroy(s->engine);
+    kv_cache_destroy(s->cache);
+    bpe_destroy(s->tok);
+    llama_model_free(&s->model);
+    free(s->logits), free(s->sample_scratch), free(s->step), free(s->text_buf);
+    free(s->model_path);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+static void snapshot_stats(serving *s);
+
+ds_status serving_create(const serving_options *o, serving **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    if (!o->model_path) return ds_fail(msg, msg_len, DS_EINVAL, "--model: required");
+    if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16)
+        return ds_fail(msg, msg_len, DS_EINVAL, "--kv-bits = %d: expected 16, 8, 4 or 2",
+                       o->kv_bits);
+    if (o->max_seqs <= 0 || o->max_batched_tokens <= 0 || o->max_waiting <= 0)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "--max-seqs = %d, --max-batched-tokens = %d, --max-waiting = %d: all must "
+                       "be positive",
+                       o->max_seqs, o->max_batched_tokens, o->max_waiting);
+    serving *s = calloc(1, sizeof *s);
+    if (!s) return ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->options = *o;
+    s->model_path = strdup(o->model_path);
+    s->options.model_path = s->model_path;
+    s->next_id = 1;
+    ds_status st = s->model_path ? model_files_load(o->model_path, &s->model, &s->tok, msg, msg_len)
+                                 : ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+    if (st != DS_OK) {
+        serving_destroy(s);
+        return st;
+    }
+    const llama_config *c = &s->model.config;
+    kv_cache_config kc = {.n_layers = c->n_layers,
+                          .n_kv_heads = c->n_kv_heads,
+                          .head_dim = c->head_dim,
+                          .block_size = o->block_size,
+                          .prefix_cache = o->prefix_cache};
+    kc.key_codec = dq_config_defaults(o->kv_bits == 16 ? DQ_FP16 : o->kv_method, o->kv_bits);
+    kc.key_codec.group_size = o->kv_group_size;
+    kc.value_codec = kc.key_codec;
+    /* One open block per running sequence, plus the blocks a step's prefill chunks span. */
+    int n_open = o->max_seqs + (o->max_batched_tokens + o->block_size - 1) / o->block_size + 1;
+    st = kv_cache_size_pools(&kc, o->kv_memory_bytes, n_open, msg, msg_len);
+    if (st == DS_OK) st = kv_cache_create(&kc, &s->cache, msg, msg_len);
+    llama_engine_options eo = {.max_step_tokens = o->max_batched_tokens,
+                               .weight_type = o->weights,
+                               .n_threads = o->n_threads};
+    if (st == DS_OK) st = llama_engine_create(&s->model, s->cache, &eo, &s->engine, msg, msg_len);
+    sched_config sc = {.max_seqs = o->max_seqs, .max_batched_tokens = o->max_batched_tokens};
+    if (st == DS_OK) st = sched_create(&sc, s->cache, &s->sched, msg, msg_len);
+    if (st == DS_OK) {
+        s->logits = malloc((size_t)o->max_seqs * c->vocab_size * sizeof(float));
+        s->sample_scratch = malloc(sampler_scratch_size(c->vocab_size));
+        s->step = malloc((size_t)o->max_seqs * sizeof *s->step);
+        s->text_cap = STOP_OUT_CAP(256);
+        s->text_buf = malloc(s->text_cap);
+        if (!s->logits || !s->sample_scratch || !s->step || !s->text_buf)
+            st = ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+    }
+    if (st != DS_OK) {
+        serving_destroy(s);
+        return st;
+    }
+    s->accepting = 1;
+    snapshot_stats(s);
+    *out = s;
+    return DS_OK;
+}
+
+int serving_ready(const serving *s) {
+    serving *m = (serving *)s;
+    pthread_mutex_lock(&m->mu);
+    int r = m->accepting;
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
+/* --- intake ----------------------------------------------------------------------------------- */
+
+static void request_free(request *r) {
+    if (!r) return;
+    bpe_decoder_destroy(r->dec);
+    free(r);
+}
+
+ds_status serving_tokenize(const serving *s, const char *text, size_t len, int32_t **ids,
+                           int *n_ids, char *msg, size_t msg_len) {
+    *ids = NULL, *n_ids = 0;
+    if (len > (size_t)1 << 26)
+        return ds_fail(msg, msg_len, DS_ERANGE, "text: %zu bytes, at most 64 MiB", len);
+    int cap = (int)len + 8;
+    int32_t *buf = malloc((size_t)cap * sizeof(int32_t));
+    if (!buf) return ds_fail(msg, msg_len, DS_ENOMEM, "tokenize: out of memory");
+    ds_status st = bpe_encode(s->tok, text, len, true, buf, cap, n_ids, msg, msg_len);
+    if (st != DS_OK) {
+        free(buf);
+        return st;
+    }
+    *ids = buf;
+    return DS_OK;
+}
+
+const char *serving_token_bytes(const serving *s, int32_t id, size_t *len) {
+    if (id < 0 || id >= bpe_vocab_size(s->tok)) return NULL;
+    return bpe_token_bytes(s->tok, id, len);
+}
+
+/* Checks and tokenizes a request into r (its sequence initialised). */
+static ds_status prepare(const serving *s, const serving_request *q, request *r, char *msg,
+                         size_t msg_len) {
+    const llama_config *c = &s->model.config;
+    if (!q->prompt == !q->prompt_ids)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "prompt, prompt_ids: give exactly one of the two (got %s)",
+                       q->prompt ? "both" : "neither");
+    if (q->max_tokens < 1)
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_tokens = %d: must be >= 1", q->max_tokens);
+    ds_status st = sampler_init(&r->smp, &q->sampling, msg, msg_len);
+    if (st != DS_OK) return st;
+    if (q->n_stop < 0 || q->n_stop > SERVING_MAX_STOP)
+        return ds_fail(msg, msg_len, DS_EINVAL, "stop: %d strings, at most %d", q->n_stop,
+                       SERVING_MAX_STOP);
+    char stop_msg[200];
+    if (stop_init(&r->stop, q->stop, q->n_stop, 0, stop_msg, sizeof stop_msg) != DS_OK)
+        return ds_fail(msg, msg_len, DS_EINVAL, "stop: %s", stop_msg);
+    if (q->n_stop_ids < 0 || q->n_stop_ids > SERVING_MAX_STOP_IDS)
+        return ds_fail(msg, msg_len, DS_EINVAL, "stop_token_ids: %d ids, at most %d", q->n_stop_ids,
+                       SERVING_MAX_STOP_IDS);
+    for (int i = 0; i < q->n_stop_ids; i++) {
+        if (q->stop_ids[i] < 0 || q->stop_ids[i] >= c->vocab_size)
+            return ds_fail(msg, msg_len, DS_ERANGE,
+                           "stop_token_ids[%d] = %d: outside the vocabulary [0, %d)", i,
+                           q->stop_ids[i], c->vocab_size);
+        r->stop_ids[i] = q->stop_ids[i];
+    }
+    r->n_stop_ids = q->n_stop_ids;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (q->prompt) {
+        if (q->prompt_len == 0) return ds_fail(msg, msg_len, DS_EINVAL, "prompt: empty");
+        char tmsg[200];
+        if (serving_tokenize(s, q->prompt, q->prompt_len, &ids, &n, tmsg, sizeof tmsg) != DS_OK)
+            return ds_fail(msg, msg_len, DS_EINVAL, "prompt: %s", tmsg);
+        if (n == 0) {
+            free(ids);
+            return ds_fail(msg, msg_len, DS_EINVAL, "prompt: no tokens after tokenization");
+        }
+    } else {
+        if (q->n_prompt_ids <= 0) return ds_fail(msg, msg_len, DS_EINVAL, "prompt_ids: empty");
+        for (int i = 0; i < q->n_prompt_ids; i++)
+            if (q->prompt_ids[i] < 0 || q->prompt_ids[i] >= c->vocab_size)
+                return ds_fail(msg, msg_len, DS_ERANGE,
+                               "prompt_ids[%d] = %d: outside the vocabulary [0, %d)", i,
+                               q->prompt_ids[i], c->vocab_size);
+        n = q->n_prompt_ids;
+    }
+    const int T = s->cache->config.block_size;
+    if ((int64_t)n + q->max_tokens > c->context_length)
+        st = ds_fail(msg, msg_len, DS_ERANGE,
+                     "prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens", n,
+                     q->max_tokens, c->context_length);
+    else if ((n + q->max_tokens - 1) / T > s->cache->config.n_full_blocks)
+        st = ds_fail(msg, msg_len, DS_ERANGE,
+                     "prompt (%d tokens) + max_tokens (%d) need %d KV blocks; the pool holds %d "
+                     "(raise --kv-memory)",
+                     n, q->max_tokens, (n + q->max_tokens - 1) / T, s->cache->config.n_full_blocks);
+    if (st == DS_OK) st = bpe_decoder_create(s->tok, true, &r->dec, msg, msg_len);
+    if (st == DS_OK) st = sched_seq_init(&r->seq, 0, ids ? ids : q->prompt_ids, n, r, msg, msg_len);
+    free(ids);
+    r->max_tokens = q->max_tokens;
+    r->ignore_eos = q->ignore_eos;
+    return st;
+}
+
+ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn notify,
+                         void *notify_ctx, serving_stream **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    request *r = calloc(1, sizeof *r);
+    serving_stream *st = calloc(1, sizeof *st);
+    if (!r || !st) {
+        free(r), free(st);
+        return ds_fail(msg, msg_len, DS_ENOMEM, "submit: out of memory");
+    }
+    ds_status rc = prepare(s, q, r, msg, msg_len);
+    if (rc != DS_OK) {
+        request_free(r);
+        free(st);
+        return rc;
+    }
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    st->refs = 2;
+    st->srv = s;
+    st->notify = notify;
+    st->notify_ctx = notify_ctx;
+    st->prompt_tokens = r->seq.n_prompt;
+    st->ttft_s = -1;
+    r->stream = st;
+    r->t_submit = now_s();
+    pthread_mutex_lock(&s->mu);
+    if (!s->accepting)
+        rc = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "server is shutting down");
+    else if (s->n_intake + s->n_waiting >= s->options.max_waiting)
+        rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (--max-waiting)",
+                     s->n_intake + s->n_waiting);
+    if (rc == DS_OK) {
+        st->id = r->seq.id = s->next_id++;
+        if (s->intake_tail)
+            s->intake_tail->next = r;
+        else
+            s->intake_head = r;
+        s->intake_tail = r;
+        s->n_intake++;
+        s->submitted++;
+        s->wake = 1;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc != DS_OK) {
+        r->seq.state = SCHED_CANCELLED;
+        sched_seq_free(&r->seq);
+        request_free(r);
+        pthread_mutex_destroy(&st->mu);
+        pthread_cond_destroy(&st->cv);
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return DS_OK;
+}
+
+/* --- output ----------------------------------------------------------------------------------- */
+
+static int push_output(request *r, const int32_t *ids, int n_ids, const char *text,
+                       size_t text_len) {
+    serving_stream *st = r->stream;
+    int ok = 1;
+    pthread_mutex_lock(&st->mu);
+    if (st->n_ids + n_ids > st->cap_ids) {
+        int cap = st->cap_ids ? st->cap_ids * 2 : 16;
+        while (cap < st->n_ids + n_ids)
+            cap *= 2;
+        int32_t *p = realloc(st->ids, (size_t)cap * sizeof *p);
+        if (p)
+            st->ids = p, st->cap_ids = cap;
+        else
+            ok = 0;
+    }
+    if (ok && st->text_len + text_len + 1 > st->text_cap) {
+        size_t cap = st->text_cap ? st->text_cap * 2 : 64;
+        while (cap < st->text_len + text_len + 1)
+            cap *= 2;
+        char *p = realloc(st->text, cap);
+        if (p)
+            st->text = p, st->text_cap = cap;
+        else
+            ok = 0;
+    }
+    if (ok) {
+        if (n_ids) memcpy(st->ids + st->n_ids, ids, (size_t)n_ids * sizeof *ids);
+        st->n_ids += n_ids;
+        if (text_len) memcpy(st->text + st->text_len, text, text_len);
+        st->text_len += text_len;
+        st->text[st->text_len] = 0;
+    }
+    st->completion_tokens = r->n_generated;
+    st->preemptions = r->seq.n_preemptions;
+    pthread_mutex_unlock(&st->mu);
+    return ok;
+}
+
+static void notify(request *r) {
+    pthread_cond_broadcast(&r->stream->cv);
+    if (r->stream->notify) r->stream->notify(r->stream->notify_ctx);
+}
+
+static void unlink_live(serving *s, request *r) {
+    for (request **p = &s->live; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            return;
+        }
+}
+
+/* Ends a request: takes it out of the scheduler, flushes held text (unless cancelled), posts the
+ * final output, and drops the engine's reference to the stream. */
+static void finish(serving *s, request *r, serving_finish why, const char *error) {
+    if (why == SERVING_STOP || why == SERVING_LENGTH) {
+        const char *text;
+        size_t len, n_out;
+        char tail[STOP_MAX_LEN];
+        bpe_decoder_flush(r->dec, &text, &len);
+        if (stop_feed(&r->stop, text, len, s->text_buf, s->text_cap, &n_out) != STOP_NONE)
+            why = SERVING_STOP;
+        push_output(r, NULL, 0, s->text_buf, n_out);
+        size_t n_tail = stop_flush(&r->stop, tail, sizeof tail);
+        push_output(r, NULL, 0, tail, n_tail);
+    }
+    if (r->seq.state != SCHED_NEW)
+        sched_remove(s->sched, &r->seq,
+                     why == SERVING_CANCELLED || why == SERVING_ERROR ? SCHED_CANCELLED
+                                                                      : SCHED_FINISHED);
+    else
+        r->seq.state = SCHED_CANCELLED;
+    serving_stream *st = r->stream;
+    pthread_mutex_lock(&st->mu);
+    st->finish = why;
+    if (error) snprintf(st->error, sizeof st->error, "%s", error);
+    st->completion_tokens = r->n_generated;
+    pthread_mutex_unlock(&st->mu);
+    notify(r);
+    pthread_mutex_lock(&s->mu);
+    if (why == SERVING_CANCELLED)
+        s->cancelled++;
+    else if (why == SERVING_ERROR)
+        s->failed++;
+    else
+        s->finished++;
+    pthread_mutex_unlock(&s->mu);
+    unlink_live(s, r);
+    sched_seq_free(&r->seq);
+    bpe_decoder_destroy(r->dec);
+    stream_unref(st);
+    free(r);
+}
+
+static int is_stop_id(const request *r, int32_t tok) {
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == tok) return 1;
+    return 0;
+}
+
+/* One sampled token for r; finishes r when a stop condition holds. */
+static void accept_token(serving *s, request *r, int32_t tok) {
+    const llama_config *c = &s->model.config;
+    r->n_generated++;
+    if (r->stream->ttft_s < 0) {
+        pthread_mutex_lock(&r->stream->mu);
+        r->stream->ttft_s = now_s() - r->t_submit;
+        pthread_mutex_unlock(&r->stream->mu);
+    }
+    if (tok < 0 || (!r->ignore_eos && tok == bpe_eos_id(s->tok)) || is_stop_id(r, tok)) {
+        finish(s, r, SERVING_STOP, NULL);
+        return;
+    }
+    const char *text;
+    size_t len, n_out = 0;
+    char dmsg[128];
+    if (bpe_decoder_push(r->dec, tok, &text, &len, dmsg, sizeof dmsg) != DS_OK) {
+        finish(s, r, SERVING_ERROR, dmsg);
+        return;
+    }
+    if (STOP_OUT_CAP(len) > s->text_cap) {
+        char *p = realloc(s->text_buf, STOP_OUT_CAP(len));
+        if (!p) {
+            finish(s, r, SERVING_ERROR, "out of memory");
+            return;
+        }
+        s->text_buf = p, s->text_cap = STOP_OUT_CAP(len);
+    }
+    int hit = stop_feed(&r->stop, text, len, s->text_buf, s->text_cap, &n_out);
+    if (!push_output(r, &tok, 1, s->text_buf, n_out)) {
+        finish(s, r, SERVING_ERROR, "out of memory");
+        return;
+    }
+    if (hit != STOP_NONE)
+        finish(s, r, SERVING_STOP, NULL);
+    else if (r->n_generated >= r->max_tokens || r->seq.n_tokens + 1 > c->context_length)
+        finish(s, r, SERVING_LENGTH, NULL);
+    else if (sched_seq_append(&r->seq, tok) != DS_OK)
+        finish(s, r, SERVING_ERROR, "out of memory");
+    else
+        notify(r);
+}
+
+/* --- the step --------------------------------------------------------------------------------- */
+
+static void snapshot_stats(serving *s) {
+    sched_stats ss;
+    sched_get_stats(s->sched, &ss);
+    const kv_cache *kc = s->cache;
+    const llama_config *c = &s->model.config;
+    pthread_mutex_lock(&s->mu);
+    serving_stats *o = &s->stats;
+    o->running = ss.running;
+    o->waiting = ss.waiting + s->n_intake;
+    o->preempted_waiting = ss.preempted_waiting;
+    o->peak_running = ss.peak_running;
+    o->open_blocks_total = kc->config.n_open_blocks;
+    o->open_blocks_free = kv_cache_open_free(kc);
+    o->full_blocks_total = kc->config.n_full_blocks;
+    o->full_blocks_free = kv_cache_full_free(kc);
+    o->full_blocks_cached = ss.full_cached;
+    o->peak_full_blocks_used = ss.peak_full_used;
+    o->kv_bytes_per_token = kv_cache_bytes_per_token(kc);
+    o->fp16_bytes_per_token = 4.0 * c->n_layers * c->n_kv_heads * c->head_dim;
+    o->compression_ratio = o->fp16_bytes_per_token / o->kv_bytes_per_token;
+    o->kv_memory_bytes = (int64_t)kc->config.n_open_blocks * (int64_t)kc->open_block_floats * 2 +
+                         (int64_t)kc->config.n_full_blocks * (int64_t)kc->full_block_bytes;
+    o->preemptions = ss.preemptions;
+    o->prefix_cache_queries = ss.prefix_queries;
+    o->prefix_cache_hits = ss.prefix_hits;
+    o->requests_submitted = s->submitted;
+    o->requests_finished = s->finished;
+    o->requests_cancelled = s->cancelled;
+    o->requests_failed = s->failed;
+    o->prompt_tokens = s->prompt_tokens;
+    o->generated_tokens = s->generated_tokens;
+    o->steps = ss.steps;
+    o->busy_s = s->busy_s;
+    o->prompt_tokens_per_s = s->busy_s > 0 ? s->prompt_tokens / s->busy_s : 0;
+    o->generated_tokens_per_s = s->busy_s > 0 ? s->generated_tokens / s->busy_s : 0;
+    s->n_waiting = ss.waiting;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void serving_get_stats(serving *s, serving_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->mu);
+}
+
+ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
+    *did_work = 0;
+    /* intake and shutdown */
+    pthread_mutex_lock(&s->mu);
+    request *in = s->intake_head;
+    s->intake_head = s->intake_tail = NULL;
+    s->n_waiting += s->n_intake; /* they wait in the scheduler now; the snapshot recounts */
+    s->n_intake = 0;
+    s->wake = 0;
+    int cancel_all = s->stopping && !s->drain;
+    pthread_mutex_unlock(&s->mu);
+    for (request *r = in, *next; r; r = next) {
+        next = r->next;
+        r->next = s->live, s->live = r;
+        sched_add(s->sched, &r->seq);
+        *did_work = 1;
+    }
+    for (request *r = s->live, *next; r; r = next) {
+        next = r->next;
+        pthread_mutex_lock(&r->stream->mu);
+        int cancel = r->stream->cancel_requested || cancel_all;
+        pthread_mutex_unlock(&r->stream->mu);
+        if (cancel) {
+            finish(s, r, SERVING_CANCELLED, NULL);
+            *did_work = 1;
+        }
+    }
+    double t0 = now_s();
+    sched_batch *b;
+    ds_status st = sched_schedule(s->sched, &b, msg, msg_len);
+    if (st != DS_OK) return st;
+    for (int i = 0; i < b->n_failed; i++) {
+        request *r = b->failed[i]->user;
+        char why[200];
+        snprintf(why, sizeof why,
+                 "the sequence (%d tokens) needs more KV blocks than the pool holds (%d); raise "
+                 "--kv-memory",
+                 r->seq.n_tokens, s->cache->config.n_full_blocks);
+        finish(s, r, SERVING_ERROR, why);
+        *did_work = 1;
+    }
+    if (b->n_items > 0) {
+        *did_work = 1;
+        for (int i = 0; i < b->n_items; i++) {
+            const sched_item *it = &b->items[i];
+            request *r = it->seq->user;
+            if (!r->admitted) { /* first admission: what the prefix cache held */
+                r->admitted = 1;
+                pthread_mutex_lock(&r->stream->mu);
+                r->stream->cached_prompt_tokens = it->first;
+                pthread_mutex_unlock(&r->stream->mu);
+            }
+            s->step[i] =
+                (llama_step_seq){.kv = &it->seq->kv,
+                                 .tokens = it->seq->tokens + it->first,
+                                 .n_tokens = it->n,
+                                 .logits = it->sample ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE};
+        }
+        st = llama_engine_forward(s->engine, s->step, b->n_items, s->logits, msg, msg_len);
+        if (st != DS_OK) {
+            sched_abort_step(s->sched);
+            return st;
+        }
+        sched_commit(s->sched);
+        int64_t prompt = 0, generated = 0;
+        const int vocab = s->model.config.vocab_size;
+        for (int i = 0, row = 0; i < b->n_items; i++) {
+            const sched_item *it = &b->items[i];
+            if (!(it->n == 1 && it->first >= it->seq->n_prompt)) prompt += it->n;
+            if (!it->sample) continue;
+            request *r = it->seq->user;
+            int tok = sampler_sample(&r->smp, s->logits + (size_t)row++ * vocab, vocab,
+                                     s->sample_scratch);
+            generated++;
+            accept_token(s, r, tok);
+        }
+        pthread_mutex_lock(&s->mu);
+        s->prompt_tokens += prompt;
+        s->generated_tokens += generated;
+        s->busy_s += now_s() - t0;
+        pthread_mutex_unlock(&s->mu);
+    }
+    snapshot_stats(s);
+    return DS_OK;
+}
+
+/* --- the engine thread ------------------------------------------------------------------------ */
+
+static void *engine_main(void *arg) {
+    serving *s = arg;
+    char msg[512];
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->wake && !s->intake_head && !s->live && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        int done = s->stopping && !s->intake_head && !s->live;
+        pthread_mutex_unlock(&s->mu);
+        if (done) break;
+        int worked;
+        if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) {
+            DS_LOG_E("engine step failed: %s; failing the running requests", msg);
+            while (s->live)
+                finish(s, s->live, SERVING_ERROR, msg);
+            snapshot_stats(s);
+        } else if (!worked) {
+            /* Live requests that cannot run yet wait for a cancel or a submit. */
+            pthread_mutex_lock(&s->mu);
+            while (!s->wake && !s->intake_head && !s->stopping)
+                pthread_cond_wait(&s->cv, &s->mu);
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return NULL;
+}
+
+ds_status serving_start(serving *s, char *msg, size_t msg_len) {
+    if (s->thread_started) return DS_OK;
+    if (pthread_create(&s->thread, NULL, engine_main, s))
+        return ds_fail(msg, msg_len, DS_EINTERNAL, "serving: cannot start the engine thread");
+    s->thread_started = 1;
+    return DS_OK;
+}
+
+void serving_shutdown(serving *s, int drain) {
+    pthread_mutex_lock(&s->mu);
+    s->accepting = 0;
+    if (!s->stopping)
+        s->drain = drain;
+    else if (!drain)
+        s->drain = 0;
+    s->stopping = 1;
+    s->wake = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->thread_started) {
+        pthread_join(s->thread, NULL);
+        s->thread_started = 0;
+        return;
+    }
+    char msg[256];
+    for (int worked = 1; worked && (s->live || s->intake_head);)
+        if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) break;
+}
+
+void serving_get_info(const serving *s, serving_info *out) {
+    const llama_config *c = &s->model.config;
+    *out = (serving_info){
+        .architecture = "llama",
+        .model_path = s->model_path,
+        .kv_method = s->options.kv_bits == 16 ? "fp16" : dq_method_name(s->options.kv_method),
+        .device = "cpu",
+        .context_length = c->context_length,
+        .vocab_size = c->vocab_size,
+        .n_layers = c->n_layers,
+        .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads,
+        .head_dim = c->head_dim,
+        .d_model = c->d_model,
+        .kv_bits = s->options.kv_bits,
+        .block_size = s->cache->config.block_size,
+        .tensor_parallel = 1,
+        .max_seqs = s->options.max_seqs,
+        .max_batched_tokens = s->options.max_batched_tokens,
+        .bos_id = bpe_bos_id(s->tok),
+        .eos_id = bpe_eos_id(s->tok),
+        .kv_memory_bytes = s->options.kv_memory_bytes};
+}

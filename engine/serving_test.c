@@ -1,0 +1,420 @@
+/* engine/serving_test.c — the serving engine end to end on a tiny model made by decoserve-mkmodel
+ * (argv[1]) and, when DECOSERVE_MODEL is set, on the real SmolLM2 with real text:
+ *  - batching changes nothing: greedy outputs of 16 different prompts run together equal each
+ *    prompt run alone, token for token, at kv-bits 16 and at every compressed setting;
+ *  - neither does preemption: the same batch in a pool small enough to preempt gives the same
+ *    tokens;
+ *  - cancellation, request validation, the engine thread and shutdown: every stream gets a final
+ *    output and every block returns to the pools. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/rng.h"
+#include "engine/serving.h"
+
+enum { N_PROMPTS = 16, MAX_OUT = 64 };
+
+static const char *g_mkmodel;
+static char g_tiny[512];
+
+typedef struct completion {
+    int32_t ids[MAX_OUT];
+    int n;
+    serving_finish finish;
+} completion;
+
+static serving *make_serving(const char *model, int kv_bits, dq_method method, int64_t kv_memory,
+                             int max_seqs) {
+    serving_options o;
+    serving_options_default(&o);
+    o.model_path = model;
+    o.kv_bits = kv_bits;
+    o.kv_method = method;
+    o.block_size = 16;
+    o.kv_memory_bytes = kv_memory;
+    o.max_seqs = max_seqs;
+    o.max_batched_tokens = 64;
+    o.n_threads = 2;
+    serving *s = NULL;
+    char msg[512];
+    if (serving_create(&o, &s, msg, sizeof msg) != DS_OK) fail_msg("serving_create: %s", msg);
+    return s;
+}
+
+static void run_until_idle(serving *s) {
+    char msg[512];
+    for (int worked = 1; worked;)
+        if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) fail_msg("step: %s", msg);
+}
+
+static void blocks_all_free(serving *s) {
+    serving_stats st;
+    serving_get_stats(s, &st);
+    assert_int_equal(st.running + st.waiting, 0);
+    assert_int_equal(st.open_blocks_free, st.open_blocks_total);
+    assert_int_equal(st.full_blocks_free, st.full_blocks_total);
+}
+
+static void collect(serving_stream *st, completion *c) {
+    serving_output out = {0};
+    memset(c, 0, sizeof *c);
+    while (serving_stream_poll(st, &out)) {
+        assert_true(c->n + out.n_token_ids <= MAX_OUT);
+        if (out.n_token_ids)
+            memcpy(c->ids + c->n, out.token_ids, (size_t)out.n_token_ids * sizeof(int32_t));
+        c->n += out.n_token_ids;
+        if (out.finish) c->finish = out.finish;
+    }
+    serving_output_free(&out);
+    serving_stream_release(st);
+}
+
+static serving_stream *submit(serving *s, const serving_request *q) {
+    serving_stream *st;
+    char msg[512];
+    if (serving_submit(s, q, NULL, NULL, &st, msg, sizeof msg) != DS_OK)
+        fail_msg("submit: %s", msg);
+    return st;
+}
+
+/* Greedy completions of requests q[n], either all queued at once or each alone. */
+static void complete(serving *s, const serving_request *q, int n, int together, completion *out) {
+    serving_stream *st[N_PROMPTS];
+    if (together) {
+        for (int i = 0; i < n; i++)
+            st[i] = submit(s, &q[i]);
+        run_until_idle(s);
+        for (int i = 0; i < n; i++)
+            collect(st[i], &out[i]);
+    } else {
+        for (int i = 0; i < n; i++) {
+            st[i] = submit(s, &q[i]);
+            run_until_idle(s);
+            collect(st[i], &out[i]);
+        }
+    }
+    blocks_all_free(s);
+}
+
+static void assert_same(const completion *a, const completion *b, int n, const char *what) {
+    for (int i = 0; i < n; i++) {
+        if (a[i].n != b[i].n || memcmp(a[i].ids, b[i].ids, (size_t)a[i].n * sizeof(int32_t)))
+            fail_msg("%s: prompt %d: %d vs %d tokens, or different tokens", what, i, a[i].n,
+                     b[i].n);
+        assert_int_equal(a[i].finish, b[i].finish);
+    }
+}
+
+typedef struct kv_setting {
+    int bits;
+    dq_method method;
+} kv_setting;
+
+static const kv_setting SETTINGS[] = {{16, DQ_FP16},     {8, DQ_KIVI},      {4, DQ_KIVI},
+                                      {2, DQ_KIVI},      {8, DQ_DECOQUANT}, {4, DQ_DECOQUANT},
+                                      {2, DQ_DECOQUANT}, {4, DQ_RTN}};
+
+/* 16 prompts of 3..90 random ids (so they span several 16-token blocks), 24 greedy tokens. */
+static void tiny_requests(serving_request *q, int32_t ids[N_PROMPTS][96]) {
+    ds_rng rng = {11};
+    for (int i = 0; i < N_PROMPTS; i++) {
+        serving_request_default(&q[i]);
+        int n = 3 + (int)(ds_rng_u64(&rng) % 88);
+        for (int k = 0; k < 96; k++)
+            ids[i][k] = (int32_t)(ds_rng_u64(&rng) % 256);
+        if (i == 5)
+            memcpy(ids[i], ids[4], 40 * sizeof(int32_t)), n = n < 41 ? 41 : n; /* shared prefix */
+        q[i].prompt_ids = ids[i];
+        q[i].n_prompt_ids = n;
+        q[i].max_tokens = 24;
+        q[i].ignore_eos = 1;
+        q[i].sampling.temperature = 0.0f;
+    }
+}
+
+static void test_batch_equals_alone_tiny(void **state) {
+    (void)state;
+    serving_request q[N_PROMPTS];
+    int32_t ids[N_PROMPTS][96];
+    tiny_requests(q, ids);
+    for (size_t k = 0; k < sizeof SETTINGS / sizeof SETTINGS[0]; k++) {
+        serving *s = make_serving(g_tiny, SETTINGS[k].bits, SETTINGS[k].method, 64 << 20, 16);
+        completion alone[N_PROMPTS], batch[N_PROMPTS];
+        complete(s, q, N_PROMPTS, 0, alone);
+        complete(s, q, N_PROMPTS, 1, batch);
+        for (int i = 0; i < N_PROMPTS; i++) {
+            assert_int_equal(alone[i].n, 24);
+            assert_int_equal(alone[i].finish, SERVING_LENGTH);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "kv %d-bit method %d", SETTINGS[k].bits, SETTINGS[k].method);
+        assert_same(alone, batch, N_PROMPTS, what);
+        serving_destroy(s);
+    }
+}
+
+/* The same batch in pools so small that sequences preempt each other gives the same tokens. */
+static void test_preemption_changes_nothing(void **state) {
+    (void)state;
+    serving_request q[N_PROMPTS];
+    int32_t ids[N_PROMPTS][96];
+    tiny_requests(q, ids);
+    for (int bits = 16; bits >= 4; bits -= 12) {
+        serving *roomy = make_serving(g_tiny, bits, DQ_KIVI, 64 << 20, 16);
+        completion ref[N_PROMPTS], squeezed[N_PROMPTS];
+        complete(roomy, q, N_PROMPTS, 1, ref);
+        serving_destroy(roomy);
+        /* tiny fp16 block: 2 layers x 2 x 16 x 2 x 16 x 2 bytes = 4 KiB; open pool 16+4+1 */
+        serving *tight = make_serving(g_tiny, bits, DQ_KIVI, 21 * 4096 + 12 * 4096, 16);
+        complete(tight, q, N_PROMPTS, 1, squeezed);
+        serving_stats st;
+        serving_get_stats(tight, &st);
+        assert_true(st.preemptions > 0);
+        assert_same(ref, squeezed, N_PROMPTS, "preempted");
+        serving_destroy(tight);
+    }
+}
+
+/* Real text through SmolLM2 (DECOSERVE_MODEL): batch of 16 equals each alone. */
+static void test_batch_equals_alone_real(void **state) {
+    (void)state;
+    const char *model = getenv("DECOSERVE_MODEL");
+    if (!model || !*model) {
+        printf("DECOSERVE_MODEL unset: real-model check skipped\n");
+        return;
+    }
+    static const char *const PROMPTS[N_PROMPTS] = {
+        "The capital of France is",
+        "It is a truth universally acknowledged, that a single man in possession of a good "
+        "fortune, must be in want of a wife.",
+        "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy "
+        "disposition, seemed to unite some of the best blessings of existence;",
+        "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary "
+        "election produced",
+        "def fibonacci(n):",
+        "Water boils at",
+        "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
+        "In 1969, the first humans landed on",
+        "The quick brown fox",
+        "Photosynthesis is the process by which plants",
+        "My favourite recipe for a rainy day is",
+        "The three laws of motion were formulated by",
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+        "SELECT name FROM users WHERE",
+        "The largest planet in the solar system is",
+        "To be, or not to be, that is the question:"};
+    serving_request q[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) {
+        serving_request_default(&q[i]);
+        q[i].prompt = PROMPTS[i];
+        q[i].prompt_len = strlen(PROMPTS[i]);
+        q[i].max_tokens = 16;
+        q[i].sampling.temperature = 0.0f;
+    }
+    static const kv_setting REAL[] = {
+        {16, DQ_FP16}, {8, DQ_KIVI}, {4, DQ_KIVI}, {2, DQ_KIVI}, {4, DQ_DECOQUANT}};
+    for (size_t k = 0; k < sizeof REAL / sizeof REAL[0]; k++) {
+        serving *s = make_serving(model, REAL[k].bits, REAL[k].method, 256 << 20, 16);
+        completion alone[N_PROMPTS], batch[N_PROMPTS];
+        complete(s, q, N_PROMPTS, 0, alone);
+        complete(s, q, N_PROMPTS, 1, batch);
+        char what[64];
+        snprintf(what, sizeof what, "SmolLM2 kv %d-bit method %d", REAL[k].bits, REAL[k].method);
+        assert_same(alone, batch, N_PROMPTS, what);
+        serving_destroy(s);
+    }
+}
+
+static void test_cancel_and_pools_refill(void **state) {
+    (void)state;
+    serving_request q[N_PROMPTS];
+    int32_t ids[N_PROMPTS][96];
+    tiny_requests(q, ids);
+    serving *s = make_serving(g_tiny, 4, DQ_KIVI, 64 << 20, 8);
+    serving_stream *st[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++)
+        st[i] = submit(s, &q[i]);
+    char msg[256];
+    int worked;
+    for (int k = 0; k < 5; k++)
+        assert_int_equal(serving_step(s, &worked, msg, sizeof msg), DS_OK);
+    for (int i = 0; i < N_PROMPTS; i += 3)
+        serving_stream_cancel(st[i]); /* running and waiting ones alike */
+    run_until_idle(s);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        completion c;
+        collect(st[i], &c);
+        assert_int_equal(c.finish, i % 3 ? SERVING_LENGTH : SERVING_CANCELLED);
+    }
+    blocks_all_free(s);
+    serving_stats stats;
+    serving_get_stats(s, &stats);
+    assert_int_equal(stats.requests_cancelled, (N_PROMPTS + 2) / 3);
+    assert_int_equal(stats.requests_finished, N_PROMPTS - (N_PROMPTS + 2) / 3);
+    serving_destroy(s);
+}
+
+static void expect_reject(serving *s, const serving_request *q, ds_status want, const char *field) {
+    serving_stream *st = NULL;
+    char msg[512] = "";
+    ds_status got = serving_submit(s, q, NULL, NULL, &st, msg, sizeof msg);
+    if (got != want || !strstr(msg, field))
+        fail_msg("want status %d naming '%s', got %d: %s", want, field, got, msg);
+    assert_null(st);
+}
+
+static void test_bad_requests(void **state) {
+    (void)state;
+    serving *s = make_serving(g_tiny, 16, DQ_FP16, 1 << 20, 4);
+    int32_t ids[3] = {1, 2, 3}, bad[2] = {1, 100000};
+    serving_request q;
+    serving_request_default(&q);
+    expect_reject(s, &q, DS_EINVAL, "prompt");
+    q.prompt = "";
+    expect_reject(s, &q, DS_EINVAL, "prompt: empty");
+    q.prompt = "hi", q.prompt_len = 2, q.prompt_ids = ids, q.n_prompt_ids = 3;
+    expect_reject(s, &q, DS_EINVAL, "both");
+    q.prompt = NULL, q.prompt_ids = bad, q.n_prompt_ids = 2;
+    expect_reject(s, &q, DS_ERANGE, "prompt_ids[1]");
+    q.prompt_ids = ids, q.n_prompt_ids = 3;
+    q.max_tokens = 0;
+    expect_reject(s, &q, DS_EINVAL, "max_tokens");
+    q.max_tokens = 254;
+    expect_reject(s, &q, DS_ERANGE, "context");
+    q.max_tokens = 4;
+    q.sampling.temperature = -1;
+    expect_reject(s, &q, DS_EINVAL, "temperature");
+    q.sampling.temperature = 0, q.sampling.top_p = 0;
+    expect_reject(s, &q, DS_EINVAL, "top_p");
+    q.sampling.top_p = 1, q.sampling.top_k = -2;
+    expect_reject(s, &q, DS_EINVAL, "top_k");
+    q.sampling.top_k = 0;
+    const char *stops[17];
+    for (int i = 0; i < 17; i++)
+        stops[i] = "x";
+    q.stop = stops, q.n_stop = 17;
+    expect_reject(s, &q, DS_EINVAL, "stop");
+    q.n_stop = 1, stops[0] = "";
+    expect_reject(s, &q, DS_EINVAL, "stop");
+    q.n_stop = 0;
+    int32_t stop_ids[1] = {-1};
+    q.stop_ids = stop_ids, q.n_stop_ids = 1;
+    expect_reject(s, &q, DS_ERANGE, "stop_token_ids[0]");
+    q.n_stop_ids = 0;
+    /* a valid request still runs after all that */
+    completion c;
+    serving_stream *st = submit(s, &q);
+    run_until_idle(s);
+    collect(st, &c);
+    assert_true(c.finish == SERVING_LENGTH || c.finish == SERVING_STOP);
+    serving_destroy(s);
+    /* a pool of 5 full blocks (80 tokens) cannot hold 3 + 100 tokens; open pool 4 + 64/16 + 1 */
+    serving *small = make_serving(g_tiny, 16, DQ_FP16, (9 + 5) * 4096, 4);
+    q.max_tokens = 100;
+    expect_reject(small, &q, DS_ERANGE, "kv-memory");
+    serving_destroy(small);
+}
+
+/* Queue limit: submit answers DS_EBUSY once max_waiting requests wait. */
+static void test_queue_full(void **state) {
+    (void)state;
+    serving_options o;
+    serving_options_default(&o);
+    o.model_path = g_tiny;
+    o.max_waiting = 3;
+    o.kv_memory_bytes = 16 << 20;
+    serving *s;
+    char msg[256];
+    assert_int_equal(serving_create(&o, &s, msg, sizeof msg), DS_OK);
+    int32_t ids[2] = {5, 6};
+    serving_request q;
+    serving_request_default(&q);
+    q.prompt_ids = ids, q.n_prompt_ids = 2;
+    serving_stream *st[3];
+    for (int i = 0; i < 3; i++)
+        st[i] = submit(s, &q);
+    expect_reject(s, &q, DS_EBUSY, "max-waiting");
+    run_until_idle(s);
+    for (int i = 0; i < 3; i++) {
+        completion c;
+        collect(st[i], &c);
+    }
+    serving_destroy(s);
+}
+
+/* The engine thread: streams read from this thread while it steps; shutdown without drain ends
+ * every open stream with CANCELLED and refuses new work. */
+static void test_engine_thread_and_shutdown(void **state) {
+    (void)state;
+    serving *s = make_serving(g_tiny, 4, DQ_KIVI, 64 << 20, 4);
+    char msg[256];
+    assert_int_equal(serving_start(s, msg, sizeof msg), DS_OK);
+    assert_true(serving_ready(s));
+    int32_t ids[4] = {1, 2, 3, 4};
+    serving_request q;
+    serving_request_default(&q);
+    q.prompt_ids = ids, q.n_prompt_ids = 4, q.max_tokens = 8, q.ignore_eos = 1;
+    serving_stream *a = submit(s, &q);
+    serving_output out = {0};
+    int n = 0;
+    serving_finish fin = SERVING_RUNNING;
+    while (!fin && serving_stream_wait(a, &out, 10.0)) {
+        n += out.n_token_ids;
+        fin = out.finish;
+    }
+    assert_int_equal(fin, SERVING_LENGTH);
+    assert_int_equal(n, 8);
+    assert_true(out.ttft_s >= 0);
+    serving_stream_release(a);
+    q.max_tokens = 200;
+    serving_stream *b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = submit(s, &q);
+    serving_shutdown(s, 0);
+    assert_false(serving_ready(s));
+    serving_stream *late;
+    assert_int_equal(serving_submit(s, &q, NULL, NULL, &late, msg, sizeof msg), DS_EUNAVAILABLE);
+    for (int i = 0; i < 8; i++) {
+        completion c;
+        collect(b[i], &c);
+        assert_true(c.finish == SERVING_CANCELLED || c.finish == SERVING_LENGTH);
+    }
+    serving_output_free(&out);
+    blocks_all_free(s);
+    serving_destroy(s);
+}
+
+static int make_tiny(void **state) {
+    (void)state;
+    const char *tmp = getenv("TEST_TMPDIR");
+    snprintf(g_tiny, sizeof g_tiny, "%s/serving_tiny.gguf", tmp ? tmp : "/tmp");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' --out '%s' --shape tiny --seed 5 --type f32 >/dev/null 2>&1",
+             g_mkmodel, g_tiny);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: serving_test PATH/TO/decoserve-mkmodel\n");
+        return 2;
+    }
+    g_mkmodel = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_equals_alone_tiny),
+        cmocka_unit_test(test_preemption_changes_nothing),
+        cmocka_unit_test(test_batch_equals_alone_real),
+        cmocka_unit_test(test_cancel_and_pools_refill),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_engine_thread_and_shutdown),
+    };
+    return cmocka_run_group_tests(tests, make_tiny, NULL);
+}

@@ -1,0 +1,117 @@
+/* server/engine_flags.c — the engine flags shared by serve, generate and bench-offline. */
+#include "server/engine_flags.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cli.h"
+
+/* "1073741824", "512M", "1.5G", "64MiB": bytes, binary suffixes K/M/G/T with optional "iB". */
+static int parse_bytes(const char *prog, const char *flag, const char *v, int64_t *out) {
+    char *end;
+    double x = strtod(v, &end);
+    double mult = 1;
+    if (end != v) {
+        switch (*end) {
+        case 'K': mult = 1024.0, end++; break;
+        case 'M': mult = 1024.0 * 1024, end++; break;
+        case 'G': mult = 1024.0 * 1024 * 1024, end++; break;
+        case 'T': mult = 1024.0 * 1024 * 1024 * 1024, end++; break;
+        default: break;
+        }
+        if (mult > 1 && !strcmp(end, "iB")) end += 2;
+    }
+    if (end == v || *end || !isfinite(x) || x * mult < 1 || x * mult > 9e18) {
+        fprintf(stderr, "%s: %s = '%s': expected a size in bytes such as 536870912, 512M or 2G\n",
+                prog, flag, v);
+        return -1;
+    }
+    *out = (int64_t)(x * mult);
+    return 0;
+}
+
+int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_options *o) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--no-prefix-cache")) {
+        o->prefix_cache = 0;
+        return 1;
+    }
+    static const char *const with_value[] = {
+        "--model",       "--kv-bits",   "--kv-method", "--kv-group-size",
+        "--block-size",  "--kv-memory", "--max-seqs",  "--max-batched-tokens",
+        "--max-waiting", "--weights",   "--threads"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+        known |= !strcmp(a, with_value[k]);
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "%s: %s: missing value\n", prog, a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    int r = 0;
+    if (!strcmp(a, "--model")) {
+        o->model_path = v;
+    } else if (!strcmp(a, "--kv-bits")) {
+        r = cli_int(prog, a, v, 2, 16, &o->kv_bits);
+        if (!r && o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16) {
+            fprintf(stderr, "%s: --kv-bits = %d: expected 16, 8, 4 or 2\n", prog, o->kv_bits);
+            r = -1;
+        }
+    } else if (!strcmp(a, "--kv-method")) {
+        char msg[160];
+        if (dq_method_from_name(v, &o->kv_method, msg, sizeof msg) != DS_OK) {
+            fprintf(stderr, "%s: --kv-method: %s\n", prog, msg);
+            r = -1;
+        }
+    } else if (!strcmp(a, "--kv-group-size")) {
+        r = cli_int(prog, a, v, 1, 1 << 16, &o->kv_group_size);
+    } else if (!strcmp(a, "--block-size")) {
+        r = cli_int(prog, a, v, 1, 1024, &o->block_size);
+    } else if (!strcmp(a, "--kv-memory")) {
+        r = parse_bytes(prog, a, v, &o->kv_memory_bytes);
+    } else if (!strcmp(a, "--max-seqs")) {
+        r = cli_int(prog, a, v, 1, 1 << 16, &o->max_seqs);
+    } else if (!strcmp(a, "--max-batched-tokens")) {
+        r = cli_int(prog, a, v, 1, 1 << 20, &o->max_batched_tokens);
+    } else if (!strcmp(a, "--max-waiting")) {
+        r = cli_int(prog, a, v, 1, 1 << 24, &o->max_waiting);
+    } else if (!strcmp(a, "--threads")) {
+        r = cli_int(prog, a, v, 1, 1024, &o->n_threads);
+    } else { /* --weights */
+        if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
+            fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", prog, v);
+            r = -1;
+        }
+        o->weights = strcmp(v, "f32") ? QM_Q8_0 : QM_F32;
+    }
+    return r < 0 ? -1 : 1;
+}
+
+int engine_flags_check(const char *prog, const serving_options *o) {
+    if (!o->model_path) {
+        fprintf(stderr, "%s: --model is required\n", prog);
+        return -1;
+    }
+    return 0;
+}
+
+void engine_flags_usage(FILE *out) {
+    fprintf(out,
+            "  --model PATH             GGUF file, or HF folder (config.json, safetensors,\n"
+            "                           tokenizer.json)\n"
+            "  --kv-bits N              16 (fp16 pages), 8, 4 or 2 (default 16)\n"
+            "  --kv-method M            decoquant, rtn or kivi (default kivi: best per byte on\n"
+            "                           SmolLM2, BENCHMARKS.md)\n"
+            "  --kv-group-size N        values per quantization group (default 64)\n"
+            "  --block-size N           tokens per KV block: 16, 32, 64 or 128 (default 32)\n"
+            "  --kv-memory SIZE         bytes for both KV pools, e.g. 512M or 2G (default 1G)\n"
+            "  --max-seqs N             running sequences at most (default 64)\n"
+            "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
+            "  --max-waiting N          queued requests before new ones are refused (default "
+            "1024)\n"
+            "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
+            "  --weights F              f32 or q8_0 compute weights (default q8_0)\n"
+            "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");
+}

@@ -1,0 +1,23 @@
+/* server/engine_flags.h — the flags that configure a serving engine (model, KV cache, scheduler,
+ * weights), shared by `decoserve serve`, `generate` and `bench-offline` so every command spells
+ * and checks them the same way. */
+#ifndef DS_SERVER_ENGINE_FLAGS_H
+#define DS_SERVER_ENGINE_FLAGS_H
+
+#include <stdio.h>
+
+#include "engine/serving.h"
+
+/* If argv[*i] is an engine flag, parses it (and its value, advancing *i past it) into o and
+ * returns 1; returns 0 for any other argument; prints "PROG: --flag = 'v': why" to stderr and
+ * returns -1 for a bad value. */
+int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_options *o);
+
+/* Checks the combination after parsing (model given, kv bits valid, ...); prints and returns -1
+ * on error. */
+int engine_flags_check(const char *prog, const serving_options *o);
+
+/* Help text for the engine flags, one per line, indented like the commands' own. */
+void engine_flags_usage(FILE *out);
+
+#endif

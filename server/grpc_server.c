@@ -1,0 +1,594 @@
+/* server/grpc_server.c — the completion-queue loop and the life of one call.
+ *
+ * Every call is an `rpc` with two tags on the one queue: op_tag for its chain of batches (one at a
+ * time) and close_tag for RECV_CLOSE_ON_SERVER, posted as soon as the call arrives so that a
+ * client's cancel or an expired deadline is seen at any point. The rpc is freed once both are
+ * done.
+ *
+ *   WAIT_CALL     grpc_server_request_call posted
+ *   WAIT_REQUEST  {SEND_INITIAL_METADATA, RECV_MESSAGE}, for unknown methods too: a status sent
+ *                 before reading the request never reached the client (gRPC 1.51)
+ *   STREAMING     Generate only: submitted; {SEND_MESSAGE} whenever the stream has news
+ *   WAIT_FINISH   {SEND_MESSAGE (reply or last chunk), SEND_STATUS_FROM_SERVER}
+ *   DONE
+ *
+ * The C core has no public way to post our own event to a completion queue, so the engine's
+ * notify callback only raises a flag, and the loop waits on the queue with a 1 ms deadline while
+ * any stream is open: at each wake-up with the flag up it polls every stream that has no send in
+ * flight (and a stream is polled again as soon as its send completes). */
+#include "server/grpc_server.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "common/log.h"
+#include "proto/decoserve.pb-c.h"
+#include "proto/health.pb-c.h"
+#include "server/pb_buffer.h"
+#include "server/proto_map.h"
+
+enum { TICK_STREAMING_MS = 1, TICK_IDLE_MS = 100, DETAILS_MAX = 512 };
+
+#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* The vendor-call check (as CUDA_CHECK in kernels/cuda_check.h): a refused gRPC call returns
+ * DS_EINTERNAL from the enclosing function with the statement, file:line and gRPC's error name in
+ * the caller's message buffer. Expects `msg` and `msg_len` in scope. */
+#define GRPC_CALL_CHECK(call)                                                                      \
+    do {                                                                                           \
+        grpc_call_error err_ = (call);                                                             \
+        if (err_ != GRPC_CALL_OK)                                                                  \
+            return ds_fail(msg, msg_len, DS_EINTERNAL, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                           grpc_call_error_to_string(err_));                                       \
+    } while (0)
+
+typedef struct cq_tag {
+    void (*on_done)(struct cq_tag *tag, int ok); /* run by the loop with the event's success */
+} cq_tag;
+
+typedef struct rpc rpc;
+
+/* A unary method: fills *reply (a packed response) and returns OK, or returns a status with
+ * details naming the field. */
+typedef grpc_status_code (*unary_fn)(ds_grpc_server *srv, const ProtobufCMessage *request,
+                                     grpc_byte_buffer **reply, char *details, size_t details_len);
+
+typedef struct rpc_method {
+    const char *path;
+    const ProtobufCMessageDescriptor *request_type;
+    unary_fn unary; /* NULL for Generate, the one streaming method */
+} rpc_method;
+
+typedef enum rpc_state {
+    RPC_WAIT_CALL,
+    RPC_WAIT_REQUEST,
+    RPC_STREAMING,
+    RPC_WAIT_FINISH,
+    RPC_DONE,
+} rpc_state;
+
+struct rpc {
+    cq_tag op_tag;
+    cq_tag close_tag;
+    ds_grpc_server *srv;
+    rpc_state state;
+    int op_in_flight, close_done;
+    int cancelled; /* RECV_CLOSE_ON_SERVER: the client cancelled, timed out or went away */
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array request_md;
+    const rpc_method *method;
+    grpc_byte_buffer *request; /* received; ours to destroy */
+    grpc_byte_buffer *reply;   /* sent; kept until the batch sending it completes */
+    grpc_slice status_details;
+    /* Generate */
+    serving_stream *stream; /* set while the request runs; the rpc is then in srv->streaming */
+    serving_output output;
+    char *request_id;
+    rpc *prev, *next;
+};
+
+struct ds_grpc_server {
+    serving *engine; /* borrowed */
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    int port;
+    double shutdown_grace_s;
+    atomic_int outputs_pending; /* raised by the engine thread, lowered by the loop */
+    rpc *streaming;             /* Generate calls whose request runs */
+    int n_rpcs;                 /* live rpc objects, the posted WAIT_CALL one included */
+    int stopping, stopped;
+    int shutdown_notified; /* grpc_server_shutdown_and_notify's tag came back */
+    cq_tag shutdown_tag;
+};
+
+static const rpc_method *find_method(grpc_slice path);
+static void rpc_on_op(cq_tag *tag, int ok);
+static void rpc_on_close(cq_tag *tag, int ok);
+
+static double now_s(void) {
+    gpr_timespec t = gpr_now(GPR_CLOCK_MONOTONIC);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static grpc_status_code status_from_ds(ds_status status) {
+    switch (status) {
+    case DS_OK: return GRPC_STATUS_OK;
+    case DS_EINVAL:
+    case DS_ERANGE: return GRPC_STATUS_INVALID_ARGUMENT;
+    case DS_EBUSY:
+    case DS_ENOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case DS_EUNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
+    case DS_EUNSUPPORTED: return GRPC_STATUS_UNIMPLEMENTED;
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+/* ---- the life of an rpc ---- */
+
+static void rpc_post_next(ds_grpc_server *srv) {
+    rpc *r = calloc(1, sizeof *r);
+    DS_ASSERT(r != NULL);
+    r->op_tag.on_done = rpc_on_op;
+    r->close_tag.on_done = rpc_on_close;
+    r->srv = srv;
+    r->state = RPC_WAIT_CALL;
+    r->status_details = grpc_empty_slice();
+    grpc_call_details_init(&r->details);
+    grpc_metadata_array_init(&r->request_md);
+    srv->n_rpcs++;
+    grpc_call_error err = grpc_server_request_call(srv->server, &r->call, &r->details,
+                                                   &r->request_md, srv->cq, srv->cq, &r->op_tag);
+    /* Only a misuse of the API fails here; the server would accept nothing more. */
+    if (err != GRPC_CALL_OK) DS_LOG_E("grpc_server_request_call: grpc_call_error %d", (int)err);
+    DS_ASSERT(err == GRPC_CALL_OK);
+    r->op_in_flight = 1;
+}
+
+static void stream_unlink(rpc *r) {
+    ds_grpc_server *srv = r->srv;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        srv->streaming = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Drops our half of the engine stream; a request still running is cancelled and its blocks come
+ * back within one engine step. */
+static void stream_end(rpc *r) {
+    if (r->stream == NULL) return;
+    stream_unlink(r);
+    serving_stream_release(r->stream);
+    r->stream = NULL;
+}
+
+static void rpc_free(rpc *r) {
+    DS_ASSERT(r->stream == NULL && !r->op_in_flight);
+    if (r->call) grpc_call_unref(r->call);
+    grpc_call_details_destroy(&r->details);
+    grpc_metadata_array_destroy(&r->request_md);
+    if (r->request) grpc_byte_buffer_destroy(r->request);
+    if (r->reply) grpc_byte_buffer_destroy(r->reply);
+    grpc_slice_unref(r->status_details);
+    serving_output_free(&r->output);
+    free(r->request_id);
+    r->srv->n_rpcs--;
+    free(r);
+}
+
+static void rpc_maybe_free(rpc *r) {
+    if (!r->op_in_flight && r->close_done) rpc_free(r);
+}
+
+static ds_status start_batch(rpc *r, const grpc_op *ops, size_t n_ops, cq_tag *tag, char *msg,
+                             size_t msg_len) {
+    GRPC_CALL_CHECK(grpc_call_start_batch(r->call, ops, n_ops, tag, NULL));
+    return DS_OK;
+}
+
+/* Starts the rpc's next batch. Only a misuse of the API is refused; the call is then cancelled,
+ * so that its close still arrives and frees the rpc. */
+static void rpc_start_ops(rpc *r, const grpc_op *ops, size_t n_ops) {
+    char msg[256];
+    if (start_batch(r, ops, n_ops, &r->op_tag, msg, sizeof msg) != DS_OK) {
+        DS_LOG_E("%s", msg);
+        grpc_call_cancel_with_status(r->call, GRPC_STATUS_INTERNAL, "server: batch refused", NULL);
+        return;
+    }
+    r->op_in_flight = 1;
+}
+
+/* Sends r->reply (if any) and the status; the call ends when the batch completes. */
+static void rpc_finish(rpc *r, grpc_status_code status, const char *details) {
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (r->reply != NULL) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = r->reply;
+    }
+    grpc_slice_unref(r->status_details);
+    r->status_details = grpc_slice_from_copied_string(details);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = status;
+    ops[n++].data.send_status_from_server.status_details = &r->status_details;
+    r->state = RPC_WAIT_FINISH;
+    rpc_start_ops(r, ops, n);
+}
+
+/* Sends whatever the engine pushed onto the stream since the last send: a chunk, or the last
+ * message and the status. */
+static void stream_send(rpc *r) {
+    if (r->state != RPC_STREAMING || r->op_in_flight || r->close_done) return;
+    if (!serving_stream_poll(r->stream, &r->output)) return;
+    Decoserve__V1__GenerateResponse pb;
+    Decoserve__V1__Usage usage;
+    proto_map_generate_response(&r->output, r->request_id, &pb, &usage);
+    if (r->reply) grpc_byte_buffer_destroy(r->reply); /* its batch has completed */
+    r->reply = pb_buffer_pack(&pb.base);
+    if (r->reply == NULL) {
+        stream_end(r);
+        rpc_finish(r, GRPC_STATUS_INTERNAL, "server: cannot pack a GenerateResponse");
+        return;
+    }
+    if (r->output.finish == SERVING_RUNNING) {
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = r->reply;
+        rpc_start_ops(r, &op, 1);
+        return;
+    }
+    stream_end(r);
+    switch (r->output.finish) {
+    case SERVING_CANCELLED:
+        rpc_finish(r, GRPC_STATUS_UNAVAILABLE, "request cancelled: the server is shutting down");
+        break;
+    case SERVING_ERROR: rpc_finish(r, GRPC_STATUS_INTERNAL, r->output.error); break;
+    default: rpc_finish(r, GRPC_STATUS_OK, ""); break;
+    }
+}
+
+static void on_engine_output(void *ctx) {
+    ds_grpc_server *srv = ctx;
+    atomic_store_explicit(&srv->outputs_pending, 1, memory_order_release);
+}
+
+static void generate_begin(rpc *r, const Decoserve__V1__GenerateRequest *req) {
+    ds_grpc_server *srv = r->srv;
+    serving_request sr;
+    proto_map_generate_request(req, &sr);
+    char msg[DETAILS_MAX];
+    ds_status st =
+        serving_submit(srv->engine, &sr, on_engine_output, srv, &r->stream, msg, sizeof msg);
+    if (st != DS_OK) {
+        r->stream = NULL;
+        rpc_finish(r, status_from_ds(st), msg);
+        return;
+    }
+    if (req->request_id[0] != '\0') {
+        r->request_id = strdup(req->request_id);
+    } else {
+        char id[32];
+        snprintf(id, sizeof id, "req-%lld", (long long)serving_stream_id(r->stream));
+        r->request_id = strdup(id);
+    }
+    DS_ASSERT(r->request_id != NULL);
+    r->next = srv->streaming;
+    if (srv->streaming) srv->streaming->prev = r;
+    srv->streaming = r;
+    r->state = RPC_STREAMING;
+    stream_send(r);
+}
+
+static void rpc_on_request(rpc *r, int ok) {
+    if (r->close_done) { /* cancelled before its message was handled */
+        r->state = RPC_DONE;
+        return;
+    }
+    if (r->method == NULL) {
+        char *path = grpc_slice_to_c_string(r->details.method);
+        char details[DETAILS_MAX];
+        snprintf(details, sizeof details, "method %s: not served here", path);
+        gpr_free(path);
+        rpc_finish(r, GRPC_STATUS_UNIMPLEMENTED, details);
+        return;
+    }
+    const ProtobufCMessageDescriptor *type = r->method->request_type;
+    ProtobufCMessage *req = ok ? pb_buffer_unpack(type, r->request) : NULL;
+    if (req == NULL) {
+        char details[DETAILS_MAX];
+        snprintf(details, sizeof details, "request: %s %s message",
+                 ok && r->request ? "not a valid" : "no", type->name);
+        rpc_finish(r, GRPC_STATUS_INVALID_ARGUMENT, details);
+        return;
+    }
+    if (r->method->unary == NULL) {
+        generate_begin(r, (const Decoserve__V1__GenerateRequest *)req);
+    } else {
+        char details[DETAILS_MAX] = "";
+        grpc_status_code status = r->method->unary(r->srv, req, &r->reply, details, sizeof details);
+        rpc_finish(r, status, details);
+    }
+    protobuf_c_message_free_unpacked(req, NULL);
+}
+
+/* A call arrived: watch for its end, then read its request. */
+static void rpc_begin(rpc *r) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &r->cancelled;
+    char msg[256];
+    if (start_batch(r, &op, 1, &r->close_tag, msg, sizeof msg) != DS_OK) {
+        DS_LOG_E("%s", msg);
+        r->close_done = 1; /* no close will come: the rpc is freed after its last batch */
+    }
+    r->method = find_method(r->details.method);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &r->request;
+    r->state = RPC_WAIT_REQUEST;
+    rpc_start_ops(r, ops, 2);
+}
+
+static void rpc_on_op(cq_tag *tag, int ok) {
+    rpc *r = CONTAINER_OF(tag, rpc, op_tag);
+    ds_grpc_server *srv = r->srv;
+    r->op_in_flight = 0;
+    switch (r->state) {
+    case RPC_WAIT_CALL:
+        if (!ok) { /* the server is shutting down: no call came */
+            rpc_free(r);
+            return;
+        }
+        if (!srv->stopping) rpc_post_next(srv);
+        rpc_begin(r);
+        break;
+    case RPC_WAIT_REQUEST: rpc_on_request(r, ok); break;
+    case RPC_STREAMING:
+        if (ok) stream_send(r); /* else the call broke; its close follows */
+        break;
+    case RPC_WAIT_FINISH: r->state = RPC_DONE; break;
+    case RPC_DONE: DS_ASSERT(!"batch completed on a finished call");
+    }
+    rpc_maybe_free(r);
+}
+
+static void rpc_on_close(cq_tag *tag, int ok) {
+    (void)ok;
+    rpc *r = CONTAINER_OF(tag, rpc, close_tag);
+    r->close_done = 1;
+    if (r->stream != NULL && r->cancelled) DS_LOG_D("%s: cancelled by the client", r->request_id);
+    stream_end(r);
+    rpc_maybe_free(r);
+}
+
+/* ---- methods ---- */
+
+static grpc_status_code pack_reply(const ProtobufCMessage *msg, grpc_byte_buffer **reply,
+                                   char *details, size_t details_len) {
+    *reply = pb_buffer_pack(msg);
+    if (*reply != NULL) return GRPC_STATUS_OK;
+    snprintf(details, details_len, "server: cannot pack a %s", msg->descriptor->name);
+    return GRPC_STATUS_INTERNAL;
+}
+
+static grpc_status_code tokenize(ds_grpc_server *srv, const ProtobufCMessage *request,
+                                 grpc_byte_buffer **reply, char *details, size_t details_len) {
+    const Decoserve__V1__TokenizeRequest *req = (const Decoserve__V1__TokenizeRequest *)request;
+    int32_t *ids = NULL;
+    int n_ids = 0;
+    ds_status st = serving_tokenize(srv->engine, req->text, strlen(req->text), &ids, &n_ids,
+                                    details, details_len);
+    if (st != DS_OK) return status_from_ds(st);
+    ProtobufCBinaryData *pieces = calloc((size_t)n_ids + 1, sizeof *pieces);
+    DS_ASSERT(pieces != NULL);
+    for (int i = 0; i < n_ids; i++)
+        pieces[i].data = (uint8_t *)serving_token_bytes(srv->engine, ids[i], &pieces[i].len);
+    Decoserve__V1__TokenizeResponse pb = DECOSERVE__V1__TOKENIZE_RESPONSE__INIT;
+    pb.token_ids = ids;
+    pb.n_token_ids = (size_t)n_ids;
+    pb.pieces = pieces;
+    pb.n_pieces = (size_t)n_ids;
+    grpc_status_code status = pack_reply(&pb.base, reply, details, details_len);
+    free(pieces);
+    free(ids);
+    return status;
+}
+
+static grpc_status_code model_info(ds_grpc_server *srv, const ProtobufCMessage *request,
+                                   grpc_byte_buffer **reply, char *details, size_t details_len) {
+    (void)request;
+    serving_info info;
+    serving_get_info(srv->engine, &info);
+    const char *slash = strrchr(info.model_path, '/');
+    const char *model = slash && slash[1] ? slash + 1 : info.model_path;
+    Decoserve__V1__ModelInfoResponse pb;
+    proto_map_model_info(&info, model, &pb);
+    return pack_reply(&pb.base, reply, details, details_len);
+}
+
+static grpc_status_code get_stats(ds_grpc_server *srv, const ProtobufCMessage *request,
+                                  grpc_byte_buffer **reply, char *details, size_t details_len) {
+    (void)request;
+    serving_stats stats;
+    serving_get_stats(srv->engine, &stats);
+    Decoserve__V1__GetStatsResponse pb;
+    proto_map_stats(&stats, &pb);
+    return pack_reply(&pb.base, reply, details, details_len);
+}
+
+/* The whole server ("") or the decoserve service: SERVING while the engine accepts requests. */
+static grpc_status_code health_check(ds_grpc_server *srv, const ProtobufCMessage *request,
+                                     grpc_byte_buffer **reply, char *details, size_t details_len) {
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
+    if (req->service[0] != '\0' &&
+        strcmp(req->service, decoserve__v1__decoserve__descriptor.name)) {
+        snprintf(details, details_len, "service = '%s': unknown (serve '' or '%s')", req->service,
+                 decoserve__v1__decoserve__descriptor.name);
+        return GRPC_STATUS_NOT_FOUND;
+    }
+    Grpc__Health__V1__HealthCheckResponse pb = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    pb.status = serving_ready(srv->engine) && !srv->stopping
+                    ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    return pack_reply(&pb.base, reply, details, details_len);
+}
+
+static const rpc_method METHODS[] = {
+    {"/decoserve.v1.Decoserve/Generate", &decoserve__v1__generate_request__descriptor, NULL},
+    {"/decoserve.v1.Decoserve/Tokenize", &decoserve__v1__tokenize_request__descriptor, tokenize},
+    {"/decoserve.v1.Decoserve/ModelInfo", &decoserve__v1__model_info_request__descriptor,
+     model_info},
+    {"/decoserve.v1.Decoserve/GetStats", &decoserve__v1__get_stats_request__descriptor, get_stats},
+    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
+     health_check},
+};
+
+static const rpc_method *find_method(grpc_slice path) {
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++)
+        if (grpc_slice_str_cmp(path, METHODS[i].path) == 0) return &METHODS[i];
+    return NULL;
+}
+
+/* ---- the server ---- */
+
+void ds_grpc_server_options_default(ds_grpc_server_options *o) {
+    *o = (ds_grpc_server_options){
+        .host = "127.0.0.1", .port = 50051, .max_message_bytes = 4 << 20, .shutdown_grace_s = 5.0};
+}
+
+static void on_shutdown_notified(cq_tag *tag, int ok) {
+    (void)ok;
+    CONTAINER_OF(tag, ds_grpc_server, shutdown_tag)->shutdown_notified = 1;
+}
+
+ds_status ds_grpc_server_create(serving *engine, const ds_grpc_server_options *options,
+                                ds_grpc_server **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    char addr[300];
+    int bracket = strchr(options->host, ':') != NULL && options->host[0] != '[';
+    snprintf(addr, sizeof addr, bracket ? "[%s]:%d" : "%s:%d", options->host, options->port);
+    if (options->port < 0 || options->port > 65535)
+        return ds_fail(msg, msg_len, DS_EINVAL, "port = %d: expected 0 to 65535", options->port);
+    if (options->max_message_bytes < 1)
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_message_bytes = %d: expected >= 1",
+                       options->max_message_bytes);
+
+    grpc_init();
+    ds_grpc_server *srv = calloc(1, sizeof *srv);
+    DS_ASSERT(srv != NULL);
+    srv->engine = engine;
+    srv->shutdown_grace_s = options->shutdown_grace_s;
+    srv->shutdown_tag.on_done = on_shutdown_notified;
+    atomic_init(&srv->outputs_pending, 0);
+    grpc_arg args[2] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = options->max_message_bytes},
+        /* a second server on a busy port must fail, not share it */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+    };
+    grpc_channel_args channel_args = {.num_args = 2, .args = args};
+    srv->server = grpc_server_create(&channel_args, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        grpc_server_destroy(srv->server);
+        grpc_completion_queue_shutdown(srv->cq);
+        grpc_completion_queue_destroy(srv->cq);
+        free(srv);
+        grpc_shutdown();
+        return ds_fail(msg, msg_len, DS_EIO, "%s: cannot bind (address in use or not local?)",
+                       addr);
+    }
+    grpc_server_start(srv->server);
+    rpc_post_next(srv);
+    *out = srv;
+    return DS_OK;
+}
+
+int ds_grpc_server_port(const ds_grpc_server *srv) { return srv->port; }
+
+/* Waits for the next event (or a tick), runs its tag, then sends what the engine pushed. */
+static void serve_once(ds_grpc_server *srv) {
+    int tick_ms = srv->streaming ? TICK_STREAMING_MS : TICK_IDLE_MS;
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(tick_ms, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+        cq_tag *tag = ev.tag;
+        tag->on_done(tag, ev.success);
+    }
+    if (atomic_exchange_explicit(&srv->outputs_pending, 0, memory_order_acq_rel)) {
+        rpc *next;
+        for (rpc *r = srv->streaming; r != NULL; r = next) {
+            next = r->next; /* stream_send may unlink r */
+            stream_send(r);
+        }
+    }
+}
+
+/* Stops accepting; with shutdown_engine, ends every request in the engine (each stream gets its
+ * last output); serves until every call has ended, cutting the rest after the grace period;
+ * then empties and closes the queue. */
+static void server_stop(ds_grpc_server *srv, int shutdown_engine, double grace_s) {
+    if (srv->stopped) return;
+    srv->stopping = 1;
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    if (shutdown_engine) serving_shutdown(srv->engine, 0);
+    double cut_at = now_s() + grace_s;
+    int cut = 0;
+    while (!srv->shutdown_notified) {
+        if (!cut && now_s() >= cut_at) {
+            if (srv->n_rpcs > 0) DS_LOG_W("shutdown: cutting %d calls still open", srv->n_rpcs);
+            grpc_server_cancel_all_calls(srv->server);
+            cut = 1;
+        }
+        serve_once(srv);
+    }
+    grpc_completion_queue_shutdown(srv->cq);
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) ((cq_tag *)ev.tag)->on_done(ev.tag, ev.success);
+    }
+    DS_ASSERT(srv->n_rpcs == 0);
+    srv->stopped = 1;
+}
+
+void ds_grpc_server_run(ds_grpc_server *srv, const volatile sig_atomic_t *stop) {
+    while (!*stop)
+        serve_once(srv);
+    int n_streams = 0;
+    for (const rpc *r = srv->streaming; r != NULL; r = r->next)
+        n_streams++;
+    DS_LOG_I("shutting down: cancelling %d open streams", n_streams);
+    server_stop(srv, 1, srv->shutdown_grace_s);
+}
+
+void ds_grpc_server_destroy(ds_grpc_server *srv) {
+    if (srv == NULL) return;
+    server_stop(srv, 0, 0.0);
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_destroy(srv->cq);
+    free(srv);
+    grpc_shutdown();
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench_offline_test — `decoserve bench-offline` as a user runs it on a tiny model made by
+# decoserve-mkmodel: every request completes, the JSON report is consistent, a squeezed pool
+# preempts and still completes everything, compressed KV holds more sequences than fp16 in the
+# same memory, and bad flags get clear errors.
+set -uo pipefail
+decoserve=$1
+mkmodel=$2
+tmp=${TEST_TMPDIR:-$(mktemp -d)}
+passed=0
+failed=0
+
+check() { # name, condition result
+    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi
+}
+
+# json FILE KEY: a number from the one-line JSON report
+json() { sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p" "$1"; }
+
+"$mkmodel" --out "$tmp/tiny.gguf" --shape tiny --seed 3 --type f32 >/dev/null 2>&1
+check "mkmodel writes a model" $?
+tiny=$tmp/tiny.gguf
+
+# Roomy pool: all 40 requests complete, no preemption, token counts add up.
+"$decoserve" bench-offline --model "$tiny" --num-prompts 40 --input-len 30 --output-len 20 \
+    --range-ratio 0.5 --max-seqs 16 --block-size 16 --kv-memory 16M --json "$tmp/roomy.json" \
+    >"$tmp/out" 2>"$tmp/err"
+check "bench-offline runs" $?
+[ "$(json "$tmp/roomy.json" requests)" = 40 ]
+check "every request completes" $?
+[ "$(json "$tmp/roomy.json" preemptions)" = 0 ]
+check "roomy pool: no preemption" $?
+[ "$(json "$tmp/roomy.json" peak_concurrent_seqs)" = 16 ]
+check "roomy pool: max-seqs sequences at once" $?
+grep -q "output tokens/s" "$tmp/out"
+check "throughput line" $?
+
+# Squeezed pool (tiny fp16 block = 4 KiB; open pool 8 + 64/16 + 1 = 13 blocks): preemption, and
+# still every request completes.
+"$decoserve" bench-offline --model "$tiny" --num-prompts 40 --input-len 40 --output-len 40 \
+    --max-seqs 8 --max-batched-tokens 64 --block-size 16 --kv-memory $(((13 + 20) * 4096)) \
+    --json "$tmp/tight.json" >"$tmp/out" 2>"$tmp/err"
+check "squeezed pool runs" $?
+[ "$(json "$tmp/tight.json" requests)" = 40 ]
+check "squeezed pool: every request completes" $?
+[ "$(json "$tmp/tight.json" preemptions)" -gt 0 ]
+check "squeezed pool: preemption happened" $?
+
+# Same memory, more sequences at 4 and 2 bits than at 16.
+for bits in 16 4 2; do
+    "$decoserve" bench-offline --model "$tiny" --num-prompts 64 --input-len 60 --output-len 100 \
+        --max-seqs 64 --block-size 32 --kv-bits $bits --kv-memory 1100K --json "$tmp/m$bits.json" \
+        >/dev/null 2>"$tmp/err$bits"
+    check "memory run at $bits bits" $?
+done
+p16=$(json "$tmp/m16.json" peak_concurrent_seqs)
+p4=$(json "$tmp/m4.json" peak_concurrent_seqs)
+p2=$(json "$tmp/m2.json" peak_concurrent_seqs)
+echo "peak concurrent sequences in 1100 KiB: 16-bit $p16, 4-bit $p4, 2-bit $p2"
+[ "$p4" -gt "$p16" ] && [ "$p2" -ge "$p4" ]
+check "compressed KV holds more sequences" $?
+
+# Bad flags: clear errors, exit 2 (usage) or 1 (runtime).
+"$decoserve" bench-offline --model "$tiny" --num-prompts 0 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--num-prompts" "$tmp/err"
+check "num-prompts 0 rejected" $?
+"$decoserve" bench-offline --model "$tiny" --kv-memory lots >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--kv-memory" "$tmp/err"
+check "bad kv-memory rejected" $?
+"$decoserve" bench-offline --model "$tiny" --kv-memory 1K >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--kv-memory" "$tmp/err"
+check "kv-memory too small for the open pool" $?
+"$decoserve" bench-offline --model "$tiny" --input-len 300 --output-len 10 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "context" "$tmp/err"
+check "prompt over the context rejected" $?
+"$decoserve" bench-offline --model "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "missing.gguf" "$tmp/err"
+check "missing model named" $?
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
