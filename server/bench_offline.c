@@ -43,19 +43,10 @@ static int parse(int argc, char **argv, bench_options *o) {
     serving_options_default(&o->engine);
     o->num_prompts = 64, o->input_len = 256, o->output_len = 64;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        int e = engine_flags_parse(PROG, argc, argv, &i, &o->engine);
+        const char *a = argv[i], *v;
+        int e = engine_flags_next(PROG, argc, argv, &i, &o->engine, usage, &v);
         if (e < 0) return -1;
-        if (e > 0) continue;
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: %s: missing value or unknown flag (see --help)\n", PROG, a);
-            return -1;
-        }
-        const char *v = argv[++i];
+        if (e == 0) continue;
         int r = 0;
         if (!strcmp(a, "--num-prompts"))
             r = cli_int(PROG, a, v, 1, 1 << 20, &o->num_prompts);
@@ -239,12 +230,8 @@ static int run(const bench_options *o, serving *s) {
 int cmd_bench_offline(int argc, char **argv) {
     bench_options o;
     if (parse(argc, argv, &o) < 0) return 2;
-    char msg[512];
-    serving *s;
-    if (serving_create(&o.engine, &s, msg, sizeof msg) != DS_OK) {
-        fprintf(stderr, "%s: %s\n", PROG, msg);
-        return 1;
-    }
+    serving *s = engine_flags_open(PROG, &o.engine);
+    if (!s) return 1;
     int rc = run(&o, s);
     serving_destroy(s);
     return rc;

@@ -318,6 +318,7 @@ static int generate(client *c, const client_options *o) {
         }
     }
     if (last != NULL) printf("\n"); /* as `decoserve generate` ends its text */
+    fflush(stdout);
     int rc = finish_call(c, call);
     if (last != NULL &&
         last->finish_reason != DECOSERVE__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) {

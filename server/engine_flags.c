@@ -89,6 +89,31 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
     return r < 0 ? -1 : 1;
 }
 
+int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_options *o,
+                      void (*usage)(FILE *out), const char **value) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        usage(stdout);
+        exit(0);
+    }
+    int e = engine_flags_parse(prog, argc, argv, i, o);
+    if (e != 0) return e < 0 ? -1 : 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "%s: %s: missing value or unknown flag (see --help)\n", prog, a);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+serving *engine_flags_open(const char *prog, const serving_options *o) {
+    char msg[512];
+    serving *s;
+    if (serving_create(o, &s, msg, sizeof msg) == DS_OK) return s;
+    fprintf(stderr, "%s: %s\n", prog, msg);
+    return NULL;
+}
+
 int engine_flags_check(const char *prog, const serving_options *o) {
     if (!o->model_path) {
         fprintf(stderr, "%s: --model is required\n", prog);

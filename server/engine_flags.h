@@ -13,9 +13,18 @@
  * returns -1 for a bad value. */
 int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_options *o);
 
-/* Checks the combination after parsing (model given, kv bits valid, ...); prints and returns -1
- * on error. */
+/* One step of a command's argument loop at argv[*i] (the command checks its own value-less
+ * switches first): --help prints usage to stdout and exits 0; an engine flag is parsed into o
+ * (returns 0); any other flag must have a value: returns 1 with *value = argv[++*i]. Prints the
+ * error and returns -1 for a bad engine value or a missing value. */
+int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_options *o,
+                      void (*usage)(FILE *out), const char **value);
+
+/* Checks the combination after parsing (model given); prints and returns -1 on error. */
 int engine_flags_check(const char *prog, const serving_options *o);
+
+/* serving_create, printing "PROG: why" on failure (NULL). */
+serving *engine_flags_open(const char *prog, const serving_options *o);
 
 /* Help text for the engine flags, one per line, indented like the commands' own. */
 void engine_flags_usage(FILE *out);

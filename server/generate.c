@@ -50,23 +50,14 @@ static int parse(int argc, char **argv, gen_options *o) {
     o->request.sampling.temperature = 0.0f;
     o->request.stop = o->stops;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        int e = engine_flags_parse(PROG, argc, argv, &i, &o->engine);
-        if (e < 0) return -1;
-        if (e > 0) continue;
+        const char *a = argv[i], *v;
         if (!strcmp(a, "--ignore-eos")) {
             o->request.ignore_eos = 1;
             continue;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: %s: missing value or unknown flag (see --help)\n", PROG, a);
-            return -1;
-        }
-        const char *v = argv[++i];
+        int e = engine_flags_next(PROG, argc, argv, &i, &o->engine, usage, &v);
+        if (e < 0) return -1;
+        if (e == 0) continue;
         sampler_params *sp = &o->request.sampling;
         int r = 0;
         if (!strcmp(a, "--prompt"))
@@ -210,12 +201,8 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
 int cmd_generate(int argc, char **argv) {
     gen_options o;
     if (parse(argc, argv, &o) < 0) return 2;
-    char msg[512];
-    serving *s;
-    if (serving_create(&o.engine, &s, msg, sizeof msg) != DS_OK) {
-        fprintf(stderr, "%s: %s\n", PROG, msg);
-        return 1;
-    }
+    serving *s = engine_flags_open(PROG, &o.engine);
+    if (!s) return 1;
     char *file_text = NULL;
     int32_t *ids = NULL;
     int rc = run(&o, s, &file_text, &ids);

@@ -39,19 +39,10 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
     serving_options_default(engine);
     ds_grpc_server_options_default(server);
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        int e = engine_flags_parse(PROG, argc, argv, &i, engine);
+        const char *a = argv[i], *v;
+        int e = engine_flags_next(PROG, argc, argv, &i, engine, usage, &v);
         if (e < 0) return -1;
-        if (e > 0) continue;
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: %s: missing value or unknown flag (see --help)\n", PROG, a);
-            return -1;
-        }
-        const char *v = argv[++i];
+        if (e == 0) continue;
         int r = 0;
         if (!strcmp(a, "--host")) {
             server->host = v;
@@ -87,11 +78,8 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     char msg[512];
-    serving *engine;
-    if (serving_create(&engine_options, &engine, msg, sizeof msg) != DS_OK) {
-        fprintf(stderr, "%s: %s\n", PROG, msg);
-        return 1;
-    }
+    serving *engine = engine_flags_open(PROG, &engine_options);
+    if (!engine) return 1;
     ds_grpc_server *server = NULL;
     ds_status st = serving_start(engine, msg, sizeof msg);
     if (st == DS_OK) st = ds_grpc_server_create(engine, &server_options, &server, msg, sizeof msg);

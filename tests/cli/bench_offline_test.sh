@@ -6,13 +6,7 @@
 set -uo pipefail
 decoserve=$1
 mkmodel=$2
-tmp=${TEST_TMPDIR:-$(mktemp -d)}
-passed=0
-failed=0
-
-check() { # name, condition result
-    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 # json FILE KEY: a number from the one-line JSON report
 json() { sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p" "$1"; }
@@ -77,5 +71,4 @@ check "prompt over the context rejected" $?
 [ $? -eq 1 ] && grep -q "missing.gguf" "$tmp/err"
 check "missing model named" $?
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -5,13 +5,7 @@
 set -uo pipefail
 decoserve=$1
 mkmodel=$2
-tmp=${TEST_TMPDIR:-$(mktemp -d)}
-passed=0
-failed=0
-
-check() { # name, condition result
-    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1"; fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 # expect_error NAME EXIT_CODE PATTERN -- ARGS...: runs generate, wants that exit code and a
 # stderr line matching PATTERN.
@@ -128,5 +122,4 @@ else
     echo "DECOSERVE_MODEL unset: real-model checks skipped"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
