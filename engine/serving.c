@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "engine/llama.h"
+#include "engine/loader/synthetic.h"
 #include "engine/model_files.h"
 #include "engine/stop.h"
 #include "scheduler/scheduler.h"
@@ -238,9 +239,25 @@ void serving_destroy(serving *s) {
 
 static void snapshot_stats(serving *s);
 
+/* The model and tokenizer: from --model's files, or for --random-weights a named shape with
+ * seeded random weights and the synthetic tokenizer (engine/loader/synthetic.h). */
+static ds_status load_model(serving *s, char *msg, size_t msg_len) {
+    const serving_options *o = &s->options;
+    if (o->model_path) return model_files_load(o->model_path, &s->model, &s->tok, msg, msg_len);
+    char why[256];
+    ds_status st = synthetic_shape(o->random_weights, &s->model.config, why, sizeof why);
+    if (st == DS_OK) st = synthetic_tokenizer(s->model.config.vocab_size, &s->tok, why, sizeof why);
+    if (st == DS_OK) st = llama_model_alloc(&s->model, why, sizeof why);
+    if (st != DS_OK)
+        return ds_fail(msg, msg_len, st, "--random-weights %s: %s", o->random_weights, why);
+    synthetic_fill_weights(&s->model, o->seed);
+    return DS_OK;
+}
+
 ds_status serving_create(const serving_options *o, serving **out, char *msg, size_t msg_len) {
     *out = NULL;
-    if (!o->model_path) return ds_fail(msg, msg_len, DS_EINVAL, "--model: required");
+    if (!o->model_path == !o->random_weights)
+        return ds_fail(msg, msg_len, DS_EINVAL, "--model, --random-weights: give exactly one");
     if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16)
         return ds_fail(msg, msg_len, DS_EINVAL, "--kv-bits = %d: expected 16, 8, 4 or 2",
                        o->kv_bits);
@@ -254,10 +271,11 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->options = *o;
-    s->model_path = strdup(o->model_path);
-    s->options.model_path = s->model_path;
+    s->model_path = strdup(o->model_path ? o->model_path : o->random_weights);
+    s->options.model_path = o->model_path ? s->model_path : NULL;
+    s->options.random_weights = o->random_weights ? s->model_path : NULL;
     s->next_id = 1;
-    ds_status st = s->model_path ? model_files_load(o->model_path, &s->model, &s->tok, msg, msg_len)
+    ds_status st = s->model_path ? load_model(s, msg, msg_len)
                                  : ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
     if (st != DS_OK) {
         serving_destroy(s);

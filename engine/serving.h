@@ -33,9 +33,12 @@ typedef struct serving serving;
 typedef struct serving_stream serving_stream;
 
 typedef struct serving_options {
-    const char *model_path; /* GGUF file or HF folder */
-    int kv_bits;            /* 16, 8, 4 or 2 */
-    dq_method kv_method;    /* codec for kv_bits < 16 */
+    const char *model_path;     /* GGUF file or HF folder, or NULL with random_weights */
+    const char *random_weights; /* a named shape (engine/loader/synthetic.h: tiny, smollm2-135m,
+                                   llama3-8b, ...) with seeded random weights, or NULL */
+    uint64_t seed;              /* random_weights' seed */
+    int kv_bits;                /* 16, 8, 4 or 2 */
+    dq_method kv_method;        /* codec for kv_bits < 16 */
     int kv_group_size;
     int block_size;
     int64_t kv_memory_bytes; /* both KV pools together */

@@ -38,9 +38,9 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         return 1;
     }
     static const char *const with_value[] = {
-        "--model",       "--kv-bits",   "--kv-method", "--kv-group-size",
-        "--block-size",  "--kv-memory", "--max-seqs",  "--max-batched-tokens",
-        "--max-waiting", "--weights",   "--threads"};
+        "--model",      "--random-weights", "--kv-bits",  "--kv-method",          "--kv-group-size",
+        "--block-size", "--kv-memory",      "--max-seqs", "--max-batched-tokens", "--max-waiting",
+        "--weights",    "--threads"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         known |= !strcmp(a, with_value[k]);
@@ -53,6 +53,8 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
     int r = 0;
     if (!strcmp(a, "--model")) {
         o->model_path = v;
+    } else if (!strcmp(a, "--random-weights")) {
+        o->random_weights = v;
     } else if (!strcmp(a, "--kv-bits")) {
         r = cli_int(prog, a, v, 2, 16, &o->kv_bits);
         if (!r && o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16) {
@@ -115,8 +117,8 @@ serving *engine_flags_open(const char *prog, const serving_options *o) {
 }
 
 int engine_flags_check(const char *prog, const serving_options *o) {
-    if (!o->model_path) {
-        fprintf(stderr, "%s: --model is required\n", prog);
+    if (!o->model_path == !o->random_weights) {
+        fprintf(stderr, "%s: give one of --model or --random-weights\n", prog);
         return -1;
     }
     return 0;
@@ -126,6 +128,9 @@ void engine_flags_usage(FILE *out) {
     fprintf(out,
             "  --model PATH             GGUF file, or HF folder (config.json, safetensors,\n"
             "                           tokenizer.json)\n"
+            "  --random-weights SHAPE   no checkpoint: seeded random weights of a named shape\n"
+            "                           (tiny, smollm2-135m, llama2-7b, llama3-8b, llama3-70b)\n"
+            "                           and a synthetic byte-level tokenizer\n"
             "  --kv-bits N              16 (fp16 pages), 8, 4 or 2 (default 16)\n"
             "  --kv-method M            decoquant, rtn or kivi (default kivi: best per byte on\n"
             "                           SmolLM2, BENCHMARKS.md)\n"

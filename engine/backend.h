@@ -1,0 +1,28 @@
+/* engine/backend.h — the forward pass as the serving engine sees it: one struct of function
+ * pointers per device (ggml's backend interface), so engine/serving.c runs the same scheduler
+ * steps on the CPU (engine/llama.h) or a GPU (engine/cuda/cuda_backend.h).
+ *
+ * Lifetime: whoever creates a backend (llama_engine_create wrapped by the caller, or
+ * cuda_backend_create) owns it and calls destroy(impl) once; the model and the KV cache it
+ * borrows must outlive it. One engine thread calls forward; nothing here locks. */
+#ifndef DS_ENGINE_BACKEND_H
+#define DS_ENGINE_BACKEND_H
+
+#include <stddef.h>
+
+#include "common/status.h"
+#include "engine/llama.h"
+
+typedef struct engine_backend {
+    void *impl;
+    const char *device; /* "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"; owned by impl */
+    /* Same contract as llama_engine_forward: every sequence's new positions are reserved
+     * (kv_seq_reserve with exactly its tokens); writes and compresses K/V, attends, and fills
+     * logits [llama_step_logit_rows(seqs, n_seqs)][vocab] in batch order; the caller commits or
+     * rolls back. */
+    ds_status (*forward)(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                         char *msg, size_t msg_len);
+    void (*destroy)(void *impl);
+} engine_backend;
+
+#endif

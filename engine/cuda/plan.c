@@ -1,0 +1,164 @@
+/* engine/cuda/plan.c — the CUDA backend's host-side arithmetic: device memory layout and the
+ * per-step index plan (see plan.h). */
+#include "engine/cuda/plan.h"
+
+#include <string.h>
+
+#include "common/log.h"
+
+enum { ALIGN = 256 };
+
+/* Extra split-K partial results the attention workspace holds beyond one per row: the launcher
+ * aims at 4 CTAs per multiprocessor, so a small batch splits into up to 4 * SMs / kv heads
+ * ranges (528 / 8 on an H100); fewer only means fewer splits. */
+enum { ATTN_EXTRA_SPLITS = 1024 };
+enum { CUBLAS_WORKSPACE_BYTES = 32 << 20 }; /* NVIDIA's advice for Hopper */
+
+static size_t take(size_t *top, size_t bytes) {
+    size_t at = *top;
+    *top += (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    return at;
+}
+
+void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cuda_layout *out) {
+    memset(out, 0, sizeof *out);
+    const size_t W = 2, d = (size_t)c->d_model, D = (size_t)c->head_dim;
+    const size_t qd = (size_t)c->n_heads * D, kvd = (size_t)c->n_kv_heads * D;
+    const size_t qkv = qd + 2 * kvd, ff = (size_t)c->d_ff, V = (size_t)c->vocab_size;
+    const size_t R = (size_t)o->max_rows;
+
+    size_t top = 0;
+    out->tok_embd = take(&top, V * d * W);
+    out->output = c->tied_embeddings ? out->tok_embd : take(&top, V * d * W);
+    out->output_norm = take(&top, d * sizeof(float));
+    out->inv_freq = take(&top, D / 2 * sizeof(float));
+    out->layer0 = top;
+    size_t in_layer = 0;
+    out->attn_norm = take(&in_layer, d * sizeof(float));
+    out->ffn_norm = take(&in_layer, d * sizeof(float));
+    out->wqkv = take(&in_layer, qkv * d * W);
+    out->wo = take(&in_layer, d * qd * W);
+    out->wgu = take(&in_layer, 2 * ff * d * W);
+    out->wdown = take(&in_layer, d * ff * W);
+    out->layer_stride = in_layer;
+    out->weights_bytes = top + (size_t)c->n_layers * in_layer;
+
+    int L = o->max_seqs > 64 ? o->max_seqs : 64;
+    out->logit_rows = L < o->max_rows ? L : o->max_rows;
+    out->max_blocks = (c->context_length + o->block_size - 1) / o->block_size;
+    cuda_plan_limits lim = {.max_rows = o->max_rows,
+                            .max_seqs = o->max_seqs,
+                            .max_blocks = out->max_blocks};
+    out->plan_words = cuda_plan_capacity(&lim);
+    out->attn_ws_bytes = (R + ATTN_EXTRA_SPLITS) * (size_t)c->n_heads * (D + 2) * sizeof(float);
+    out->cublas_ws_bytes = CUBLAS_WORKSPACE_BYTES;
+
+    top = 0;
+    out->x = take(&top, R * d * sizeof(float));
+    out->xn = take(&top, R * d * W);
+    out->qkv = take(&top, R * qkv * 2);
+    out->attn = take(&top, R * qd * 2);
+    out->gu = take(&top, 2 * R * ff * W);
+    out->logit_x = take(&top, (size_t)out->logit_rows * d * W);
+    out->logits = take(&top, (size_t)out->logit_rows * V * sizeof(float));
+    out->attn_ws = take(&top, out->attn_ws_bytes);
+    out->cublas_ws = take(&top, out->cublas_ws_bytes);
+    out->plan = take(&top, out->plan_words * sizeof(int32_t));
+    if (o->bf16) {
+        out->qkv_f32 = take(&top, R * qkv * sizeof(float));
+        out->attn_w = take(&top, R * qd * W);
+    }
+    out->scratch_bytes = top;
+}
+
+size_t cuda_plan_capacity(const cuda_plan_limits *lim) {
+    /* 5 row arrays (with logit_rows), 2 fill arrays (a block that fills holds at least one new
+     * row, so at most one per row), 2 tables. */
+    return 7 * (size_t)lim->max_rows + 2 * (size_t)lim->max_seqs * lim->max_blocks;
+}
+
+ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
+                          const cuda_plan_limits *lim, int32_t *buf, cuda_plan *p, char *msg,
+                          size_t msg_len) {
+    const int T = cache->config.block_size;
+    if (n_seqs < 0 || n_seqs > lim->max_seqs)
+        return ds_fail(msg, msg_len, DS_EINVAL, "step of %d sequences: the backend takes 0..%d",
+                       n_seqs, lim->max_seqs);
+    memset(p, 0, sizeof *p);
+    int R = 0, stride = 1, n_fill = 0, n_logits = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const llama_step_seq *sq = &seqs[s];
+        const kv_seq *kv = sq->kv;
+        if (sq->n_tokens <= 0)
+            return ds_fail(msg, msg_len, DS_EINVAL, "sequence %d: no tokens in the step", s);
+        if (kv->n_tokens + sq->n_tokens > lim->context_length)
+            return ds_fail(msg, msg_len, DS_ERANGE,
+                           "sequence %d: %d cached + %d new tokens exceed the context of %d", s,
+                           kv->n_tokens, sq->n_tokens, lim->context_length);
+        for (int i = 0; i < sq->n_tokens; i++)
+            if (sq->tokens[i] < 0 || sq->tokens[i] >= lim->vocab_size)
+                return ds_fail(msg, msg_len, DS_ERANGE,
+                               "sequence %d: token %d = %d is outside the vocabulary [0, %d)", s, i,
+                               sq->tokens[i], lim->vocab_size);
+        if (kv->n_reserved != kv->n_tokens + sq->n_tokens)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "sequence %d: %d positions reserved for %d new tokens", s,
+                           kv->n_reserved - kv->n_tokens, sq->n_tokens);
+        int first, end;
+        kv_seq_filling(cache, kv, &first, &end);
+        n_fill += end - first;
+        stride = kv->n_blocks > stride ? kv->n_blocks : stride;
+        R += sq->n_tokens;
+        n_logits += sq->logits == LLAMA_LOGITS_ALL ? sq->n_tokens : sq->logits == LLAMA_LOGITS_LAST;
+    }
+    if (R > lim->max_rows)
+        return ds_fail(msg, msg_len, DS_EINVAL, "step of %d tokens exceeds max_step_tokens = %d", R,
+                       lim->max_rows);
+    /* The context check bounds n_blocks by max_blocks; fills by rows. */
+    DS_ASSERT(stride <= lim->max_blocks && n_fill <= R);
+
+    size_t top = 0;
+    p->n_rows = R, p->n_seqs = n_seqs, p->table_stride = stride, p->n_fill = n_fill;
+    p->n_logit_rows = n_logits;
+    p->tokens = top, top += (size_t)R;
+    p->positions = top, top += (size_t)R;
+    p->row_seq = top, top += (size_t)R;
+    p->slots = top, top += (size_t)R;
+    p->full_table = top, top += (size_t)n_seqs * stride;
+    p->open_table = top, top += (size_t)n_seqs * stride;
+    p->fill_open = top, top += (size_t)n_fill;
+    p->fill_full = top, top += (size_t)n_fill;
+    p->logit_rows = top, top += (size_t)n_logits;
+    p->n_words = top;
+
+    int row = 0, fill = 0, lrow = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const llama_step_seq *sq = &seqs[s];
+        const kv_seq *kv = sq->kv;
+        int32_t *ft = buf + p->full_table + (size_t)s * stride;
+        int32_t *ot = buf + p->open_table + (size_t)s * stride;
+        for (int b = 0; b < stride; b++) {
+            ft[b] = b < kv->n_blocks ? kv->full_id[b] : -1;
+            ot[b] = b < kv->n_blocks ? kv->open_id[b] : -1;
+        }
+        int first, end;
+        kv_seq_filling(cache, kv, &first, &end);
+        for (int b = first; b < end; b++, fill++) {
+            buf[p->fill_open + fill] = kv->open_id[b];
+            buf[p->fill_full + fill] = kv->full_id[b];
+        }
+        const int from = sq->logits == LLAMA_LOGITS_ALL    ? 0
+                         : sq->logits == LLAMA_LOGITS_LAST ? sq->n_tokens - 1
+                                                           : sq->n_tokens;
+        for (int i = 0; i < sq->n_tokens; i++, row++) {
+            const int pos = kv->n_tokens + i;
+            buf[p->tokens + row] = sq->tokens[i];
+            buf[p->positions + row] = pos;
+            buf[p->row_seq + row] = s;
+            buf[p->slots + row] = kv->open_id[pos / T] * T + pos % T;
+            if (i >= from) buf[p->logit_rows + lrow++] = row;
+            p->max_pos = pos > p->max_pos ? pos : p->max_pos;
+        }
+    }
+    return DS_OK;
+}

@@ -1,0 +1,82 @@
+/* engine/cuda/plan.h — what the CUDA backend works out on the host: the device memory layout,
+ * once at start-up (every weight, activation and workspace as an offset into one of two arenas),
+ * and the step plan, once per scheduler step (DESIGN §5: token ids, positions, each row's
+ * sequence and cache slot, the block tables, the blocks that fill, the rows that want logits),
+ * packed into one int32 buffer that one host-to-device copy moves and every layer then reads.
+ *
+ * Plain C without CUDA, so CI tests it (engine/cuda/plan_test.c) and the serving engine can size
+ * its KV budget from cuda_layout's totals before any GPU is touched. Nothing here allocates. */
+#ifndef DS_ENGINE_CUDA_PLAN_H
+#define DS_ENGINE_CUDA_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "engine/llama.h"
+#include "engine/loader/model.h"
+#include "kvcache/paged_cache.h"
+
+/* ---- device memory layout ----
+ * Weights arena (W = the 2-byte weight type, fp16 or bf16; norms and RoPE frequencies fp32):
+ *     tok_embd [vocab][d] W, output [vocab][d] W (absent when tied), output_norm [d],
+ *     inv_freq [head_dim / 2], then per layer at layer0 + l * layer_stride:
+ *     attn_norm [d], ffn_norm [d], wqkv [qd + 2 kvd][d] W (rows of wq, wk, wv),
+ *     wo [d][qd] W, wgu [2][d_ff][d] W (w_gate then w_up), wdown [d][d_ff] W
+ * Scratch arena (R = max_rows, L = logit_rows):
+ *     x [R][d] fp32 (the residual stream), xn [R][d] W (normalised GEMM input),
+ *     qkv [R][qd + 2 kvd] fp16, attn [R][qd] fp16, gu [2][R][d_ff] W (gate, up; SwiGLU writes
+ *     the gate half), logit_x [L][d] W, logits [L][vocab] fp32, the attention split-K
+ *     workspace, the cuBLAS workspace, the step plan [plan_words] int32; with bf16 weights also
+ *     qkv_f32 [R][qd + 2 kvd] fp32 and attn_w [R][qd] bf16 (the fp16-only kernels sit between
+ *     bf16 GEMMs).
+ * Every offset is a multiple of 256 bytes. */
+typedef struct cuda_layout {
+    size_t weights_bytes, scratch_bytes;
+    /* weights */
+    size_t tok_embd, output, output_norm, inv_freq, layer0, layer_stride;
+    size_t attn_norm, ffn_norm, wqkv, wo, wgu, wdown; /* within a layer */
+    /* scratch */
+    size_t x, xn, qkv, qkv_f32, attn, attn_w, gu, logit_x, logits, attn_ws, cublas_ws, plan;
+    size_t attn_ws_bytes, cublas_ws_bytes, plan_words;
+    int logit_rows; /* rows of logits one LM-head GEMM produces; larger steps loop */
+    int max_blocks; /* block-table width: blocks of the longest context */
+} cuda_layout;
+
+typedef struct cuda_layout_options {
+    int max_rows, max_seqs, block_size;
+    int bf16; /* 1: bf16 weights (adds the conversion buffers) */
+} cuda_layout_options;
+
+/* Fills the layout for a validated config. */
+void cuda_layout_compute(const llama_config *config, const cuda_layout_options *options,
+                         cuda_layout *out);
+
+/* ---- step plan ---- */
+typedef struct cuda_plan_limits {
+    int max_rows, max_seqs, max_blocks, vocab_size, context_length, block_size;
+} cuda_plan_limits;
+
+/* Where each array sits in the buffer (int32 offsets) and the step's sizes. Arrays, in order:
+ *     tokens, positions, row_seq, slots [n_rows]   slot = open block id * T + position % T
+ *     full_table, open_table [n_seqs][table_stride]  kv_seq full_id / open_id (-1: none)
+ *     fill_open, fill_full [n_fill]                  blocks that fill in this step, batch order
+ *     logit_rows [n_logit_rows]                      rows whose logits the caller wants */
+typedef struct cuda_plan {
+    int n_rows, n_seqs, table_stride, n_fill, n_logit_rows, max_pos;
+    size_t tokens, positions, row_seq, slots, full_table, open_table, fill_open, fill_full,
+        logit_rows;
+    size_t n_words; /* int32 values in use: what the copy moves */
+} cuda_plan;
+
+/* int32 values a plan buffer must hold for these limits. */
+size_t cuda_plan_capacity(const cuda_plan_limits *limits);
+
+/* Validates the step as llama_engine_forward does (tokens per sequence, token ids, context,
+ * reserved positions) plus the backend's limits (rows, sequences), and packs the plan into
+ * buf[cuda_plan_capacity(limits)]. Errors: DS_EINVAL / DS_ERANGE naming the sequence. */
+ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
+                          const cuda_plan_limits *limits, int32_t *buf, cuda_plan *plan, char *msg,
+                          size_t msg_len);
+
+#endif
