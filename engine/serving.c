@@ -10,6 +10,9 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/plan.h"
 #include "engine/llama.h"
 #include "engine/loader/synthetic.h"
 #include "engine/model_files.h"
@@ -158,7 +161,7 @@ struct serving {
     llama_model model;
     bpe_tokenizer *tok;
     kv_cache *cache;
-    llama_engine *engine;
+    engine_backend backend; /* the CPU forward pass (engine/llama.h) or a GPU's */
     sched *sched;
     float *logits;
     void *sample_scratch;
@@ -198,7 +201,8 @@ void serving_options_default(serving_options *o) {
                            .kv_method = DQ_KIVI,
                            .kv_group_size = 64,
                            .block_size = 32,
-                           .kv_memory_bytes = (int64_t)1 << 30,
+                           .kv_memory_bytes = 0,
+                           .gpu_memory_utilization = 0.9,
                            .max_seqs = 64,
                            .max_batched_tokens = 512,
                            .max_waiting = 1024,
@@ -226,7 +230,7 @@ void serving_destroy(serving *s) {
     while (s->live)
         finish(s, s->live, SERVING_CANCELLED, "server stopped");
     sched_destroy(s->sched);
-    llama_engine_destroy(s->engine);
+    if (s->backend.destroy) s->backend.destroy(s->backend.impl);
     kv_cache_destroy(s->cache);
     bpe_destroy(s->tok);
     llama_model_free(&s->model);
@@ -247,10 +251,67 @@ static ds_status load_model(serving *s, char *msg, size_t msg_len) {
     char why[256];
     ds_status st = synthetic_shape(o->random_weights, &s->model.config, why, sizeof why);
     if (st == DS_OK) st = synthetic_tokenizer(s->model.config.vocab_size, &s->tok, why, sizeof why);
-    if (st == DS_OK) st = llama_model_alloc(&s->model, why, sizeof why);
+    if (st == DS_OK && o->device == SERVING_CPU) { /* a GPU draws its own on the device */
+        st = llama_model_alloc(&s->model, why, sizeof why);
+        if (st == DS_OK) synthetic_fill_weights(&s->model, o->seed);
+    }
     if (st != DS_OK)
         return ds_fail(msg, msg_len, st, "--random-weights %s: %s", o->random_weights, why);
-    synthetic_fill_weights(&s->model, o->seed);
+    return DS_OK;
+}
+
+/* The CPU backend: engine/llama.h behind engine/backend.h. */
+static ds_status cpu_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                             char *msg, size_t msg_len) {
+    return llama_engine_forward(impl, seqs, n_seqs, logits, msg, msg_len);
+}
+
+static void cpu_destroy(void *impl) { llama_engine_destroy(impl); }
+
+static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
+    const serving_options *o = &s->options;
+    if (o->device == SERVING_CUDA) {
+        cuda_backend_options co = {.device = o->device_index,
+                                   .max_step_tokens = o->max_batched_tokens,
+                                   .max_seqs = o->max_seqs,
+                                   .weight_type = CUDA_WEIGHTS_F16,
+                                   .random_weights = o->random_weights != NULL,
+                                   .seed = o->seed};
+        return cuda_backend_create(&s->model, s->cache, &co, &s->backend, msg, msg_len);
+    }
+    llama_engine_options eo = {.max_step_tokens = o->max_batched_tokens,
+                               .weight_type = o->weights,
+                               .n_threads = o->n_threads};
+    llama_engine *e;
+    ds_status st = llama_engine_create(&s->model, s->cache, &eo, &e, msg, msg_len);
+    if (st == DS_OK)
+        s->backend = (engine_backend){
+            .impl = e, .device = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
+    return st;
+}
+
+/* --kv-memory unset on a GPU: gpu_memory_utilization of what is free, less the backend's weights
+ * and scratch and 1 GiB for cuBLAS and the CUDA context. */
+static ds_status gpu_kv_budget(const serving_options *o, const llama_config *c, int64_t *out,
+                               char *msg, size_t msg_len) {
+    size_t free_bytes, total_bytes;
+    ds_status st =
+        cuda_device_memory(o->device_index, &free_bytes, &total_bytes, NULL, 0, msg, msg_len);
+    if (st != DS_OK) return st;
+    cuda_layout lay;
+    cuda_layout_options lo = {
+        .max_rows = o->max_batched_tokens, .max_seqs = o->max_seqs, .block_size = o->block_size};
+    cuda_layout_compute(c, &lo, &lay);
+    const double GiB = 1024.0 * 1024 * 1024;
+    double budget = (double)free_bytes * o->gpu_memory_utilization -
+                    (double)(lay.weights_bytes + lay.scratch_bytes) - GiB;
+    if (budget <= 0)
+        return ds_fail(msg, msg_len, DS_ENOMEM,
+                       "GPU %d: %.2f GiB free; the weights (%.2f GiB) and scratch (%.2f GiB) leave "
+                       "nothing for the KV cache",
+                       o->device_index, free_bytes / GiB, lay.weights_bytes / GiB,
+                       lay.scratch_bytes / GiB);
+    *out = (int64_t)budget;
     return DS_OK;
 }
 
@@ -292,12 +353,16 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     kc.value_codec = kc.key_codec;
     /* One open block per running sequence, plus the blocks a step's prefill chunks span. */
     int n_open = o->max_seqs + (o->max_batched_tokens + o->block_size - 1) / o->block_size + 1;
-    st = kv_cache_size_pools(&kc, o->kv_memory_bytes, n_open, msg, msg_len);
+    int64_t kv_memory = o->kv_memory_bytes;
+    if (o->device == SERVING_CUDA) {
+        kc.no_storage = 1; /* the pages live on the GPU */
+        if (kv_memory == 0) st = gpu_kv_budget(o, c, &kv_memory, msg, msg_len);
+    } else if (kv_memory == 0) {
+        kv_memory = (int64_t)1 << 30;
+    }
+    if (st == DS_OK) st = kv_cache_size_pools(&kc, kv_memory, n_open, msg, msg_len);
     if (st == DS_OK) st = kv_cache_create(&kc, &s->cache, msg, msg_len);
-    llama_engine_options eo = {.max_step_tokens = o->max_batched_tokens,
-                               .weight_type = o->weights,
-                               .n_threads = o->n_threads};
-    if (st == DS_OK) st = llama_engine_create(&s->model, s->cache, &eo, &s->engine, msg, msg_len);
+    if (st == DS_OK) st = open_backend(s, msg, msg_len);
     sched_config sc = {.max_seqs = o->max_seqs, .max_batched_tokens = o->max_batched_tokens};
     if (st == DS_OK) st = sched_create(&sc, s->cache, &s->sched, msg, msg_len);
     if (st == DS_OK) {
@@ -730,7 +795,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
                                  .n_tokens = it->n,
                                  .logits = it->sample ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE};
         }
-        st = llama_engine_forward(s->engine, s->step, b->n_items, s->logits, msg, msg_len);
+        st = s->backend.forward(s->backend.impl, s->step, b->n_items, s->logits, msg, msg_len);
         if (st != DS_OK) {
             sched_abort_step(s->sched);
             return st;
@@ -822,7 +887,7 @@ void serving_get_info(const serving *s, serving_info *out) {
         .architecture = "llama",
         .model_path = s->model_path,
         .kv_method = s->options.kv_bits == 16 ? "fp16" : dq_method_name(s->options.kv_method),
-        .device = "cpu",
+        .device = s->backend.device,
         .context_length = c->context_length,
         .vocab_size = c->vocab_size,
         .n_layers = c->n_layers,

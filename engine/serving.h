@@ -32,16 +32,23 @@
 typedef struct serving serving;
 typedef struct serving_stream serving_stream;
 
+typedef enum serving_device { SERVING_CPU = 0, SERVING_CUDA } serving_device;
+
 typedef struct serving_options {
-    const char *model_path;     /* GGUF file or HF folder, or NULL with random_weights */
-    const char *random_weights; /* a named shape (engine/loader/synthetic.h: tiny, smollm2-135m,
-                                   llama3-8b, ...) with seeded random weights, or NULL */
-    uint64_t seed;              /* random_weights' seed */
-    int kv_bits;                /* 16, 8, 4 or 2 */
-    dq_method kv_method;        /* codec for kv_bits < 16 */
+    serving_device device;         /* where the forward pass runs */
+    int device_index;              /* CUDA device */
+    double gpu_memory_utilization; /* CUDA with kv_memory_bytes 0: share of free memory used */
+    const char *model_path;        /* GGUF file or HF folder, or NULL with random_weights */
+    const char *random_weights;    /* a named shape (engine/loader/synthetic.h: tiny, smollm2-135m,
+                                      llama3-8b, ...) with seeded random weights, or NULL */
+    uint64_t seed;                 /* random_weights' seed */
+    int kv_bits;                   /* 16, 8, 4 or 2 */
+    dq_method kv_method;           /* codec for kv_bits < 16 */
     int kv_group_size;
     int block_size;
-    int64_t kv_memory_bytes; /* both KV pools together */
+    int64_t kv_memory_bytes; /* both KV pools together; 0: 1 GiB on the CPU, and on a GPU what
+                                gpu_memory_utilization of its free memory leaves after the
+                                weights and scratch */
     int max_seqs;            /* running sequences at most */
     int max_batched_tokens;  /* tokens per step at most (prefill chunk + decodes) */
     int max_waiting;         /* queued requests before submit answers DS_EBUSY */
@@ -50,12 +57,15 @@ typedef struct serving_options {
     int n_threads;           /* 0: DECOSERVE_THREADS or the online CPUs */
 } serving_options;
 
-/* kv 16-bit (kivi when compressed), block 32, group 64, 1 GiB of KV, 64 sequences, 512 tokens
- * per step, 1024 waiting, prefix cache on, Q8_0 weights. */
+/* CPU, kv 16-bit (kivi when compressed), block 32, group 64, KV memory 0 (automatic), 64
+ * sequences, 512 tokens per step, 1024 waiting, prefix cache on, Q8_0 weights; on a GPU 0.9 of
+ * its free memory. */
 void serving_options_default(serving_options *o);
 
-/* Loads the model and sizes the pools: open blocks = max_seqs + max_batched_tokens / block + 1,
- * the rest of kv_memory_bytes to full blocks. Errors name the file or the option at fault. */
+/* Loads the model (or makes random weights), sizes the pools (open blocks = max_seqs +
+ * max_batched_tokens / block + 1, the rest of the KV memory to full blocks) and opens the
+ * backend: the CPU forward pass, or the CUDA one (pages in GPU memory; DS_EUNSUPPORTED in a build
+ * without CUDA). Errors name the file or the option at fault. */
 ds_status serving_create(const serving_options *options, serving **out, char *msg, size_t msg_len);
 void serving_destroy(serving *s);
 

@@ -31,16 +31,44 @@ static int parse_bytes(const char *prog, const char *flag, const char *v, int64_
     return 0;
 }
 
+/* "cpu", "cuda" (device 0) or "cuda:N". */
+static int parse_device(const char *prog, const char *v, serving_options *o) {
+    if (!strcmp(v, "cpu")) {
+        o->device = SERVING_CPU;
+        return 0;
+    }
+    if (!strcmp(v, "cuda")) {
+        o->device = SERVING_CUDA, o->device_index = 0;
+        return 0;
+    }
+    if (!strncmp(v, "cuda:", 5)) {
+        o->device = SERVING_CUDA;
+        return cli_int(prog, "--device cuda:N", v + 5, 0, 63, &o->device_index);
+    }
+    fprintf(stderr, "%s: --device = '%s': expected cpu, cuda or cuda:N\n", prog, v);
+    return -1;
+}
+
 int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_options *o) {
     const char *a = argv[*i];
     if (!strcmp(a, "--no-prefix-cache")) {
         o->prefix_cache = 0;
         return 1;
     }
-    static const char *const with_value[] = {
-        "--model",      "--random-weights", "--kv-bits",  "--kv-method",          "--kv-group-size",
-        "--block-size", "--kv-memory",      "--max-seqs", "--max-batched-tokens", "--max-waiting",
-        "--weights",    "--threads"};
+    static const char *const with_value[] = {"--model",
+                                             "--random-weights",
+                                             "--kv-bits",
+                                             "--kv-method",
+                                             "--kv-group-size",
+                                             "--block-size",
+                                             "--kv-memory",
+                                             "--max-seqs",
+                                             "--max-batched-tokens",
+                                             "--max-waiting",
+                                             "--weights",
+                                             "--threads",
+                                             "--device",
+                                             "--gpu-memory-utilization"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         known |= !strcmp(a, with_value[k]);
@@ -55,6 +83,12 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         o->model_path = v;
     } else if (!strcmp(a, "--random-weights")) {
         o->random_weights = v;
+    } else if (!strcmp(a, "--device")) {
+        r = parse_device(prog, v, o);
+    } else if (!strcmp(a, "--gpu-memory-utilization")) {
+        float f;
+        r = cli_float(prog, a, v, 0.01, 1.0, &f);
+        o->gpu_memory_utilization = f;
     } else if (!strcmp(a, "--kv-bits")) {
         r = cli_int(prog, a, v, 2, 16, &o->kv_bits);
         if (!r && o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16) {
@@ -125,23 +159,28 @@ int engine_flags_check(const char *prog, const serving_options *o) {
 }
 
 void engine_flags_usage(FILE *out) {
-    fprintf(out,
-            "  --model PATH             GGUF file, or HF folder (config.json, safetensors,\n"
-            "                           tokenizer.json)\n"
-            "  --random-weights SHAPE   no checkpoint: seeded random weights of a named shape\n"
-            "                           (tiny, smollm2-135m, llama2-7b, llama3-8b, llama3-70b)\n"
-            "                           and a synthetic byte-level tokenizer\n"
-            "  --kv-bits N              16 (fp16 pages), 8, 4 or 2 (default 16)\n"
-            "  --kv-method M            decoquant, rtn or kivi (default kivi: best per byte on\n"
-            "                           SmolLM2, BENCHMARKS.md)\n"
-            "  --kv-group-size N        values per quantization group (default 64)\n"
-            "  --block-size N           tokens per KV block: 16, 32, 64 or 128 (default 32)\n"
-            "  --kv-memory SIZE         bytes for both KV pools, e.g. 512M or 2G (default 1G)\n"
-            "  --max-seqs N             running sequences at most (default 64)\n"
-            "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
-            "  --max-waiting N          queued requests before new ones are refused (default "
-            "1024)\n"
-            "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
-            "  --weights F              f32 or q8_0 compute weights (default q8_0)\n"
-            "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");
+    fprintf(
+        out,
+        "  --model PATH             GGUF file, or HF folder (config.json, safetensors,\n"
+        "                           tokenizer.json)\n"
+        "  --random-weights SHAPE   no checkpoint: seeded random weights of a named shape\n"
+        "                           (tiny, smollm2-135m, llama2-7b, llama3-8b, llama3-70b)\n"
+        "                           and a synthetic byte-level tokenizer\n"
+        "  --kv-bits N              16 (fp16 pages), 8, 4 or 2 (default 16)\n"
+        "  --kv-method M            decoquant, rtn or kivi (default kivi: best per byte on\n"
+        "                           SmolLM2, BENCHMARKS.md)\n"
+        "  --kv-group-size N        values per quantization group (default 64)\n"
+        "  --block-size N           tokens per KV block: 16, 32, 64 or 128 (default 32)\n"
+        "  --device D               cpu (default), cuda or cuda:N (a build with --define cuda=1)\n"
+        "  --kv-memory SIZE         bytes for both KV pools, e.g. 512M or 2G (default: 1G on\n"
+        "                           the CPU; on a GPU what --gpu-memory-utilization of its free\n"
+        "                           memory leaves after the weights)\n"
+        "  --gpu-memory-utilization F  share of free GPU memory to use (default 0.9)\n"
+        "  --max-seqs N             running sequences at most (default 64)\n"
+        "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
+        "  --max-waiting N          queued requests before new ones are refused (default "
+        "1024)\n"
+        "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
+        "  --weights F              f32 or q8_0 compute weights (default q8_0)\n"
+        "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");
 }

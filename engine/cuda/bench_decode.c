@@ -96,11 +96,11 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
     double t_steps = 0.0;
     for (int it = 0; rc == 0 && it < WARMUP + b->steps; it++) {
         for (int s = 0; s < batch; s++)
-            b->step[s] = (llama_step_seq){.kv = &b->seqs[s],
-                                          .tokens = b->tokens + (size_t)s * per_seq +
-                                                    b->seqs[s].n_tokens,
-                                          .n_tokens = 1,
-                                          .logits = LLAMA_LOGITS_LAST};
+            b->step[s] =
+                (llama_step_seq){.kv = &b->seqs[s],
+                                 .tokens = b->tokens + (size_t)s * per_seq + b->seqs[s].n_tokens,
+                                 .n_tokens = 1,
+                                 .logits = LLAMA_LOGITS_LAST};
         double t = now_s();
         rc = run(b, batch);
         if (it >= WARMUP) t_steps += now_s() - t;
@@ -198,10 +198,8 @@ int main(int argc, char **argv) {
                               .no_storage = 1};
         kc.key_codec.group_size = 64;
         kc.value_codec = kc.key_codec;
-        const cuda_backend_options o = {.max_step_tokens = MAX_STEP,
-                                        .max_seqs = max_batch,
-                                        .random_weights = 1,
-                                        .seed = 42};
+        const cuda_backend_options o = {
+            .max_step_tokens = MAX_STEP, .max_seqs = max_batch, .random_weights = 1, .seed = 42};
         if (kv_cache_create(&kc, &b.cache, msg, sizeof msg) != DS_OK ||
             cuda_backend_create(&model, b.cache, &o, &b.backend, msg, sizeof msg) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, kvs[k].name, msg);

@@ -90,8 +90,7 @@ static ds_status dev_alloc(void **p, size_t bytes, const char *what, char *msg, 
                    cudaGetErrorString(e));
 }
 
-static ds_status host_alloc(void **p, size_t bytes, const char *what, char *msg,
-                            size_t msg_len) {
+static ds_status host_alloc(void **p, size_t bytes, const char *what, char *msg, size_t msg_len) {
     cudaError_t e = cudaHostAlloc(p, bytes ? bytes : 256, cudaHostAllocDefault);
     if (e == cudaSuccess) return DS_OK;
     *p = NULL;
@@ -136,8 +135,8 @@ static ds_status upload(cuda_backend *b, const uploader *u, void *dst, fwd_dtype
     for (size_t off = 0; off < n; off += UPLOAD_CHUNK) {
         const size_t k = n - off < UPLOAD_CHUNK ? n - off : UPLOAD_CHUNK;
         memcpy(u->host, src + off, k * sizeof(float));
-        CUDA_CHECK(cudaMemcpyAsync(u->dev, u->host, k * sizeof(float), cudaMemcpyHostToDevice,
-                                   b->stream));
+        CUDA_CHECK(
+            cudaMemcpyAsync(u->dev, u->host, k * sizeof(float), cudaMemcpyHostToDevice, b->stream));
         ds_status st = fwd_convert_cuda((uint8_t *)dst + off * esize, type, u->dev, FWD_F32, k,
                                         b->stream, msg, msg_len);
         if (st != DS_OK) return st;
@@ -228,8 +227,7 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, int random,
                                 .original_context = c->rope_original_context};
         st = ops_rope_config_validate(&rope, msg, msg_len);
         if (st == DS_OK && c->head_dim > 1024)
-            st = ds_fail(msg, msg_len, DS_EUNSUPPORTED, "head_dim = %d: at most 1024",
-                         c->head_dim);
+            st = ds_fail(msg, msg_len, DS_EUNSUPPORTED, "head_dim = %d: at most 1024", c->head_dim);
         if (st == DS_OK) {
             ops_rope_inv_freq(&rope, inv_freq);
             cudaError_t e = cudaMemcpyAsync(base + L->inv_freq, inv_freq, D / 2 * sizeof(float),
@@ -257,15 +255,15 @@ static kv_layer_view layer_view(const cuda_backend *b, int layer) {
     const kv_cache_config *kc = &b->cache->config;
     return (kv_layer_view){
         .full = b->kv_full + (size_t)layer * b->full_layer_bytes,
-        .full_block_stride = (size_t)kc->n_kv_heads *
-                             (b->key_format.page_bytes + b->value_format.page_bytes),
+        .full_block_stride =
+            (size_t)kc->n_kv_heads * (b->key_format.page_bytes + b->value_format.page_bytes),
         .open = b->kv_open + (size_t)layer * b->open_layer_elems,
         .open_block_stride = 2 * (size_t)kc->block_size * kc->n_kv_heads * kc->head_dim,
     };
 }
 
-static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int l,
-                           char *msg, size_t msg_len) {
+static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int l, char *msg,
+                           size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
     const int R = p->n_rows, d = c->d_model, D = c->head_dim, H = c->n_kv_heads;
@@ -281,8 +279,8 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
     cudaStream_t stream = b->stream;
     const float zero = 0.0f, one = 1.0f;
 
-    ds_status st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->attn_norm), R,
-                                    d, c->rms_eps, stream, msg, msg_len);
+    ds_status st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->attn_norm), R, d,
+                                    c->rms_eps, stream, msg, msg_len);
     if (st != DS_OK) return st;
     if (bf16) {
         float *qkv32 = (float *)(s + L->qkv_f32);
@@ -417,12 +415,12 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
     return DS_OK;
 }
 
-static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs,
-                                 float *logits, char *msg, size_t msg_len) {
+static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                                 char *msg, size_t msg_len) {
     cuda_backend *b = impl;
     cuda_plan p;
-    ds_status st = cuda_plan_build(b->cache, seqs, n_seqs, &b->limits, b->plan_host, &p, msg,
-                                   msg_len);
+    ds_status st =
+        cuda_plan_build(b->cache, seqs, n_seqs, &b->limits, b->plan_host, &p, msg, msg_len);
     if (st != DS_OK || p.n_rows == 0) return st;
     return run_step(b, &p, logits, msg, msg_len);
 }
@@ -519,12 +517,12 @@ static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *
     /* Pages nobody wrote are read by no one; zeroing them keeps a stray read finite and runs
      * repeatable. */
     CUDA_CHECK(cudaMemsetAsync(b->kv_full, 0, b->full_layer_bytes * kc->n_layers, b->stream));
-    CUDA_CHECK(cudaMemsetAsync(b->kv_open, 0,
-                               b->open_layer_elems * kc->n_layers * sizeof(uint16_t), b->stream));
+    CUDA_CHECK(cudaMemsetAsync(b->kv_open, 0, b->open_layer_elems * kc->n_layers * sizeof(uint16_t),
+                               b->stream));
     CUBLAS_CHECK(cublasCreate(&b->cublas));
     CUBLAS_CHECK(cublasSetStream(b->cublas, b->stream));
-    CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->scratch + b->lay.cublas_ws,
-                                    b->lay.cublas_ws_bytes));
+    CUBLAS_CHECK(
+        cublasSetWorkspace(b->cublas, b->scratch + b->lay.cublas_ws, b->lay.cublas_ws_bytes));
     return DS_OK;
 }
 
@@ -557,12 +555,11 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                                    .max_seqs = o->max_seqs,
                                    .max_blocks = b->lay.max_blocks,
                                    .vocab_size = b->config.vocab_size,
-                                   .context_length = b->config.context_length,
-                                   .block_size = cache->config.block_size};
+                                   .context_length = b->config.context_length};
     cudaError_t e = cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking);
-    st = e == cudaSuccess ? DS_OK
-                          : ds_fail(msg, msg_len, DS_EINTERNAL, "cudaStreamCreate: %s",
-                                    cudaGetErrorString(e));
+    st = e == cudaSuccess
+             ? DS_OK
+             : ds_fail(msg, msg_len, DS_EINTERNAL, "cudaStreamCreate: %s", cudaGetErrorString(e));
     if (st == DS_OK) st = allocate(b, o, msg, msg_len);
     if (st == DS_OK) st = check_attention(b, msg, msg_len);
     if (st == DS_OK) st = load_weights(b, model, o->random_weights, o->seed, msg, msg_len);

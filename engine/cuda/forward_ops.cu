@@ -107,8 +107,8 @@ ds_status fwd_embed_cuda(float *x, const void *table, fwd_dtype table_type, int 
 }
 
 ds_status fwd_rmsnorm_cuda(void *out, fwd_dtype out_type, const float *x, const int32_t *rows,
-                           const float *weight, int n_rows, int dim, float eps,
-                           cudaStream_t stream, char *msg, size_t msg_len) {
+                           const float *weight, int n_rows, int dim, float eps, cudaStream_t stream,
+                           char *msg, size_t msg_len) {
     if (n_rows == 0) return DS_OK;
     rmsnorm_kernel<<<n_rows, kThreads, 0, stream>>>(out, out_type, x, rows, weight, dim, eps);
     CUDA_CHECK(cudaGetLastError());

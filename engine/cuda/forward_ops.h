@@ -30,8 +30,8 @@ ds_status fwd_embed_cuda(float *x, const void *table, fwd_dtype table_type, int 
 /* out[i] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, r = rows ? rows[i] : i (sum of squares in
  * double, as ops_rmsnorm_ref); x [..][dim] fp32, out [n_rows][dim] of out_type. */
 ds_status fwd_rmsnorm_cuda(void *out, fwd_dtype out_type, const float *x, const int32_t *rows,
-                           const float *weight, int n_rows, int dim, float eps,
-                           cudaStream_t stream, char *msg, size_t msg_len);
+                           const float *weight, int n_rows, int dim, float eps, cudaStream_t stream,
+                           char *msg, size_t msg_len);
 
 /* dst[i] = src[i] converted (round to nearest even), n values. */
 ds_status fwd_convert_cuda(void *dst, fwd_dtype dst_type, const void *src, fwd_dtype src_type,

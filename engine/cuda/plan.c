@@ -46,9 +46,8 @@ void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cu
     int L = o->max_seqs > 64 ? o->max_seqs : 64;
     out->logit_rows = L < o->max_rows ? L : o->max_rows;
     out->max_blocks = (c->context_length + o->block_size - 1) / o->block_size;
-    cuda_plan_limits lim = {.max_rows = o->max_rows,
-                            .max_seqs = o->max_seqs,
-                            .max_blocks = out->max_blocks};
+    cuda_plan_limits lim = {
+        .max_rows = o->max_rows, .max_seqs = o->max_seqs, .max_blocks = out->max_blocks};
     out->plan_words = cuda_plan_capacity(&lim);
     out->attn_ws_bytes = (R + ATTN_EXTRA_SPLITS) * (size_t)c->n_heads * (D + 2) * sizeof(float);
     out->cublas_ws_bytes = CUBLAS_WORKSPACE_BYTES;

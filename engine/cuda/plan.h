@@ -54,7 +54,7 @@ void cuda_layout_compute(const llama_config *config, const cuda_layout_options *
 
 /* ---- step plan ---- */
 typedef struct cuda_plan_limits {
-    int max_rows, max_seqs, max_blocks, vocab_size, context_length, block_size;
+    int max_rows, max_seqs, max_blocks, vocab_size, context_length;
 } cuda_plan_limits;
 
 /* Where each array sits in the buffer (int32 offsets) and the step's sizes. Arrays, in order:

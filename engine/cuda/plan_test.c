@@ -72,11 +72,11 @@ static void test_layout_scratch(void **state) {
     assert_true(B.qkv_f32 > 0 && B.attn_w > B.qkv_f32);
     assert_true(B.scratch_bytes >= L.scratch_bytes + 300 * 6144 * 4 + 300 * 4096 * 2);
     /* Scratch regions in order, each large enough for max_rows rows. */
-    const size_t at[] = {L.x, L.xn, L.qkv, L.attn, L.gu, L.logit_x, L.logits, L.attn_ws,
-                         L.cublas_ws, L.plan, L.scratch_bytes};
-    const size_t len[] = {300 * 4096 * 4, 300 * 4096 * 2, 300 * 6144 * 2, 300 * 4096 * 2,
-                          2 * 300 * 14336 * 2, 100 * 4096 * 2, 100 * 128256 * 4, L.attn_ws_bytes,
-                          L.cublas_ws_bytes, L.plan_words * 4};
+    const size_t at[] = {L.x,      L.xn,      L.qkv,       L.attn, L.gu,           L.logit_x,
+                         L.logits, L.attn_ws, L.cublas_ws, L.plan, L.scratch_bytes};
+    const size_t len[] = {300 * 4096 * 4,      300 * 4096 * 2,  300 * 6144 * 2,   300 * 4096 * 2,
+                          2 * 300 * 14336 * 2, 100 * 4096 * 2,  100 * 128256 * 4, L.attn_ws_bytes,
+                          L.cublas_ws_bytes,   L.plan_words * 4};
     for (int i = 0; i < 10; i++)
         assert_true(at[i] + len[i] <= at[i + 1]);
     o.max_rows = 16; /* logit chunks never exceed the rows a step can have */
@@ -130,8 +130,7 @@ static int fixture_setup(void **state) {
                                    .max_seqs = 4,
                                    .max_blocks = CONTEXT / T,
                                    .vocab_size = 1000,
-                                   .context_length = CONTEXT,
-                                   .block_size = T};
+                                   .context_length = CONTEXT};
     f->buf = malloc(cuda_plan_capacity(&f->limits) * sizeof(int32_t));
     *state = f;
     return f->buf ? 0 : -1;
@@ -165,7 +164,9 @@ static void test_plan_mixed_batch(void **state) {
     llama_step_seq step[3] = {
         {.kv = &f->seqs[0], .tokens = f->tokens[0] + 40, .n_tokens = 1},
         {.kv = &f->seqs[1], .tokens = f->tokens[1], .n_tokens = 37, .logits = LLAMA_LOGITS_ALL},
-        {.kv = &f->seqs[2], .tokens = f->tokens[2] + 15, .n_tokens = 20,
+        {.kv = &f->seqs[2],
+         .tokens = f->tokens[2] + 15,
+         .n_tokens = 20,
          .logits = LLAMA_LOGITS_NONE},
     };
     cuda_plan p;
