@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "engine/backend.h"
+#include "engine/backend_open.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/plan.h"
 #include "engine/llama.h"
@@ -260,34 +260,17 @@ static ds_status load_model(serving *s, char *msg, size_t msg_len) {
     return DS_OK;
 }
 
-/* The CPU backend: engine/llama.h behind engine/backend.h. */
-static ds_status cpu_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
-                             char *msg, size_t msg_len) {
-    return llama_engine_forward(impl, seqs, n_seqs, logits, msg, msg_len);
-}
-
-static void cpu_destroy(void *impl) { llama_engine_destroy(impl); }
-
 static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
     const serving_options *o = &s->options;
-    if (o->device == SERVING_CUDA) {
-        cuda_backend_options co = {.device = o->device_index,
-                                   .max_step_tokens = o->max_batched_tokens,
-                                   .max_seqs = o->max_seqs,
-                                   .weight_type = CUDA_WEIGHTS_F16,
-                                   .random_weights = o->random_weights != NULL,
-                                   .seed = o->seed};
-        return cuda_backend_create(&s->model, s->cache, &co, &s->backend, msg, msg_len);
-    }
-    llama_engine_options eo = {.max_step_tokens = o->max_batched_tokens,
-                               .weight_type = o->weights,
-                               .n_threads = o->n_threads};
-    llama_engine *e;
-    ds_status st = llama_engine_create(&s->model, s->cache, &eo, &e, msg, msg_len);
-    if (st == DS_OK)
-        s->backend = (engine_backend){
-            .impl = e, .device = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
-    return st;
+    engine_backend_options bo = {.cuda = o->device == SERVING_CUDA,
+                                 .device_index = o->device_index,
+                                 .max_step_tokens = o->max_batched_tokens,
+                                 .max_seqs = o->max_seqs,
+                                 .cpu_weights = o->weights,
+                                 .n_threads = o->n_threads,
+                                 .random_weights = o->random_weights != NULL,
+                                 .seed = o->seed};
+    return engine_backend_open(&s->model, s->cache, &bo, &s->backend, msg, msg_len);
 }
 
 /* --kv-memory unset on a GPU: gpu_memory_utilization of what is free, less the backend's weights

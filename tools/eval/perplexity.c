@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "engine/llama.h"
+#include "engine/backend_open.h"
 #include "kvcache/paged_cache.h"
 
 enum { CHUNK = 256 };
@@ -23,7 +23,7 @@ static double nll(const float *logits, int vocab, int target) {
 
 ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
                        int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, qm_type weight_type, ppl_result *out,
+                       const dq_config *value_codec, qm_type weight_type, int cuda, ppl_result *out,
                        char *msg, size_t msg_len) {
     *out = (ppl_result){0};
     const llama_config *c = &model->config;
@@ -38,14 +38,16 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
                           .key_codec = *key_codec,
                           .value_codec = *value_codec,
                           .n_open_blocks = CHUNK / block_size + 2,
-                          .n_full_blocks = ctx / block_size + 1};
+                          .n_full_blocks = ctx / block_size + 1,
+                          .no_storage = cuda};
     kv_cache *cache = NULL;
-    llama_engine *engine = NULL;
+    engine_backend be = {0};
     float *logits = malloc((size_t)CHUNK * c->vocab_size * sizeof(float));
     ds_status st = logits ? kv_cache_create(&kc, &cache, msg, msg_len)
                           : ds_fail(msg, msg_len, DS_ENOMEM, "perplexity: out of memory");
-    llama_engine_options opts = {.max_step_tokens = CHUNK, .weight_type = weight_type};
-    if (st == DS_OK) st = llama_engine_create(model, cache, &opts, &engine, msg, msg_len);
+    engine_backend_options bo = {
+        .cuda = cuda, .max_step_tokens = CHUNK, .max_seqs = 1, .cpu_weights = weight_type};
+    if (st == DS_OK) st = engine_backend_open(model, cache, &bo, &be, msg, msg_len);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int prev_end = 0;
@@ -57,8 +59,14 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
         kv_seq_init(&seq);
         for (int i = begin; st == DS_OK && i < end; i += CHUNK) {
             int n = end - i < CHUNK ? end - i : CHUNK;
-            llama_step_seq s = {.kv = &seq, .tokens = tokens + i, .n_tokens = n, .logits = LLAMA_LOGITS_ALL};
-            st = llama_engine_step(engine, &s, 1, logits, msg, msg_len);
+            llama_step_seq s = {
+                .kv = &seq, .tokens = tokens + i, .n_tokens = n, .logits = LLAMA_LOGITS_ALL};
+            st = kv_seq_reserve(cache, &seq, s.tokens, n, msg, msg_len);
+            if (st == DS_OK) st = be.forward(be.impl, &s, 1, logits, msg, msg_len);
+            if (st == DS_OK)
+                kv_seq_commit(cache, &seq);
+            else if (seq.n_reserved > seq.n_tokens)
+                kv_seq_rollback(cache, &seq);
             for (int r = 0; st == DS_OK && r < n; r++) {
                 int target = i + r + 1;
                 if (target < first_scored || target >= end) continue;
@@ -76,7 +84,7 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
         out->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
         out->bytes_per_token = kv_cache_bytes_per_token(cache);
     }
-    llama_engine_destroy(engine);
+    if (be.destroy) be.destroy(be.impl);
     kv_cache_destroy(cache);
     free(logits);
     return st;

@@ -23,19 +23,21 @@ typedef struct ppl_config {
 } ppl_config;
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: decoserve-eval ppl --model PATH --text FILE [options]\n"
-            "  --max-tokens N     tokens from the start of the text (default 4096)\n"
-            "  --ctx N            window (default 1024)      --stride N  (default 512)\n"
-            "  --block-size N     KV block (default 32)      --group-size N  (default 64)\n"
-            "  --configs LIST     comma list of METHOD:BITS, or KEYMETHOD/VALUEMETHOD:BITS for\n"
-            "                     different codecs on keys and values, and fp16 (default:\n"
-            "                     %s)\n"
-            "  --dq-factors T1xD1 --dq-axis row|chan --dq-refit 0|1  DecoQuant settings\n"
-            "                     (default: chan, refit 1; row + refit 0 is the paper's variant)\n"
-            "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
-            "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
-            DEFAULT_CONFIGS);
+    fprintf(
+        out,
+        "usage: decoserve-eval ppl --model PATH --text FILE [options]\n"
+        "  --max-tokens N     tokens from the start of the text (default 4096)\n"
+        "  --ctx N            window (default 1024)      --stride N  (default 512)\n"
+        "  --block-size N     KV block (default 32)      --group-size N  (default 64)\n"
+        "  --configs LIST     comma list of METHOD:BITS, or KEYMETHOD/VALUEMETHOD:BITS for\n"
+        "                     different codecs on keys and values, and fp16 (default:\n"
+        "                     %s)\n"
+        "  --dq-factors T1xD1 --dq-axis row|chan --dq-refit 0|1  DecoQuant settings\n"
+        "                     (default: chan, refit 1; row + refit 0 is the paper's variant)\n"
+        "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
+        "  --device cpu|cuda  where the forward pass runs (cuda: a build with --define cuda=1)\n"
+        "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
+        DEFAULT_CONFIGS);
 }
 
 static int parse_config(const char *item, ppl_config *c) {
@@ -82,6 +84,7 @@ int cmd_ppl(int argc, char **argv) {
     int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
     dq_config dq = dq_config_defaults(DQ_DECOQUANT, 4);
     qm_type weights = QM_Q8_0;
+    int cuda = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -110,7 +113,13 @@ int cmd_ppl(int argc, char **argv) {
             r = cli_int(PROG, a, v, 1, 1024, &block_size);
         else if (!strcmp(a, "--group-size"))
             r = cli_int(PROG, a, v, 1, 1 << 16, &group_size);
-        else if (!strcmp(a, "--weights")) {
+        else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "%s: --device = '%s': expected cpu or cuda\n", PROG, v);
+                return 2;
+            }
+            cuda = !strcmp(v, "cuda");
+        } else if (!strcmp(a, "--weights")) {
             if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
                 fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", PROG, v);
                 return 2;
@@ -186,7 +195,7 @@ int cmd_ppl(int argc, char **argv) {
         kc.bits = vc.bits = list[i].bits;
         kc.group_size = vc.group_size = group_size;
         ppl_result r;
-        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, &r, msg,
+        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, cuda, &r, msg,
                          sizeof msg) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, list[i].name, msg);
             rc = 1;

@@ -1,0 +1,33 @@
+/* engine/backend_open.h — opens the forward pass on the device a command asked for: the CPU
+ * (engine/llama.h wrapped as an engine_backend) or a GPU (engine/cuda/cuda_backend.h; in a build
+ * without CUDA that answers DS_EUNSUPPORTED). Shared by the serving engine and decoserve-eval. */
+#ifndef DS_ENGINE_BACKEND_OPEN_H
+#define DS_ENGINE_BACKEND_OPEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "engine/backend.h"
+#include "engine/loader/model.h"
+#include "kernels/qmatmul.h"
+#include "kvcache/paged_cache.h"
+
+typedef struct engine_backend_options {
+    int cuda; /* 0: the CPU, 1: CUDA device device_index */
+    int device_index;
+    int max_step_tokens; /* rows one step may carry */
+    int max_seqs;        /* sequences one step may carry */
+    qm_type cpu_weights; /* CPU compute weights (QM_Q8_0 or QM_F32) */
+    int n_threads;       /* CPU threads; 0: DECOSERVE_THREADS or the online CPUs */
+    int random_weights;  /* CUDA: draw the weights on the GPU (the model holds only its config) */
+    uint64_t seed;
+} engine_backend_options;
+
+/* Fills *out on success; the model and the cache (with no_storage for CUDA) must outlive it;
+ * out->destroy(out->impl) frees it. */
+ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
+                              const engine_backend_options *options, engine_backend *out, char *msg,
+                              size_t msg_len);
+
+#endif

@@ -1,0 +1,100 @@
+/* kernels/cuda.h — the CUDA kernels' launchers, callable from C (the CUDA backend, tests/gpu/,
+ * tools/bench-attention/). Each takes the same parameter struct as its C reference (declared in
+ * the family header named beside it), with device pointers, and enqueues on `stream`; nothing
+ * allocates or synchronises. Shapes and formats the kernels were not built for return
+ * DS_EUNSUPPORTED naming the value; a failed launch returns DS_EINTERNAL with the CUDA error,
+ * the statement and file:line (kernels/cuda_check.h).
+ *
+ * Built with nvcc (tests/gpu/build.sh, or the manual Bazel target //kernels:cuda) for sm_90a
+ * with compute_90 PTX; sm_80 builds too (DS_CUDA_ARCHS). */
+#ifndef DS_KERNELS_CUDA_H
+#define DS_KERNELS_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "common/status.h"
+#include "kernels/kv_write.h"
+#include "kernels/ops.h"
+#include "kernels/paged_attention.h"
+#include "kernels/sample.h"
+
+/* ---- paged attention (kernels/paged_attention.h) ----
+ * Tensor-core MMAs (fp16 operands, fp32 accumulation) over pages staged in shared memory;
+ * quantized pages are dequantized to fp16 in registers, never to memory, so only compressed bytes
+ * are read. Split-K (flash-decoding): the keys of each row are cut into up to max_splits ranges
+ * whose partial softmax states a second kernel merges; the workspace holds them. Built: head_dim
+ * 64 and 128, block_size 16/32/64, up to 8 query heads per kv head, and the page formats fp16,
+ * KIVI 8/4/2 (key groups spanning the whole block, value groups of head_dim or head_dim / 2
+ * channels) and DecoQuant 8/4/2 in the decomposed domain (t1 = 1, full rank, d2 = 16, chan axis,
+ * groups spanning the block: the defaults). RTN pages and other shapes: DS_EUNSUPPORTED.
+ * Accuracy against paged_attention_ref: a few fp16 ulps for fp16 pages; quantized pages add one
+ * fp16 rounding of every dequantized key and value (tests/gpu/gpu_test.c gives the bounds). */
+typedef struct paged_attention_tuning {
+    int max_splits;    /* cap on splits per row (0: from the workspace) */
+    int ctas_per_sm;   /* split-K aims at this many CTAs per multiprocessor (0: 4) */
+    int warps_per_cta; /* 1..8 (0: 4; fewer if the stages do not fit); each streams its pages */
+    int stages;        /* pages in flight per warp, 2..8 (0: 2..4, ~56 KB of stages per CTA) */
+} paged_attention_tuning;
+
+/* Workspace bytes for rows x q heads x splits partial results (head_dim fp32 + max + sum). */
+size_t paged_attention_workspace_bytes(int max_rows, int n_q_heads, int head_dim, int max_splits);
+
+/* Runs paged attention for p (validated with paged_attention_validate); tuning may be NULL. The
+ * number of splits is min(max_splits, what the workspace holds, what the shape needs);
+ * *n_splits_out (may be NULL) receives it. */
+ds_status paged_attention_cuda(const paged_attention_params *p,
+                               const paged_attention_tuning *tuning, void *workspace,
+                               size_t workspace_bytes, int *n_splits_out, cudaStream_t stream,
+                               char *msg, size_t msg_len);
+
+/* ---- KV writes (kernels/kv_write.h) ---- */
+ds_status reshape_and_cache_cuda(const reshape_and_cache_params *p, cudaStream_t stream, char *msg,
+                                 size_t msg_len);
+
+/* One CTA per (block, kv head, K or V) page: fp16 copy, RTN, KIVI and DecoQuant (every option of
+ * the codec), arithmetic ordered as kvcache/decoquant.c so the pages match it byte for byte. */
+ds_status kv_compress_cuda(const kv_compress_params *p, cudaStream_t stream, char *msg,
+                           size_t msg_len);
+
+/* ---- element-wise and row-wise ops (references in kernels/ops.h), fp16 tensors, fp32 math ---- */
+ds_status ops_rmsnorm_cuda(uint16_t *out, const uint16_t *x, const float *weight, int n_rows,
+                           int dim, float eps, cudaStream_t stream, char *msg, size_t msg_len);
+
+/* ops_rope_ref on fp16 rows: x [n_rows][row_stride] rotated in place, heads at h * head_dim. */
+typedef struct ops_rope_cuda_params {
+    uint16_t *x;
+    const int32_t *positions; /* [n_rows] */
+    const float *inv_freq;    /* [head_dim / 2] from ops_rope_inv_freq */
+    int n_rows, n_heads, head_dim;
+    size_t row_stride;
+} ops_rope_cuda_params;
+ds_status ops_rope_cuda(const ops_rope_cuda_params *p, cudaStream_t stream, char *msg,
+                        size_t msg_len);
+
+ds_status ops_swiglu_cuda(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n,
+                          cudaStream_t stream, char *msg, size_t msg_len);
+
+/* Rows of an fp16 table [vocab][dim]. Ids must be in [0, vocab) (the host validates them, as
+ * ops_embedding_ref does); an id outside writes a zero row rather than reading out of bounds. */
+ds_status ops_embedding_cuda(uint16_t *out, const uint16_t *table, int vocab, int dim,
+                             const int32_t *ids, int n_ids, cudaStream_t stream, char *msg,
+                             size_t msg_len);
+
+/* ---- sampling helpers (references in kernels/sample.h) ---- */
+ds_status sample_argmax_cuda(int32_t *ids, const float *logits, int n_rows, int vocab,
+                             cudaStream_t stream, char *msg, size_t msg_len);
+ds_status sample_topk_cuda(float *values, int32_t *ids, const float *logits, int n_rows, int vocab,
+                           int k, cudaStream_t stream, char *msg, size_t msg_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

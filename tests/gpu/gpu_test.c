@@ -1,0 +1,521 @@
+/* tests/gpu/gpu_test.c — every CUDA kernel of kernels/cuda.h against its C reference, on a grid of
+ * shapes and page formats, on the GPU machine (tests/gpu/run.sh). One line per check:
+ *     PASS|FAIL <kernel> <shape> <errors>
+ * and a summary; exits 1 if any check failed. Caches come from kernels/kv_fixture (pages written
+ * by the C codec, scattered, NaN-poisoned); outputs are poisoned before every launch. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "common/rng.h"
+#include "kernels/cuda.h"
+#include "kernels/kv_fixture.h"
+
+static int n_pass, n_fail;
+static ds_rng g_rng = {0x6a09e667f3bcc908ull};
+
+static void report(int ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "PASS" : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    ok ? n_pass++ : n_fail++;
+}
+
+/* A failing CUDA call ends the run: later checks would only repeat it. */
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));     \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* A device buffer holding a copy of host (uninitialised if host is NULL). */
+static void *dev_copy(const void *host, size_t bytes) {
+    void *d;
+    CK(cudaMalloc(&d, bytes ? bytes : 16));
+    if (host && bytes) CK(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static const char *method_label(int method, int bits, char *buf, size_t n) {
+    static const char *names[] = {"fp16", "decoquant", "rtn", "kivi"};
+    if (bits == 16) return "fp16";
+    snprintf(buf, n, "%s%d", names[method], bits);
+    return buf;
+}
+
+/* ---- paged attention ----------------------------------------------------------------------- */
+
+typedef struct attn_case {
+    dq_method method;
+    int bits, D, T, H, G;
+    int kivi_value_group; /* 0: default (64) */
+} attn_case;
+
+/* The reference once, then the kernel under each plan; error per (row, query head) is
+ * max |gpu - ref| / max |ref| over its head_dim outputs. */
+static void check_attention(const attn_case *c, int n_seqs, const int *first, const int *last,
+                            const char *what) {
+    dq_config kc = dq_config_defaults(c->method, c->bits), vc = kc;
+    if (c->kivi_value_group) vc.group_size = c->kivi_value_group;
+    kv_fixture_config cfg = {.head_dim = c->D,
+                             .block_size = c->T,
+                             .n_kv_heads = c->H,
+                             .n_q_heads = c->H * c->G,
+                             .key_codec = kc,
+                             .value_codec = vc,
+                             .n_seqs = n_seqs,
+                             .first = first,
+                             .last = last,
+                             .spare_pages = 7,
+                             .seed = ds_rng_u64(&g_rng)};
+    kv_fixture *fx;
+    char msg[256], label[32], ctx[96] = "";
+    if (kv_fixture_create(&cfg, &fx, msg, sizeof msg) != DS_OK) {
+        report(0, "attention fixture: %s", msg);
+        return;
+    }
+    for (int s = 0, n = 0; s < n_seqs && n < (int)sizeof ctx - 16; s++)
+        n += snprintf(ctx + n, sizeof ctx - n, "%s%d", s ? "," : "", last[s] + 1);
+    paged_attention_params hp = fx->params;
+    const size_t out_elems = (size_t)hp.n_rows * hp.out_stride;
+    paged_attention_ref(&hp);
+    uint16_t *want = malloc(out_elems * 2), *got = malloc(out_elems * 2);
+    memcpy(want, hp.out, out_elems * 2);
+
+    paged_attention_params dp = hp;
+    dp.q = dev_copy(hp.q, (size_t)hp.n_rows * hp.q_stride * 2);
+    dp.out = dev_copy(NULL, out_elems * 2);
+    dp.row_seq = dev_copy(hp.row_seq, (size_t)hp.n_rows * 4);
+    dp.row_pos = dev_copy(hp.row_pos, (size_t)hp.n_rows * 4);
+    dp.full_table = dev_copy(hp.full_table, (size_t)n_seqs * hp.table_stride * 4);
+    dp.open_table = dev_copy(hp.open_table, (size_t)n_seqs * hp.table_stride * 4);
+    dp.cache.full = dev_copy(fx->full, fx->full_bytes);
+    dp.cache.open = dev_copy(fx->open, fx->open_elems * 2);
+    const size_t ws_bytes =
+        paged_attention_workspace_bytes(hp.n_rows, hp.n_q_heads, hp.head_dim, 128);
+    void *ws;
+    CK(cudaMalloc(&ws, ws_bytes));
+
+    const paged_attention_tuning plans[] = {{0, 0, 0, 0}, {1, 0, 0, 0}, {0, 8, 2, 3}};
+    const char *plan_names[] = {"auto", "1split", "2warps"};
+    for (int pi = 0; pi < 3; pi++) {
+        CK(cudaMemset((void *)dp.out, 0xff, out_elems * 2));
+        int splits = 0;
+        ds_status st =
+            paged_attention_cuda(&dp, &plans[pi], ws, ws_bytes, &splits, 0, msg, sizeof msg);
+        if (st != DS_OK) {
+            report(0, "attention %s %s D=%d T=%d G=%d: %s", what,
+                   method_label(c->method, c->bits, label, sizeof label), c->D, c->T, c->G, msg);
+            continue;
+        }
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(got, dp.out, out_elems * 2, cudaMemcpyDeviceToHost));
+        double worst = 0.0;
+        int n_bad = 0;
+        for (int r = 0; r < hp.n_rows; r++)
+            for (int qh = 0; qh < hp.n_q_heads; qh++) {
+                double num = 0.0, den = 0.0;
+                for (int i = 0; i < c->D; i++) {
+                    const size_t x = (size_t)r * hp.out_stride + (size_t)qh * c->D + i;
+                    const double a = ds_half_to_float(got[x]), b = ds_half_to_float(want[x]);
+                    if (!(a == a)) n_bad++;
+                    num = fabs(a - b) > num ? fabs(a - b) : num;
+                    den = fabs(b) > den ? fabs(b) : den;
+                }
+                const double e = num / (den > 0 ? den : 1.0);
+                worst = e > worst || e != e ? e : worst;
+            }
+        /* fp32 accumulation of fp16 operands and an fp16 output: a few fp16 ulps (2^-11) for
+         * fp16 pages. Quantized pages enter the tensor cores dequantized to fp16 (one more
+         * rounding of every key and value, which the fp32 reference does not have; softmax
+         * over peaked scores amplifies the keys' part), so they get twice that. */
+        const double tol = c->bits == 16 ? 5e-3 : 1e-2;
+        report(n_bad == 0 && worst <= tol,
+               "attention %-7s %-10s D=%-3d T=%-2d G=%d H=%d ctx=%s plan=%s splits=%d "
+               "max_rel_err=%.2e nan=%d",
+               what, method_label(c->method, c->bits, label, sizeof label), c->D, c->T, c->G, c->H,
+               ctx, plan_names[pi], splits, worst, n_bad);
+    }
+    cudaFree((void *)dp.q), cudaFree(dp.out), cudaFree((void *)dp.row_seq);
+    cudaFree((void *)dp.row_pos), cudaFree((void *)dp.full_table);
+    cudaFree((void *)dp.open_table), cudaFree(dp.cache.full), cudaFree(dp.cache.open);
+    cudaFree(ws);
+    free(want), free(got);
+    kv_fixture_destroy(fx);
+}
+
+static const struct {
+    dq_method method;
+    int bits;
+} k_formats[] = {{DQ_FP16, 16},     {DQ_KIVI, 8},      {DQ_KIVI, 4},     {DQ_KIVI, 2},
+                 {DQ_DECOQUANT, 8}, {DQ_DECOQUANT, 4}, {DQ_DECOQUANT, 2}};
+enum { N_FORMATS = sizeof k_formats / sizeof k_formats[0] };
+
+static void attention_grid(void) {
+    const int groups[] = {1, 4, 8};
+    int n = 0;
+    for (int D = 64; D <= 128; D *= 2)
+        for (int T = 16; T <= 64; T *= 2)
+            for (int f = 0; f < N_FORMATS; f++, n++) {
+                const attn_case c = {
+                    k_formats[f].method, k_formats[f].bits, D, T, 2, groups[n % 3], 0};
+                /* 1 token, around block edges, a few blocks, a few hundred tokens */
+                const int len[] = {1,     T - 1,     T,
+                                   T + 1, 5 * T + 7, 300 + (int)(ds_rng_u64(&g_rng) % 200)};
+                int last[6];
+                for (int i = 0; i < 6; i++)
+                    last[i] = len[i] - 1;
+                check_attention(&c, 6, last, last, "decode");
+            }
+    /* KIVI value groups spanning head_dim 128 (group_size 128). */
+    const attn_case wide = {DQ_KIVI, 4, 128, 32, 2, 4, 128};
+    const int last[] = {0, 100, 1000};
+    check_attention(&wide, 3, last, last, "decode");
+}
+
+/* Llama-3-8B heads (8 kv heads, 4 query heads each, head_dim 128, block 32) up to 32k tokens,
+ * and prefill chunks (rows at consecutive positions, crossing blocks). */
+static void attention_long_and_prefill(void) {
+    for (int f = 0; f < N_FORMATS; f++) {
+        const attn_case c = {k_formats[f].method, k_formats[f].bits, 128, 32, 8, 4, 0};
+        const int last[] = {999, 4096, 32767};
+        check_attention(&c, 3, last, last, "decode");
+        const int first[] = {1000, 0}, chunk_last[] = {1000 + 63, 40};
+        check_attention(&c, 2, first, chunk_last, "prefill");
+    }
+    const attn_case g8 = {DQ_KIVI, 4, 128, 32, 2, 8, 0};
+    const int last[] = {32767};
+    check_attention(&g8, 1, last, last, "decode");
+}
+
+/* A format the kernels are not built for says so instead of computing garbage. */
+static void attention_unsupported(void) {
+    dq_config rtn = dq_config_defaults(DQ_RTN, 4);
+    const int last[] = {40};
+    kv_fixture_config cfg = {.head_dim = 64,
+                             .block_size = 16,
+                             .n_kv_heads = 1,
+                             .n_q_heads = 1,
+                             .key_codec = rtn,
+                             .value_codec = rtn,
+                             .n_seqs = 1,
+                             .first = last,
+                             .last = last,
+                             .seed = 1};
+    kv_fixture *fx;
+    char msg[256];
+    if (kv_fixture_create(&cfg, &fx, msg, sizeof msg) != DS_OK) {
+        report(0, "attention fixture: %s", msg);
+        return;
+    }
+    ds_status st = paged_attention_cuda(&fx->params, NULL, NULL, 0, NULL, 0, msg, sizeof msg);
+    report(st == DS_EUNSUPPORTED && strstr(msg, "rtn"), "attention rtn4 -> %s: %s",
+           ds_status_str(st), msg);
+    kv_fixture_destroy(fx);
+}
+
+/* ---- KV writes --------------------------------------------------------------------------------
+ */
+
+static void check_compress(dq_config kc, dq_config vc, int D, int T, const char *what) {
+    const int H = 2, n_blocks = 3, n_open = 5, n_full = 6;
+    kc.block_size = vc.block_size = T;
+    kc.head_dim = vc.head_dim = D;
+    dq_format kf, vf;
+    char msg[256], label[32];
+    if (dq_format_init(&kf, &kc, DQ_KEYS, msg, sizeof msg) != DS_OK ||
+        dq_format_init(&vf, &vc, DQ_VALUES, msg, sizeof msg) != DS_OK) {
+        report(0, "compress format: %s", msg);
+        return;
+    }
+    const size_t slab = (size_t)T * H * D, pair = kf.page_bytes + vf.page_bytes;
+    uint16_t *open = malloc(n_open * 2 * slab * 2);
+    for (size_t i = 0; i < n_open * 2 * slab; i++)
+        open[i] = ds_float_to_half(ds_rng_gauss(&g_rng) * (i % 41 == 7 ? 20.0f : 1.0f));
+    uint8_t *want = malloc(n_full * H * pair), *got = malloc(n_full * H * pair);
+    memset(want, 0xff, n_full * H * pair);
+    const int32_t open_ids[] = {3, 0, 4}, full_ids[] = {5, 1, 2};
+    const size_t wk = dq_workspace_bytes(&kf), wv = dq_workspace_bytes(&vf);
+    void *work = aligned_alloc(16, (wk > wv ? wk : wv) + 16);
+    for (int b = 0; b < n_blocks; b++)
+        for (int h = 0; h < H; h++)
+            for (int which = 0; which < 2; which++)
+                dq_compress_page(
+                    which ? &vf : &kf, open + (size_t)open_ids[b] * 2 * slab + which * slab + h * D,
+                    (size_t)H * D,
+                    want + (size_t)full_ids[b] * H * pair + h * pair + (which ? kf.page_bytes : 0),
+                    work);
+    kv_compress_params p = {.n_blocks = n_blocks, .n_kv_heads = H};
+    kv_page_format_from_dq(&kf, &p.key_format);
+    kv_page_format_from_dq(&vf, &p.value_format);
+    p.open_ids = dev_copy(open_ids, sizeof open_ids);
+    p.full_ids = dev_copy(full_ids, sizeof full_ids);
+    p.cache.open = dev_copy(open, n_open * 2 * slab * 2);
+    p.cache.open_block_stride = 2 * slab;
+    p.cache.full = dev_copy(want, n_full * H * pair); /* untouched pages must stay as they are */
+    p.cache.full_block_stride = (size_t)H * pair;
+    CK(cudaMemset(p.cache.full + full_ids[0] * H * pair, 0xa5, H * pair));
+    ds_status st = kv_compress_cuda(&p, 0, msg, sizeof msg);
+    if (st != DS_OK) {
+        report(0, "compress %s: %s", what, msg);
+    } else {
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(got, p.cache.full, n_full * H * pair, cudaMemcpyDeviceToHost));
+        size_t diff = 0;
+        for (size_t i = 0; i < n_full * H * pair; i++)
+            diff += got[i] != want[i];
+        /* If bytes differ, the pages must still be as good: reconstruction error vs the input. */
+        double err_got = 0, err_want = 0, den = 0;
+        float *dec = malloc((size_t)T * D * 4);
+        for (int b = 0; b < n_blocks && diff; b++)
+            for (int h = 0; h < H; h++)
+                for (int which = 0; which < 2; which++) {
+                    const dq_format *f = which ? &vf : &kf;
+                    const uint16_t *src =
+                        open + (size_t)open_ids[b] * 2 * slab + which * slab + h * D;
+                    const size_t off =
+                        (size_t)full_ids[b] * H * pair + h * pair + (which ? kf.page_bytes : 0);
+                    for (int pass = 0; pass < 2; pass++) {
+                        dq_decompress_page(f, (pass ? got : want) + off, dec, (size_t)D, work);
+                        for (int t = 0; t < T; t++)
+                            for (int ch = 0; ch < D; ch++) {
+                                const double x = ds_half_to_float(src[(size_t)t * H * D + ch]);
+                                const double e = dec[t * D + ch] - x;
+                                *(pass ? &err_got : &err_want) += e * e;
+                                if (!pass) den += x * x;
+                            }
+                    }
+                }
+        free(dec);
+        const int ok = diff == 0 || err_got <= err_want * 1.05 + 1e-12 * den;
+        report(ok, "compress  %-10s %-18s D=%-3d T=%-2d bytes_differing=%zu%s", what,
+               method_label(kc.method, kc.bits, label, sizeof label), D, T, diff,
+               diff ? (ok ? " (reconstruction error within 5% of the codec's)" : " (worse)")
+                    : " (identical to the C codec)");
+        if (diff)
+            printf("     rms rel error: gpu %.4e codec %.4e\n", sqrt(err_got / den),
+                   sqrt(err_want / den));
+    }
+    cudaFree((void *)p.open_ids), cudaFree((void *)p.full_ids), cudaFree(p.cache.open);
+    cudaFree(p.cache.full);
+    free(open), free(want), free(got), free(work);
+}
+
+static void compress_grid(void) {
+    const dq_method methods[] = {DQ_FP16, DQ_RTN, DQ_KIVI, DQ_DECOQUANT};
+    for (int D = 64; D <= 128; D *= 2)
+        for (int T = 16; T <= 64; T *= 2)
+            for (int m = 0; m < 4; m++)
+                for (int bits = 8; bits >= 2; bits /= 2) {
+                    dq_config c = dq_config_defaults(methods[m], m ? bits : 16);
+                    check_compress(c, c, D, T, "default");
+                    if (!m) break;
+                }
+    dq_config c = dq_config_defaults(DQ_DECOQUANT, 4), v[5];
+    const char *names[] = {"t1=2", "rank=5", "row,norefit", "absorb=large", "group=8"};
+    for (int i = 0; i < 5; i++)
+        v[i] = c;
+    v[0].t1 = 2, v[1].rank = 5, v[2].axis = DQ_AXIS_ROW, v[2].refit = 0;
+    v[3].absorb = DQ_ABSORB_LARGE, v[4].group_size = 8;
+    for (int i = 0; i < 5; i++)
+        check_compress(v[i], v[i], 128, 32, names[i]);
+}
+
+static void check_reshape_and_cache(void) {
+    const int T = 32, H = 8, D = 128, n_open = 6, rows = 40;
+    const size_t slab = (size_t)T * H * D, pool = n_open * 2 * slab;
+    uint16_t *open = malloc(pool * 2), *got = malloc(pool * 2), *k = malloc(rows * H * D * 2),
+             *v = malloc(rows * H * D * 2);
+    int32_t slots[40];
+    for (size_t i = 0; i < pool; i++)
+        open[i] = 0x7e00;
+    for (int i = 0; i < rows * H * D; i++)
+        k[i] = (uint16_t)ds_rng_u64(&g_rng), v[i] = (uint16_t)ds_rng_u64(&g_rng);
+    for (int r = 0; r < rows; r++)
+        slots[r] = r % 7 == 3 ? -1 : (int32_t)((r * 5 % n_open) * T + r % T);
+    reshape_and_cache_params p = {.k_stride = (size_t)H * D,
+                                  .v_stride = (size_t)H * D,
+                                  .n_rows = rows,
+                                  .n_kv_heads = H,
+                                  .head_dim = D,
+                                  .block_size = T};
+    p.k = dev_copy(k, rows * H * D * 2);
+    p.v = dev_copy(v, rows * H * D * 2);
+    p.slots = dev_copy(slots, sizeof slots);
+    p.cache.open = dev_copy(open, pool * 2);
+    p.cache.open_block_stride = 2 * slab;
+    char msg[256];
+    ds_status st = reshape_and_cache_cuda(&p, 0, msg, sizeof msg);
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(got, p.cache.open, pool * 2, cudaMemcpyDeviceToHost));
+    reshape_and_cache_params hp = p;
+    hp.k = k, hp.v = v, hp.slots = slots, hp.cache.open = open;
+    reshape_and_cache_ref(&hp);
+    size_t diff = 0;
+    for (size_t i = 0; i < pool; i++)
+        diff += got[i] != open[i];
+    report(st == DS_OK && diff == 0, "reshape_and_cache T=%d H=%d D=%d rows=%d differing=%zu %s", T,
+           H, D, rows, diff, st == DS_OK ? "" : msg);
+    cudaFree((void *)p.k), cudaFree((void *)p.v), cudaFree((void *)p.slots), cudaFree(p.cache.open);
+    free(open), free(got), free(k), free(v);
+}
+
+/* ---- element-wise ops and sampling ------------------------------------------------------------
+ */
+
+/* max |got - want| / (|want| + floor) over n: fp16 outputs of fp32 math. */
+static double rel_err_f16(const uint16_t *got, const float *want, size_t n, double floor) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double g = ds_half_to_float(got[i]);
+        const double e = fabs(g - want[i]) / (fabs(want[i]) + floor);
+        worst = e > worst || e != e ? e : worst;
+    }
+    return worst;
+}
+
+static uint16_t *random_half(size_t n, float scale, float *as_float) {
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = ds_float_to_half(ds_rng_gauss(&g_rng) * scale);
+        as_float[i] = ds_half_to_float(h[i]);
+    }
+    return h;
+}
+
+static void check_ops(void) {
+    char msg[256];
+    /* one fp16 ulp (2^-11 relative) plus the fp32-vs-double slack */
+    const double tol = 1.0 / 1024;
+    {
+        const int rows = 7, dim = 4096;
+        float *x = malloc(rows * dim * 4), *w = malloc(dim * 4), *y = malloc(rows * dim * 4);
+        uint16_t *xh = random_half((size_t)rows * dim, 3.0f, x), *got = malloc(rows * dim * 2);
+        for (int i = 0; i < dim; i++)
+            w[i] = 1.0f + 0.1f * ds_rng_gauss(&g_rng);
+        uint16_t *dx = dev_copy(xh, rows * dim * 2), *dy = dev_copy(NULL, rows * dim * 2);
+        float *dw = dev_copy(w, dim * 4);
+        ds_status st = ops_rmsnorm_cuda(dy, dx, dw, rows, dim, 1e-5f, 0, msg, sizeof msg);
+        CK(cudaMemcpy(got, dy, rows * dim * 2, cudaMemcpyDeviceToHost));
+        ops_rmsnorm_ref(y, x, w, rows, dim, 1e-5f);
+        const double e = rel_err_f16(got, y, (size_t)rows * dim, 1e-3);
+        report(st == DS_OK && e <= tol, "rmsnorm rows=%d dim=%d max_rel_err=%.2e", rows, dim, e);
+        cudaFree(dx), cudaFree(dy), cudaFree(dw), free(x), free(w), free(y), free(xh), free(got);
+    }
+    {
+        const int rows = 5, heads = 12, hd = 128;
+        const size_t stride = (size_t)(heads + 4) * hd; /* heads inside a wider fused row */
+        ops_rope_config rc = {.head_dim = hd,
+                              .theta = 500000.0f,
+                              .scaling = OPS_ROPE_LLAMA3,
+                              .factor = 8.0f,
+                              .low_freq_factor = 1.0f,
+                              .high_freq_factor = 4.0f,
+                              .original_context = 8192};
+        float inv[64], *x = malloc(rows * stride * 4);
+        ops_rope_inv_freq(&rc, inv);
+        const int32_t pos[] = {0, 1, 777, 32767, 131071};
+        uint16_t *xh = random_half(rows * stride, 1.0f, x), *got = malloc(rows * stride * 2);
+        ops_rope_cuda_params p = {
+            .n_rows = rows, .n_heads = heads, .head_dim = hd, .row_stride = stride};
+        p.x = dev_copy(xh, rows * stride * 2);
+        p.positions = dev_copy(pos, sizeof pos);
+        p.inv_freq = dev_copy(inv, sizeof inv);
+        ds_status st = ops_rope_cuda(&p, 0, msg, sizeof msg);
+        CK(cudaMemcpy(got, p.x, rows * stride * 2, cudaMemcpyDeviceToHost));
+        ops_rope_ref(&(ops_rope_params){.x = x,
+                                        .positions = pos,
+                                        .inv_freq = inv,
+                                        .n_rows = rows,
+                                        .n_heads = heads,
+                                        .head_dim = hd,
+                                        .row_stride = stride});
+        const double e = rel_err_f16(got, x, rows * stride, 1e-2);
+        report(st == DS_OK && e <= tol, "rope llama3 rows=%d heads=%d stride=%zu max_rel_err=%.2e",
+               rows, heads, stride, e);
+        cudaFree(p.x), cudaFree((void *)p.positions), cudaFree((void *)p.inv_freq);
+        free(x), free(xh), free(got);
+    }
+    {
+        const size_t n = 100003;
+        float *g = malloc(n * 4), *u = malloc(n * 4), *y = malloc(n * 4);
+        uint16_t *gh = random_half(n, 4.0f, g), *uh = random_half(n, 1.0f, u), *got = malloc(n * 2);
+        uint16_t *dg = dev_copy(gh, n * 2), *du = dev_copy(uh, n * 2), *dy = dev_copy(NULL, n * 2);
+        ds_status st = ops_swiglu_cuda(dy, dg, du, n, 0, msg, sizeof msg);
+        CK(cudaMemcpy(got, dy, n * 2, cudaMemcpyDeviceToHost));
+        ops_swiglu_ref(y, g, u, n);
+        const double e = rel_err_f16(got, y, n, 1e-3);
+        report(st == DS_OK && e <= tol, "swiglu n=%zu max_rel_err=%.2e", n, e);
+        cudaFree(dg), cudaFree(du), cudaFree(dy), free(g), free(u), free(y), free(gh), free(uh);
+        free(got);
+    }
+    {
+        const int vocab = 1000, dim = 576, n = 9;
+        uint16_t *table = malloc((size_t)vocab * dim * 2), *got = malloc((size_t)n * dim * 2);
+        for (size_t i = 0; i < (size_t)vocab * dim; i++)
+            table[i] = (uint16_t)ds_rng_u64(&g_rng);
+        const int32_t ids[] = {0, 999, 5, 5, 123, 1, 998, 500, 42};
+        uint16_t *dt = dev_copy(table, (size_t)vocab * dim * 2), *dy = dev_copy(NULL, n * dim * 2);
+        int32_t *di = dev_copy(ids, sizeof ids);
+        ds_status st = ops_embedding_cuda(dy, dt, vocab, dim, di, n, 0, msg, sizeof msg);
+        CK(cudaMemcpy(got, dy, (size_t)n * dim * 2, cudaMemcpyDeviceToHost));
+        int same = 1;
+        for (int i = 0; i < n; i++)
+            same &= !memcmp(got + (size_t)i * dim, table + (size_t)ids[i] * dim, dim * 2);
+        report(st == DS_OK && same, "embedding vocab=%d dim=%d ids=%d exact=%d", vocab, dim, n,
+               same);
+        cudaFree(dt), cudaFree(dy), cudaFree(di), free(table), free(got);
+    }
+    {
+        const int rows = 4, vocab = 50000, k = 50;
+        float *x = malloc((size_t)rows * vocab * 4), vals[4 * 50], got_vals[4 * 50];
+        int32_t ids[4 * 50], got_ids[4 * 50], best[4], got_best[4];
+        for (int i = 0; i < rows * vocab; i++)
+            x[i] = (float)(ds_rng_u64(&g_rng) % 4000) * 0.01f; /* ties */
+        x[vocab + 17] = NAN, x[2 * vocab] = INFINITY;
+        float *dx = dev_copy(x, (size_t)rows * vocab * 4), *dv = dev_copy(NULL, sizeof vals);
+        int32_t *di = dev_copy(NULL, sizeof ids), *db = dev_copy(NULL, sizeof best);
+        ds_status st = sample_topk_cuda(dv, di, dx, rows, vocab, k, 0, msg, sizeof msg);
+        ds_status st2 = sample_argmax_cuda(db, dx, rows, vocab, 0, msg, sizeof msg);
+        CK(cudaMemcpy(got_vals, dv, sizeof vals, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(got_ids, di, sizeof ids, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(got_best, db, sizeof best, cudaMemcpyDeviceToHost));
+        sample_topk_ref(vals, ids, x, rows, vocab, k);
+        sample_argmax_ref(best, x, rows, vocab);
+        const int same = !memcmp(ids, got_ids, sizeof ids) && !memcmp(vals, got_vals, sizeof vals);
+        report(st == DS_OK && same, "topk rows=%d vocab=%d k=%d exact=%d", rows, vocab, k, same);
+        report(st2 == DS_OK && !memcmp(best, got_best, sizeof best),
+               "argmax rows=%d vocab=%d exact=%d", rows, vocab,
+               !memcmp(best, got_best, sizeof best));
+        cudaFree(dx), cudaFree(dv), cudaFree(di), cudaFree(db), free(x);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *only = argc > 1 ? argv[1] : "all"; /* attention | compress | ops | all */
+    struct cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("gpu_test on %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    if (!strcmp(only, "all") || !strcmp(only, "ops")) {
+        check_ops();
+        check_reshape_and_cache();
+    }
+    if (!strcmp(only, "all") || !strcmp(only, "compress")) compress_grid();
+    if (!strcmp(only, "all") || !strcmp(only, "attention")) {
+        attention_unsupported();
+        attention_grid();
+        attention_long_and_prefill();
+    }
+    printf("gpu_test: %d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

@@ -1,0 +1,355 @@
+/* tests/gpu/model_test.c — the whole model on the GPU (engine/cuda/cuda_backend.h) against the CPU
+ * forward pass (engine/llama.h, fp32 weights) on SmolLM2-135M-shaped random weights generated
+ * here from a seed, step for step over one shared block manager: prefill chunks, a batch of
+ * several sequences, decodes, at kv-bits 16, 4 (KIVI) and 4 (DecoQuant), plus bf16 weights.
+ * Both passes read the same block tables; tokens follow the CPU's greedy choice (teacher
+ * forcing), so every step compares the same computation. One line per check:
+ *     PASS|FAIL <what> <numbers>
+ * and a summary; exits 1 if any check failed. Run by tests/gpu/run_model.sh.
+ *
+ * Tolerance (fp16 or bf16 weights and activations, fp32 accumulation, against fp32): per logits
+ * row, max |gpu - cpu| <= tol x (max - min of the CPU row), tol = 1% for fp16 with fp16 KV, 3% with
+ * 4-bit KV (a K/V value the two passes round to neighbouring codes moves one quantisation step)
+ * and 3% for bf16 weights (8 mantissa bits against fp16's 11); and greedy tokens consistent: the
+ * GPU's argmax scores, on the CPU, within twice that row's max difference of the CPU's best
+ * (raw argmax agreement is reported too, and must be >= 90%). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "engine/backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/plan.h"
+#include "engine/llama.h"
+
+static int n_pass, n_fail;
+
+static void report(int ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "PASS" : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+    ok ? n_pass++ : n_fail++;
+}
+
+static llama_config smollm2_config(int n_layers) {
+    return (llama_config){.architecture = "llama",
+                          .n_layers = n_layers,
+                          .d_model = 576,
+                          .n_heads = 9,
+                          .n_kv_heads = 3,
+                          .head_dim = 64,
+                          .d_ff = 1536,
+                          .vocab_size = 49152,
+                          .context_length = 2048,
+                          .rms_eps = 1e-5f,
+                          .rope_theta = 100000.0f,
+                          .tied_embeddings = 1};
+}
+
+static void fill(ds_rng *rng, float *p, size_t n, float mean, float std) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = mean + std * ds_rng_gauss(rng);
+}
+
+/* Random fp32 weights: projections N(0, 0.02), embeddings N(0, 0.05), norms N(1, 0.1). */
+static int make_model(llama_model *m, int n_layers, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    m->config = smollm2_config(n_layers);
+    char msg[256];
+    if (llama_model_alloc(m, msg, sizeof msg) != DS_OK) {
+        report(0, "model alloc: %s", msg);
+        return -1;
+    }
+    const llama_config *c = &m->config;
+    const size_t d = (size_t)c->d_model, q = (size_t)c->n_heads * c->head_dim;
+    const size_t kv = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->d_ff;
+    ds_rng rng = {seed};
+    fill(&rng, m->tok_embd, (size_t)c->vocab_size * d, 0.0f, 0.05f);
+    fill(&rng, m->output_norm, d, 1.0f, 0.1f);
+    for (int l = 0; l < c->n_layers; l++) {
+        llama_layer *L = &m->layers[l];
+        fill(&rng, L->attn_norm, d, 1.0f, 0.1f), fill(&rng, L->ffn_norm, d, 1.0f, 0.1f);
+        fill(&rng, L->wq, q * d, 0.0f, 0.02f), fill(&rng, L->wk, kv * d, 0.0f, 0.02f);
+        fill(&rng, L->wv, kv * d, 0.0f, 0.02f), fill(&rng, L->wo, d * q, 0.0f, 0.02f);
+        fill(&rng, L->w_gate, ff * d, 0.0f, 0.02f), fill(&rng, L->w_up, ff * d, 0.0f, 0.02f);
+        fill(&rng, L->w_down, d * ff, 0.0f, 0.02f);
+    }
+    return 0;
+}
+
+/* Logit agreement over every compared row of one configuration. */
+typedef struct agreement {
+    double worst_rel;      /* max over rows of max |d| / range */
+    double worst_abs;      /* max |d| */
+    double range_at_worst; /* the CPU row's range where worst_rel was seen */
+    long rows, same_argmax, consistent;
+} agreement;
+
+static void compare_rows(agreement *a, const float *cpu, const float *gpu, int rows, int vocab) {
+    for (int r = 0; r < rows; r++) {
+        const float *c = cpu + (size_t)r * vocab, *g = gpu + (size_t)r * vocab;
+        double mx = -INFINITY, mn = INFINITY, diff = 0.0;
+        int best_c = 0, best_g = 0;
+        for (int i = 0; i < vocab; i++) {
+            mx = c[i] > mx ? c[i] : mx;
+            mn = c[i] < mn ? c[i] : mn;
+            const double d = fabs((double)c[i] - g[i]);
+            diff = d > diff || d != d ? d : diff;
+            if (c[i] > c[best_c]) best_c = i;
+            if (g[i] > g[best_g]) best_g = i;
+        }
+        const double rel = diff / (mx - mn);
+        if (rel >= a->worst_rel || rel != rel) a->worst_rel = rel, a->range_at_worst = mx - mn;
+        a->worst_abs = diff > a->worst_abs ? diff : a->worst_abs;
+        a->rows++;
+        a->same_argmax += best_c == best_g;
+        a->consistent += c[best_g] >= c[best_c] - 2.0 * diff;
+    }
+}
+
+typedef struct scenario_config {
+    const char *name;
+    dq_method method;
+    int bits, block_size;
+    cuda_weight_type weights;
+    double tol;
+} scenario_config;
+
+enum { N_SEQS = 4, MAX_STEP = 160, DECODE_STEPS = 30, MAX_TOKENS = 256 };
+
+/* Runs the schedule on both backends over one cache; 0 if it ran to the end. */
+static int run_scenario(const llama_model *m, const scenario_config *sc) {
+    const llama_config *c = &m->config;
+    char msg[512];
+    kv_cache_config kc = {.n_layers = c->n_layers,
+                          .n_kv_heads = c->n_kv_heads,
+                          .head_dim = c->head_dim,
+                          .block_size = sc->block_size,
+                          .key_codec = dq_config_defaults(sc->method, sc->bits),
+                          .n_open_blocks = 96,
+                          .n_full_blocks = 120};
+    kc.key_codec.group_size = 64;
+    kc.value_codec = kc.key_codec;
+    kv_cache *cache = NULL;
+    llama_engine *cpu = NULL;
+    engine_backend gpu = {0};
+    float *cpu_logits = malloc((size_t)MAX_STEP * c->vocab_size * sizeof(float));
+    float *gpu_logits = malloc((size_t)MAX_STEP * c->vocab_size * sizeof(float));
+    ds_status st = kv_cache_create(&kc, &cache, msg, sizeof msg);
+    const llama_engine_options eo = {.max_step_tokens = MAX_STEP, .weight_type = QM_F32};
+    if (st == DS_OK) st = llama_engine_create(m, cache, &eo, &cpu, msg, sizeof msg);
+    const cuda_backend_options go = {
+        .max_step_tokens = MAX_STEP, .max_seqs = N_SEQS, .weight_type = sc->weights};
+    if (st == DS_OK) st = cuda_backend_create(m, cache, &go, &gpu, msg, sizeof msg);
+    if (st != DS_OK || !cpu_logits || !gpu_logits) {
+        report(0, "%s: set-up: %s", sc->name, msg);
+        free(cpu_logits), free(gpu_logits);
+        llama_engine_destroy(cpu);
+        kv_cache_destroy(cache);
+        return -1;
+    }
+    /* Scatter the pools' free lists so block ids are not 0, 1, 2, ... */
+    ds_rng rng = {0x5eed ^ (uint64_t)sc->bits};
+    kv_seq churn[6];
+    int32_t zeros[100] = {0};
+    for (int i = 0; i < 6; i++) {
+        kv_seq_init(&churn[i]);
+        if (kv_seq_reserve(cache, &churn[i], zeros, 1 + (int)(ds_rng_u64(&rng) % 99), msg,
+                           sizeof msg) == DS_OK)
+            kv_seq_commit(cache, &churn[i]);
+    }
+    for (int i = 0; i < 6; i++)
+        kv_seq_release(cache, &churn[(i * 5) % 6]);
+
+    kv_seq seqs[N_SEQS];
+    int32_t tokens[N_SEQS][MAX_TOKENS];
+    int n_prompt[N_SEQS] = {83, 29, 70, 5}, n_done[N_SEQS] = {0};
+    for (int s = 0; s < N_SEQS; s++) {
+        kv_seq_init(&seqs[s]);
+        for (int i = 0; i < n_prompt[s]; i++)
+            tokens[s][i] = (int32_t)(ds_rng_u64(&rng) % (uint64_t)c->vocab_size);
+    }
+    /* The schedule: (sequence, new tokens, logits) per step; decodes fill in the rest. */
+    typedef struct item {
+        int seq, n;
+        llama_logits logits;
+    } item;
+    const item prefill[3][4] = {
+        {{0, 45, LLAMA_LOGITS_ALL}, {-1, 0, 0}},
+        {{0, 38, LLAMA_LOGITS_ALL}, {1, 29, LLAMA_LOGITS_LAST}, {-1, 0, 0}},
+        {{2, 70, LLAMA_LOGITS_ALL},
+         {3, 5, LLAMA_LOGITS_LAST},
+         {0, 1, LLAMA_LOGITS_LAST},
+         {1, 1, LLAMA_LOGITS_LAST}},
+    };
+    agreement a = {0};
+    int ok = 1;
+    for (int step = 0; ok && step < 3 + DECODE_STEPS; step++) {
+        llama_step_seq batch[N_SEQS];
+        int n = 0;
+        for (int i = 0; i < 4; i++) {
+            const item it = step < 3 ? prefill[step][i] : (item){i, 1, LLAMA_LOGITS_LAST};
+            if (it.seq < 0) break;
+            batch[n++] = (llama_step_seq){.kv = &seqs[it.seq],
+                                          .tokens = tokens[it.seq] + n_done[it.seq],
+                                          .n_tokens = it.n,
+                                          .logits = it.logits};
+        }
+        for (int i = 0; ok && i < n; i++)
+            ok = kv_seq_reserve(cache, batch[i].kv, batch[i].tokens, batch[i].n_tokens, msg,
+                                sizeof msg) == DS_OK;
+        if (ok) ok = llama_engine_forward(cpu, batch, n, cpu_logits, msg, sizeof msg) == DS_OK;
+        if (ok) ok = gpu.forward(gpu.impl, batch, n, gpu_logits, msg, sizeof msg) == DS_OK;
+        if (!ok) {
+            report(0, "%s: step %d: %s", sc->name, step, msg);
+            break;
+        }
+        const int rows = llama_step_logit_rows(batch, n);
+        compare_rows(&a, cpu_logits, gpu_logits, rows, c->vocab_size);
+        /* Commit, then append each sampled sequence's CPU greedy token. */
+        for (int i = 0, row = 0; i < n; i++) {
+            const int s = (int)(batch[i].kv - seqs);
+            kv_seq_commit(cache, batch[i].kv);
+            n_done[s] += batch[i].n_tokens;
+            const int out_rows = batch[i].logits == LLAMA_LOGITS_ALL    ? batch[i].n_tokens
+                                 : batch[i].logits == LLAMA_LOGITS_LAST ? 1
+                                                                        : 0;
+            row += out_rows;
+            if (batch[i].logits == LLAMA_LOGITS_NONE || n_done[s] < n_prompt[s]) continue;
+            const float *last = cpu_logits + (size_t)(row - 1) * c->vocab_size;
+            int best = 0;
+            for (int v = 1; v < c->vocab_size; v++)
+                if (last[v] > last[best]) best = v;
+            tokens[s][n_done[s]] = best;
+        }
+    }
+    if (ok) {
+        const double agree = (double)a.same_argmax / (double)a.rows;
+        report(a.worst_rel <= sc->tol && a.consistent == a.rows && agree >= 0.9,
+               "model %s (%d layers, block %d): %ld logit rows, max |d| %.3g = %.3g of the range "
+               "%.3g (tol %.3g); greedy agreement %ld/%ld (%.1f%%), consistent %ld/%ld",
+               sc->name, c->n_layers, sc->block_size, a.rows, a.worst_abs, a.worst_rel,
+               a.range_at_worst, sc->tol, a.same_argmax, a.rows, 100.0 * agree, a.consistent,
+               a.rows);
+    }
+    for (int s = 0; s < N_SEQS; s++) {
+        if (seqs[s].n_reserved != seqs[s].n_tokens) kv_seq_rollback(cache, &seqs[s]);
+        kv_seq_release(cache, &seqs[s]);
+    }
+    gpu.destroy(gpu.impl);
+    llama_engine_destroy(cpu);
+    kv_cache_destroy(cache);
+    free(cpu_logits), free(gpu_logits);
+    return ok ? 0 : -1;
+}
+
+/* --random-weights: a model with no weight buffers at all; one step gives finite logits. And a
+ * pool too large for any GPU answers DS_ENOMEM naming it. */
+static void check_random_weights_and_enomem(void) {
+    llama_model m = {.config = smollm2_config(4)};
+    const llama_config *c = &m.config;
+    char msg[512];
+    kv_cache_config kc = {.n_layers = c->n_layers,
+                          .n_kv_heads = c->n_kv_heads,
+                          .head_dim = c->head_dim,
+                          .block_size = 32,
+                          .key_codec = dq_config_defaults(DQ_KIVI, 4),
+                          .n_open_blocks = 8,
+                          .n_full_blocks = 8,
+                          .no_storage = 1};
+    kc.value_codec = kc.key_codec;
+    kv_cache *cache;
+    if (kv_cache_create(&kc, &cache, msg, sizeof msg) != DS_OK) {
+        report(0, "random weights: cache: %s", msg);
+        return;
+    }
+    cuda_backend_options o = {
+        .max_step_tokens = 64, .max_seqs = 2, .random_weights = 1, .seed = 1234};
+    engine_backend b;
+    ds_status st = cuda_backend_create(&m, cache, &o, &b, msg, sizeof msg);
+    if (st != DS_OK) {
+        report(0, "random weights: create: %s", msg);
+        kv_cache_destroy(cache);
+        return;
+    }
+    kv_seq seq;
+    kv_seq_init(&seq);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = i * 1000 + 7;
+    float *logits = malloc((size_t)c->vocab_size * sizeof(float));
+    llama_step_seq step = {.kv = &seq, .tokens = prompt, .n_tokens = 40};
+    st = kv_seq_reserve(cache, &seq, prompt, 40, msg, sizeof msg);
+    if (st == DS_OK) st = b.forward(b.impl, &step, 1, logits, msg, sizeof msg);
+    int finite = st == DS_OK;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; finite && i < c->vocab_size; i++) {
+        finite = isfinite(logits[i]);
+        lo = logits[i] < lo ? logits[i] : lo;
+        hi = logits[i] > hi ? logits[i] : hi;
+    }
+    report(finite && hi > lo, "random weights on %s: 40-token prompt, logits in [%.3g, %.3g]%s%s",
+           b.device, lo, hi, st == DS_OK ? "" : ": ", st == DS_OK ? "" : msg);
+    if (st == DS_OK) kv_seq_commit(cache, &seq);
+    kv_seq_release(cache, &seq);
+    b.destroy(b.impl);
+    kv_cache_destroy(cache);
+    free(logits);
+
+    /* fp16 pages of 64 tokens (1.4 MB a block at 30 layers): twice the GPU's memory. */
+    m.config = smollm2_config(30);
+    kc.n_layers = 30;
+    kc.block_size = 64;
+    kc.key_codec = kc.value_codec = dq_config_defaults(DQ_FP16, 16);
+    size_t open_bytes, full_bytes, free_bytes, total;
+    char name[128];
+    if (kv_cache_block_bytes(&kc, &open_bytes, &full_bytes, msg, sizeof msg) != DS_OK ||
+        cuda_device_memory(0, &free_bytes, &total, name, sizeof name, msg, sizeof msg) != DS_OK) {
+        report(0, "enomem: sizes: %s", msg);
+        return;
+    }
+    kc.n_full_blocks = (int)(2 * total / full_bytes + 1);
+    if (kv_cache_create(&kc, &cache, msg, sizeof msg) != DS_OK) {
+        report(0, "enomem: cache: %s", msg);
+        return;
+    }
+    st = cuda_backend_create(&m, cache, &o, &b, msg, sizeof msg);
+    report(st == DS_ENOMEM && strstr(msg, "KV cache") && strstr(msg, "free"),
+           "a KV pool of twice the GPU's memory: %s: %s", ds_status_str(st), msg);
+    if (st == DS_OK) b.destroy(b.impl);
+    kv_cache_destroy(cache);
+}
+
+int main(int argc, char **argv) {
+    const int n_layers = argc > 1 ? atoi(argv[1]) : 30;
+    size_t free_bytes, total;
+    char name[128], msg[256];
+    if (cuda_device_memory(0, &free_bytes, &total, name, sizeof name, msg, sizeof msg) != DS_OK) {
+        printf("FAIL no GPU: %s\n", msg);
+        return 1;
+    }
+    printf("model_test on %s (%.1f of %.1f GiB free), %d layers\n", name,
+           (double)free_bytes / (1 << 30), (double)total / (1 << 30), n_layers);
+    llama_model m;
+    if (make_model(&m, n_layers, 0x5111) != 0) return 1;
+    const scenario_config scenarios[] = {
+        {"fp16-weights kv16", DQ_FP16, 16, 16, CUDA_WEIGHTS_F16, 0.01},
+        {"fp16-weights kivi4", DQ_KIVI, 4, 16, CUDA_WEIGHTS_F16, 0.03},
+        {"fp16-weights decoquant4", DQ_DECOQUANT, 4, 16, CUDA_WEIGHTS_F16, 0.03},
+        {"fp16-weights kivi4 block32", DQ_KIVI, 4, 32, CUDA_WEIGHTS_F16, 0.03},
+        {"bf16-weights kv16", DQ_FP16, 16, 16, CUDA_WEIGHTS_BF16, 0.03},
+    };
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
+        run_scenario(&m, &scenarios[i]);
+    llama_model_free(&m);
+    check_random_weights_and_enomem();
+    printf("model_test: %d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh — the one command for the GPU machine, from the repository root: every CUDA
+# kernel against its C reference (tests/gpu/gpu_test.c) and, with `all` (the default), the whole
+# model's logits CUDA vs CPU (tests/gpu/run_model.sh test); PASS/FAIL per check, exit 1 on any
+# failure. Uses the binaries built here by tests/gpu/build.sh (.carry/gpu, carried along), or
+# builds them if they are missing and nvcc is there.
+#   tests/gpu/run.sh [attention|compress|ops|all]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${DS_GPU_BIN:-.carry/gpu}
+if [ ! -x "$bin/gpu_test" ]; then
+    command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
+        echo "FAIL no $bin/gpu_test and no nvcc to build it (run tests/gpu/build.sh first)"
+        exit 1
+    }
+    tests/gpu/build.sh "$bin"
+fi
+what=${1:-all}
+rc=0
+"$bin/gpu_test" "$what" || rc=1
+if [ "$what" = all ]; then tests/gpu/run_model.sh test || rc=1; fi
+exit $rc

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# tests/gpu/run_model.sh — on the GPU machine, from the repository root: the whole model's logits,
+# CUDA backend vs CPU forward pass (tests/gpu/model_test.c; PASS/FAIL lines, exit 1 on failure),
+# then, with `bench`, decode throughput at Llama-3-8B shape (engine/cuda/bench_decode.c).
+# Uses the binaries tests/gpu/build_model.sh built here (.carry/model, carried along), or builds
+# them if they are missing and nvcc is there.
+#   tests/gpu/run_model.sh [test|bench|all] [bench_decode flags...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${DS_GPU_BIN:-.carry/model}
+if [ ! -x "$bin/model_test" ] || [ ! -x "$bin/bench_decode" ]; then
+    command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
+        echo "FAIL no $bin/model_test and no nvcc to build it (run tests/gpu/build_model.sh first)"
+        exit 1
+    }
+    tests/gpu/build_model.sh "$bin"
+fi
+what=${1:-test}
+shift || true
+rc=0
+if [ "$what" = test ] || [ "$what" = all ]; then "$bin/model_test" || rc=1; fi
+if [ "$what" = bench ] || [ "$what" = all ]; then "$bin/bench_decode" "$@" || rc=1; fi
+exit $rc
