@@ -1,4 +1,5 @@
 /* kernels/kv_fixture.c — random paged caches for kernel tests (see kv_fixture.h). */
+#include "kvcache/page_format.h"
 #include "kernels/kv_fixture.h"
 
 #include <math.h>
@@ -7,33 +8,6 @@
 
 #include "common/half.h"
 #include "common/rng.h"
-
-void kv_page_format_from_dq(const dq_format *f, kv_page_format *out) {
-    *out = (kv_page_format){
-        .method = (int)f->cfg.method,
-        .is_values = f->role == DQ_VALUES,
-        .bits = f->cfg.bits,
-        .block_size = f->T,
-        .head_dim = f->D,
-        .group_len = f->group_len,
-        .n_groups = f->n_groups,
-        .n_values = f->n_values,
-        .t1 = f->cfg.t1,
-        .d1 = f->cfg.d1,
-        .m = f->m,
-        .n = f->n,
-        .rank = f->rank,
-        .t2 = f->t2,
-        .d2 = f->d2,
-        .absorb_large = f->cfg.absorb == DQ_ABSORB_LARGE,
-        .axis_chan = f->cfg.axis == DQ_AXIS_CHAN,
-        .refit = f->cfg.refit,
-        .small_offset = (uint32_t)f->small_offset,
-        .params_offset = (uint32_t)f->params_offset,
-        .payload_offset = (uint32_t)f->payload_offset,
-        .page_bytes = (uint32_t)f->page_bytes,
-    };
-}
 
 void kv_fixture_destroy(kv_fixture *fx) {
     if (!fx) return;
@@ -83,8 +57,8 @@ ds_status kv_fixture_create(const kv_fixture_config *cfg, kv_fixture **out, char
         return st;
     }
     paged_attention_params *p = &fx->params;
-    kv_page_format_from_dq(&fx->dq_key, &p->key_format);
-    kv_page_format_from_dq(&fx->dq_value, &p->value_format);
+    p->key_format = kv_page_format_from_dq(&fx->dq_key);
+    p->value_format = kv_page_format_from_dq(&fx->dq_value);
     const size_t pk = fx->dq_key.page_bytes, pv = fx->dq_value.page_bytes, pair = pk + pv;
     const size_t slab = (size_t)T * H * D; /* fp16 values of K (or V) of one block */
 

@@ -1,8 +1,8 @@
 /* kernels/kv_fixture.h — test support: random paged KV caches of one layer in the kernels' layout
  * (kernels/kv_pages.h), their full pages written by the C codec (kvcache/decoquant.h), ready as
  * paged_attention_params on the host. Used by kernels/paged_attention_test (CPU), tests/gpu/ and
- * tools/bench-attention/. Test-only: it is the one place below the engine that includes both
- * kvcache/ and kernels/, to turn a dq_format into a kv_page_format.
+ * tools/bench-attention/. Test-only (it includes kvcache/ to write pages with the C codec; formats
+ * convert with kvcache/page_format.h).
  *
  * Adversarial by construction (DESIGN: paging tests): pages are scattered over a pool larger than
  * needed in a random order; unused pages, the padding of open blocks and every byte nothing
@@ -17,9 +17,6 @@
 #include "kernels/kv_pages.h"
 #include "kernels/paged_attention.h"
 #include "kvcache/decoquant.h"
-
-/* dq_format (resolved by dq_format_init) -> the kernels' copy of its geometry. */
-void kv_page_format_from_dq(const dq_format *f, kv_page_format *out);
 
 typedef struct kv_fixture_config {
     int head_dim, block_size, n_kv_heads, n_q_heads;

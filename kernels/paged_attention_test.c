@@ -16,6 +16,7 @@
 
 #include "common/half.h"
 #include "common/rng.h"
+#include "kvcache/page_format.h"
 #include "kernels/kv_fixture.h"
 #include "kernels/kv_write.h"
 #include "kernels/paged_attention.h"
@@ -33,7 +34,7 @@ static void check_decode(dq_config cfg, dq_role role) {
     char msg[160];
     assert_int_equal(dq_format_init(&f, &cfg, role, msg, sizeof msg), DS_OK);
     kv_page_format kf;
-    kv_page_format_from_dq(&f, &kf);
+    kf = kv_page_format_from_dq(&f);
     const int n = cfg.block_size * cfg.head_dim;
     uint16_t *src = malloc((size_t)n * 2);
     uint8_t *page = malloc(f.page_bytes);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/cli.h"
+#include "common/file.h"
 #include "common/rng.h"
 #include "engine/serving.h"
 #include "server/commands.h"
@@ -88,25 +89,15 @@ static int draw_len(ds_rng *rng, int len, float ratio) {
 
 /* The tokenized --prompt-file, or NULL after printing the error. */
 static int32_t *load_corpus(serving *s, const char *path, int *n) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "%s: --prompt-file %s: cannot open\n", PROG, path);
+    char *text, msg[256];
+    size_t len;
+    if (ds_read_file(path, (size_t)1 << 26, &text, &len, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: --prompt-file %s\n", PROG, msg);
         return NULL;
     }
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = size >= 0 && size < (1l << 26) ? malloc((size_t)size + 1) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)size, fp) : 0;
-    fclose(fp);
     int32_t *ids = NULL;
-    char msg[256];
-    if (!text || got != (size_t)size ||
-        serving_tokenize(s, text, got, &ids, n, msg, sizeof msg) != DS_OK || *n == 0) {
-        fprintf(stderr, "%s: --prompt-file %s: %s\n", PROG, path,
-                !text     ? "over 64 MiB or unreadable"
-                : *n == 0 ? "no tokens"
-                          : msg);
+    if (serving_tokenize(s, text, len, &ids, n, msg, sizeof msg) != DS_OK || *n == 0) {
+        fprintf(stderr, "%s: --prompt-file %s: %s\n", PROG, path, *n == 0 ? "no tokens" : msg);
         free(text);
         free(ids);
         return NULL;

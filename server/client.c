@@ -201,27 +201,6 @@ static int run_batch(client *c, grpc_call *call, const grpc_op *ops, size_t n_op
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
-static const char *status_name(grpc_status_code code) {
-    static const char *const names[] = {"OK",
-                                        "CANCELLED",
-                                        "UNKNOWN",
-                                        "INVALID_ARGUMENT",
-                                        "DEADLINE_EXCEEDED",
-                                        "NOT_FOUND",
-                                        "ALREADY_EXISTS",
-                                        "PERMISSION_DENIED",
-                                        "RESOURCE_EXHAUSTED",
-                                        "FAILED_PRECONDITION",
-                                        "ABORTED",
-                                        "OUT_OF_RANGE",
-                                        "UNIMPLEMENTED",
-                                        "INTERNAL",
-                                        "UNAVAILABLE",
-                                        "DATA_LOSS",
-                                        "UNAUTHENTICATED"};
-    return (unsigned)code < sizeof names / sizeof names[0] ? names[code] : "UNKNOWN";
-}
-
 /* Receives the status; prints it unless OK. Returns 0 for OK, 1 otherwise. */
 static int finish_call(client *c, grpc_call *call) {
     grpc_metadata_array trailing;
@@ -237,7 +216,7 @@ static int finish_call(client *c, grpc_call *call) {
     if (!run_batch(c, call, &op, 1)) status = GRPC_STATUS_INTERNAL;
     if (status != GRPC_STATUS_OK) {
         char *text = grpc_slice_to_c_string(details);
-        fprintf(stderr, "%s: %s: %s\n", PROG, status_name(status), text);
+        fprintf(stderr, "%s: %s: %s\n", PROG, pb_status_name(status), text);
         gpr_free(text);
     }
     grpc_slice_unref(details);

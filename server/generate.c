@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/cli.h"
+#include "common/file.h"
 #include "engine/serving.h"
 #include "server/commands.h"
 #include "server/engine_flags.h"
@@ -104,29 +105,16 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Reads --prompt-file; NULL after printing the error. */
-static char *read_prompt_file(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    char *text = fp ? malloc(PROMPT_FILE_MAX + 1) : NULL;
-    size_t n = text ? fread(text, 1, PROMPT_FILE_MAX + 1, fp) : 0;
-    if (fp) fclose(fp);
-    if (!text || n > PROMPT_FILE_MAX) {
-        fprintf(stderr, "%s: --prompt-file %s: %s\n", PROG, path,
-                !fp ? "cannot open" : "larger than 16 MiB or out of memory");
-        free(text);
-        return NULL;
-    }
-    text[n] = 0;
-    *len = n;
-    return text;
-}
-
 static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     char msg[512];
     size_t len;
     const char *prompt = o->prompt;
     if (o->prompt_file) {
-        if (!(*file_text = read_prompt_file(o->prompt_file, &len))) return 1;
+        if (ds_read_file(o->prompt_file, PROMPT_FILE_MAX, file_text, &len, msg, sizeof msg) !=
+            DS_OK) {
+            fprintf(stderr, "%s: --prompt-file %s\n", PROG, msg);
+            return 1;
+        }
         prompt = *file_text;
     } else {
         len = strlen(prompt);

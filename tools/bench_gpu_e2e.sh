@@ -4,7 +4,9 @@
 #      the GPU), 1024-token prompts + 256 output tokens, batch 1 / 16 / 64, kv-bits 16 / 8 / 4 / 2;
 #      the pool sizes each run prints give the largest batch that fits at 32k context;
 #   2. decoserve-loadgen against `decoserve serve` on the GPU, the same load and --kv-memory for
-#      kv-bits 16 and 4 (closed loop, concurrency 128).
+#      kv-bits 16 and 4 (closed loop, concurrency 128);
+#   3. the loadgen sweep over kv-bits 16/8/4/2 at concurrency 32 and 128.
+# PARTS=sweep runs only part 3 (PARTS=all, the default, runs everything).
 # Binaries come from a build with --define cuda=1 (see README, "GPU"): DIR holds decoserve,
 # decoserve-loadgen and lib/ (the .so files the GPU machine lacks). Results go to OUT.
 set -uo pipefail
@@ -13,7 +15,8 @@ OUT=${OUT:-/tmp/e2e}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$D/lib:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-for bits in 16 4 8 2; do
+PARTS=${PARTS:-all}
+[ "$PARTS" = all ] && for bits in 16 4 8 2; do
     for batch in 1 16 64; do
         echo "== bench-offline kv-bits $bits batch $batch"
         "$D/decoserve" bench-offline --device cuda --random-weights llama3-8b --kv-bits "$bits" \
@@ -21,7 +24,7 @@ for bits in 16 4 8 2; do
             --max-batched-tokens 4096 --json "$OUT/offline_${bits}_${batch}.json" 2>&1 | tail -4
     done
 done
-for bits in 16 4; do
+[ "$PARTS" = all ] && for bits in 16 4; do
     echo "== loadgen kv-bits $bits"
     log=$OUT/serve_$bits.log
     "$D/decoserve" serve --device cuda --random-weights llama3-8b --kv-bits "$bits" --port 0 \
@@ -35,3 +38,13 @@ for bits in 16 4; do
     kill -TERM $pid
     wait $pid
 done
+# 3. the loadgen kv-bits sweep (CSV + gnuplot script into $OUT/sweep; the GPU machine has no
+#    gnuplot, so the PNGs are drawn afterwards with `gnuplot plots.gp` in that folder).
+if [ "$PARTS" = all ] || [ "$PARTS" = sweep ]; then
+    echo "== loadgen sweep"
+    "$D/decoserve-loadgen" --sweep kv-bits=16,8,4,2 \
+        --server-cmd "$D/decoserve serve --device cuda --random-weights llama3-8b" \
+        --concurrency 32,128 --num-requests 128 --input-len 1024 --output-len 128 --seed 0 \
+        --out-dir "$OUT/sweep" --json "$OUT/sweep.json" -- --kv-memory 8G --max-seqs 256 \
+        --max-batched-tokens 4096 2>&1 | tail -20
+fi

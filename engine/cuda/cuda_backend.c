@@ -17,6 +17,7 @@
 #include "engine/cuda/plan.h"
 #include "kernels/cuda.h"
 #include "kernels/cuda_check.h"
+#include "kvcache/page_format.h"
 
 #define CUBLAS_CHECK(call)                                                                         \
     DS_VENDOR_CHECK(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
@@ -43,34 +44,6 @@ typedef struct cuda_backend {
     cudaStream_t stream; /* every launch and copy */
     cublasHandle_t cublas;
 } cuda_backend;
-
-/* The kernels' copy of a codec format (kernels/ sits below kvcache/ and never includes it). */
-static kv_page_format page_format(const dq_format *f) {
-    return (kv_page_format){
-        .method = (int)f->cfg.method,
-        .is_values = f->role == DQ_VALUES,
-        .bits = f->cfg.bits,
-        .block_size = f->T,
-        .head_dim = f->D,
-        .group_len = f->group_len,
-        .n_groups = f->n_groups,
-        .n_values = f->n_values,
-        .t1 = f->cfg.t1,
-        .d1 = f->cfg.d1,
-        .m = f->m,
-        .n = f->n,
-        .rank = f->rank,
-        .t2 = f->t2,
-        .d2 = f->d2,
-        .absorb_large = f->cfg.absorb == DQ_ABSORB_LARGE,
-        .axis_chan = f->cfg.axis == DQ_AXIS_CHAN,
-        .refit = f->cfg.refit,
-        .small_offset = (uint32_t)f->small_offset,
-        .params_offset = (uint32_t)f->params_offset,
-        .payload_offset = (uint32_t)f->payload_offset,
-        .page_bytes = (uint32_t)f->page_bytes,
-    };
-}
 
 static double gib(size_t bytes) { return (double)bytes / (double)(1ull << 30); }
 
@@ -544,8 +517,8 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
     snprintf(b->device_name, sizeof b->device_name, "cuda:%d (%s)", o->device, name);
     b->wtype = o->weight_type == CUDA_WEIGHTS_BF16 ? FWD_BF16 : FWD_F16;
     b->wdt = o->weight_type == CUDA_WEIGHTS_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    b->key_format = page_format(&cache->key_format);
-    b->value_format = page_format(&cache->value_format);
+    b->key_format = kv_page_format_from_dq(&cache->key_format);
+    b->value_format = kv_page_format_from_dq(&cache->value_format);
     const cuda_layout_options lo = {.max_rows = o->max_step_tokens,
                                     .max_seqs = o->max_seqs,
                                     .block_size = cache->config.block_size,

@@ -13,18 +13,13 @@
 
 #include "common/rng.h"
 #include "engine/cuda/plan.h"
+#include "engine/loader/synthetic.h"
 
 static llama_config llama3_8b(void) {
-    return (llama_config){.n_layers = 32,
-                          .d_model = 4096,
-                          .n_heads = 32,
-                          .n_kv_heads = 8,
-                          .head_dim = 128,
-                          .d_ff = 14336,
-                          .vocab_size = 128256,
-                          .context_length = 8192,
-                          .rms_eps = 1e-5f,
-                          .rope_theta = 500000.0f};
+    llama_config c;
+    char msg[128];
+    assert_int_equal(synthetic_shape("llama3-8b", &c, msg, sizeof msg), DS_OK);
+    return c;
 }
 
 static void test_layout_weights(void **state) {

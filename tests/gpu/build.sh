@@ -18,7 +18,7 @@ cflags=(-std=c11 -O2 -g -ffunction-sections -D_POSIX_C_SOURCE=200809L -D_DEFAULT
     -Werror=implicit-function-declaration -I. -I"$cuda/include")
 cuflags=(-std=c++17 -O3 -I. "${archs[@]}" -Werror all-warnings -Xcompiler -Wall,-Wextra)
 
-c_sources=(common/half.c common/log.c common/status.c kvcache/decoquant.c kernels/kv_pages_ref.c
+c_sources=(common/half.c common/log.c common/status.c kvcache/decoquant.c kvcache/page_format.c kernels/kv_pages_ref.c
     kernels/paged_attention_ref.c kernels/kv_write_ref.c kernels/sample_ref.c kernels/ops_ref.c
     kernels/kv_fixture.c tests/gpu/gpu_test.c tools/bench-attention/bench_attention.c)
 cu_sources=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu)

@@ -11,6 +11,7 @@
 
 #include "common/half.h"
 #include "common/rng.h"
+#include "kvcache/page_format.h"
 #include "kernels/cuda.h"
 #include "kernels/kv_fixture.h"
 
@@ -256,8 +257,8 @@ static void check_compress(dq_config kc, dq_config vc, int D, int T, const char 
                     want + (size_t)full_ids[b] * H * pair + h * pair + (which ? kf.page_bytes : 0),
                     work);
     kv_compress_params p = {.n_blocks = n_blocks, .n_kv_heads = H};
-    kv_page_format_from_dq(&kf, &p.key_format);
-    kv_page_format_from_dq(&vf, &p.value_format);
+    p.key_format = kv_page_format_from_dq(&kf);
+    p.value_format = kv_page_format_from_dq(&vf);
     p.open_ids = dev_copy(open_ids, sizeof open_ids);
     p.full_ids = dev_copy(full_ids, sizeof full_ids);
     p.cache.open = dev_copy(open, n_open * 2 * slab * 2);

@@ -20,6 +20,7 @@
 
 #include "common/half.h"
 #include "common/rng.h"
+#include "kvcache/page_format.h"
 #include "kernels/cuda.h"
 #include "kernels/kv_fixture.h"
 
@@ -243,8 +244,8 @@ int main(int argc, char **argv) {
                                                .full_block_stride = block,
                                                .open = open,
                                                .open_block_stride = 2 * slab}};
-            kv_page_format_from_dq(&kf, &cp.key_format);
-            kv_page_format_from_dq(&vf, &cp.value_format);
+            cp.key_format = kv_page_format_from_dq(&kf);
+            cp.value_format = kv_page_format_from_dq(&vf);
             if (kv_compress_cuda(&cp, 0, msg, sizeof msg) != DS_OK) {
                 fprintf(stderr, "bench: %s\n", msg);
                 return 1;

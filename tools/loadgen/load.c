@@ -21,32 +21,12 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "common/file.h"
 #include "server/pb_buffer.h"
 
 enum { UNARY_DEADLINE_S = 30, DRAIN_POLL_MS = 50, TOKENIZE_CHUNK = 1 << 20 };
 
 static const char *const GENERATE = "/decoserve.v1.Decoserve/Generate";
-
-const char *lg_status_name(int code) {
-    static const char *const names[LG_N_STATUS] = {"OK",
-                                                   "CANCELLED",
-                                                   "UNKNOWN",
-                                                   "INVALID_ARGUMENT",
-                                                   "DEADLINE_EXCEEDED",
-                                                   "NOT_FOUND",
-                                                   "ALREADY_EXISTS",
-                                                   "PERMISSION_DENIED",
-                                                   "RESOURCE_EXHAUSTED",
-                                                   "FAILED_PRECONDITION",
-                                                   "ABORTED",
-                                                   "OUT_OF_RANGE",
-                                                   "UNIMPLEMENTED",
-                                                   "INTERNAL",
-                                                   "UNAVAILABLE",
-                                                   "DATA_LOSS",
-                                                   "UNAUTHENTICATED"};
-    return code >= 0 && code < LG_N_STATUS ? names[code] : "UNKNOWN";
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -146,7 +126,7 @@ static ds_status unary(loader *L, const char *method, const ProtobufCMessage *re
         if (status != GRPC_STATUS_OK) {
             char *text = grpc_slice_to_c_string(details);
             st = ds_fail(msg, msg_len, status == GRPC_STATUS_UNAVAILABLE ? DS_EUNAVAILABLE : DS_EIO,
-                         "%s: %s: %s", method, lg_status_name(status), text);
+                         "%s: %s: %s", method, pb_status_name(status), text);
             gpr_free(text);
         } else if ((*reply = pb_buffer_unpack(type, recv)) == NULL) {
             st = ds_fail(msg, msg_len, DS_ECORRUPT, "%s: no or malformed %s", method, type->name);
@@ -176,18 +156,11 @@ static ds_status tokenize_file(loader *L, const char *path, int32_t **ids, int *
                                size_t msg_len) {
     *ids = NULL;
     *n = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ds_fail(msg, msg_len, DS_EIO, "--prompt-file %s: cannot open", path);
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = size >= 0 && size < (1l << 26) ? malloc((size_t)size + 1) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)size, fp) : 0;
-    fclose(fp);
-    if (!text || got != (size_t)size) {
-        free(text);
-        return ds_fail(msg, msg_len, DS_EIO, "--prompt-file %s: over 64 MiB or unreadable", path);
-    }
+    char *text;
+    size_t got;
+    char why[256];
+    if (ds_read_file(path, (size_t)1 << 26, &text, &got, why, sizeof why) != DS_OK)
+        return ds_fail(msg, msg_len, DS_EIO, "--prompt-file %s", why);
     ds_status st = DS_OK;
     size_t cap = 0;
     for (size_t at = 0; at < got && st == DS_OK;) {
@@ -202,7 +175,6 @@ static ds_status tokenize_file(loader *L, const char *path, int32_t **ids, int *
         Decoserve__V1__TokenizeRequest q = DECOSERVE__V1__TOKENIZE_REQUEST__INIT;
         q.text = text + at;
         Decoserve__V1__TokenizeResponse *r = NULL;
-        char why[256];
         st = unary(L, "/decoserve.v1.Decoserve/Tokenize", &q.base,
                    &decoserve__v1__tokenize_response__descriptor, (ProtobufCMessage **)&r, why,
                    sizeof why);

@@ -51,7 +51,4 @@ ds_status lg_load_run(const lg_load_options *o, lg_run *run, char *msg, size_t m
 
 void lg_run_destroy(lg_run *run);
 
-/* The gRPC status code's name ("OK", "CANCELLED", ...; "UNKNOWN" outside 0..16). */
-const char *lg_status_name(int code);
-
 #endif

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "server/pb_buffer.h"
+
 enum { MAX_FAILURES_SHOWN = 5 };
 
 double lg_run_seqs_per_gib(const lg_run *run) {
@@ -70,12 +72,12 @@ void lg_report_print(FILE *out, const lg_load_options *o, const lg_run *run) {
     fprintf(out, "  %-22s", "by status");
     for (int c = 0; c <= LG_N_STATUS; c++)
         if (s->by_status[c])
-            fprintf(out, " %s %d", c < LG_N_STATUS ? lg_status_name(c) : "other", s->by_status[c]);
+            fprintf(out, " %s %d", c < LG_N_STATUS ? pb_status_name(c) : "other", s->by_status[c]);
     fprintf(out, "\n");
     for (int i = 0, shown = 0; i < run->n_results && shown < MAX_FAILURES_SHOWN; i++)
         if (run->results[i].outcome == LG_FAILED) {
             fprintf(out, "  failure: request %d: %s: %s\n", i,
-                    lg_status_name(run->results[i].status), run->results[i].error);
+                    pb_status_name(run->results[i].status), run->results[i].error);
             shown++;
         }
     fprintf(out, "  %-22s %10.2f\n", "duration (s)", s->duration_s);
@@ -168,7 +170,7 @@ static cJSON *request_json(int i, const lg_result *r) {
     cJSON *obj = cJSON_CreateObject();
     cJSON_AddNumberToObject(obj, "index", i);
     cJSON_AddStringToObject(obj, "outcome", outcome_name(r->outcome));
-    cJSON_AddStringToObject(obj, "status", lg_status_name(r->status));
+    cJSON_AddStringToObject(obj, "status", pb_status_name(r->status));
     cJSON_AddBoolToObject(obj, "cancel_requested", r->cancel_requested);
     cJSON_AddNumberToObject(obj, "prompt_tokens", r->prompt_tokens);
     cJSON_AddNumberToObject(obj, "max_tokens", r->max_tokens);
@@ -195,7 +197,7 @@ cJSON *lg_report_json(const lg_load_options *o, const lg_run *run) {
     cJSON *by_status = cJSON_AddObjectToObject(root, "by_status");
     for (int c = 0; c <= LG_N_STATUS; c++)
         if (s->by_status[c])
-            cJSON_AddNumberToObject(by_status, c < LG_N_STATUS ? lg_status_name(c) : "other",
+            cJSON_AddNumberToObject(by_status, c < LG_N_STATUS ? pb_status_name(c) : "other",
                                     s->by_status[c]);
     cJSON_AddNumberToObject(root, "duration_s", s->duration_s);
     cJSON_AddNumberToObject(root, "requests_per_s", s->requests_per_s);
