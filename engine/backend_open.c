@@ -18,7 +18,8 @@ ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
         cuda_backend_options co = {.device = o->device_index,
                                    .max_step_tokens = o->max_step_tokens,
                                    .max_seqs = o->max_seqs,
-                                   .weight_type = CUDA_WEIGHTS_F16,
+                                   .weight_type =
+                                       o->gpu_bf16 ? CUDA_WEIGHTS_BF16 : CUDA_WEIGHTS_F16,
                                    .random_weights = o->random_weights,
                                    .seed = o->seed};
         return cuda_backend_create(model, cache, &co, out, msg, msg_len);

@@ -93,15 +93,10 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     *out = NULL;
     const llama_config *c = &model->config;
     ds_status st = llama_config_validate(c, msg, msg_len);
+    if (st == DS_OK)
+        st = kv_cache_check_shape(cache, c->n_layers, c->n_kv_heads, c->head_dim, msg, msg_len);
     if (st != DS_OK) return st;
     const kv_cache_config *kc = &cache->config;
-    if (kc->n_layers != c->n_layers || kc->n_kv_heads != c->n_kv_heads ||
-        kc->head_dim != c->head_dim)
-        return ds_fail(msg, msg_len, DS_EINVAL,
-                       "kv cache shape (%d layers, %d kv heads, head_dim %d) does not match the "
-                       "model (%d, %d, %d)",
-                       kc->n_layers, kc->n_kv_heads, kc->head_dim, c->n_layers, c->n_kv_heads,
-                       c->head_dim);
     if (max_step_tokens <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL, "max_step_tokens = %d: must be positive",
                        max_step_tokens);

@@ -267,6 +267,7 @@ static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
                                  .max_step_tokens = o->max_batched_tokens,
                                  .max_seqs = o->max_seqs,
                                  .cpu_weights = o->weights,
+                                 .gpu_bf16 = o->gpu_bf16,
                                  .n_threads = o->n_threads,
                                  .random_weights = o->random_weights != NULL,
                                  .seed = o->seed};

@@ -105,6 +105,17 @@ ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *m
     return DS_OK;
 }
 
+ds_status kv_cache_check_shape(const kv_cache *kc, int n_layers, int n_kv_heads, int head_dim,
+                               char *msg, size_t msg_len) {
+    const kv_cache_config *c = &kc->config;
+    if (c->n_layers == n_layers && c->n_kv_heads == n_kv_heads && c->head_dim == head_dim)
+        return DS_OK;
+    return ds_fail(msg, msg_len, DS_EINVAL,
+                   "kv cache shape (%d layers, %d kv heads, head_dim %d) does not match the "
+                   "model (%d, %d, %d)",
+                   c->n_layers, c->n_kv_heads, c->head_dim, n_layers, n_kv_heads, head_dim);
+}
+
 void kv_cache_destroy(kv_cache *kc) {
     if (!kc) return;
     free(kc->open);

@@ -89,6 +89,11 @@ ds_status kv_cache_block_bytes(const kv_cache_config *config, size_t *open_bytes
 ds_status kv_cache_size_pools(kv_cache_config *config, int64_t kv_memory_bytes, int n_open_blocks,
                               char *msg, size_t msg_len);
 
+/* DS_EINVAL naming both shapes unless the cache has this many layers, kv heads and head_dim
+ * (what every backend checks against its model). */
+ds_status kv_cache_check_shape(const kv_cache *cache, int n_layers, int n_kv_heads, int head_dim,
+                               char *msg, size_t msg_len);
+
 /* Allocates both pools. Errors name the field (codec settings, sizes) or DS_ENOMEM. */
 ds_status kv_cache_create(const kv_cache_config *config, kv_cache **out, char *msg, size_t msg_len);
 void kv_cache_destroy(kv_cache *cache);

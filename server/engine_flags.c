@@ -68,7 +68,8 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
                                              "--weights",
                                              "--threads",
                                              "--device",
-                                             "--gpu-memory-utilization"};
+                                             "--gpu-memory-utilization",
+                                             "--dtype"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         known |= !strcmp(a, with_value[k]);
@@ -83,6 +84,12 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         o->model_path = v;
     } else if (!strcmp(a, "--random-weights")) {
         o->random_weights = v;
+    } else if (!strcmp(a, "--dtype")) {
+        if (strcmp(v, "fp16") && strcmp(v, "bf16")) {
+            fprintf(stderr, "%s: --dtype = '%s': expected fp16 or bf16\n", prog, v);
+            r = -1;
+        }
+        o->gpu_bf16 = !strcmp(v, "bf16");
     } else if (!strcmp(a, "--device")) {
         r = parse_device(prog, v, o);
     } else if (!strcmp(a, "--gpu-memory-utilization")) {
@@ -176,6 +183,7 @@ void engine_flags_usage(FILE *out) {
         "                           the CPU; on a GPU what --gpu-memory-utilization of its free\n"
         "                           memory leaves after the weights)\n"
         "  --gpu-memory-utilization F  share of free GPU memory to use (default 0.9)\n"
+        "  --dtype fp16|bf16        GPU weight type (default fp16)\n"
         "  --max-seqs N             running sequences at most (default 64)\n"
         "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
         "  --max-waiting N          queued requests before new ones are refused (default "

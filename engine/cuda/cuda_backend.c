@@ -15,6 +15,8 @@
 #include "engine/backend.h"
 #include "engine/cuda/forward_ops.h"
 #include "engine/cuda/plan.h"
+#include "engine/cuda/tp_comm.h"
+#include "engine/tp/shard.h"
 #include "kernels/cuda.h"
 #include "kernels/cuda_check.h"
 #include "kvcache/page_format.h"
@@ -26,7 +28,7 @@
 enum { UPLOAD_CHUNK = 4 << 20 };
 
 typedef struct cuda_backend {
-    llama_config config;
+    llama_config config; /* with tensor parallelism, this rank's heads, KV heads and d_ff */
     kv_cache *cache;
     int device;
     char device_name[192]; /* engine_backend.device */
@@ -43,6 +45,8 @@ typedef struct cuda_backend {
     float *logits_host;  /* pinned, [lay.logit_rows][vocab] */
     cudaStream_t stream; /* every launch and copy */
     cublasHandle_t cublas;
+    tp_comm *tp; /* borrowed; NULL without tensor parallelism */
+    int tp_rank;
 } cuda_backend;
 
 static double gib(size_t bytes) { return (double)bytes / (double)(1ull << 30); }
@@ -71,6 +75,14 @@ static ds_status host_alloc(void **p, size_t bytes, const char *what, char *msg,
     return ds_fail(msg, msg_len, e == cudaErrorMemoryAllocation ? DS_ENOMEM : DS_EINTERNAL,
                    "%s: %.1f MiB of pinned host memory: %s", what, (double)bytes / (1 << 20),
                    cudaGetErrorString(e));
+}
+
+/* Waits for the stream; through the communicator when there is one (a dead peer would leave
+ * cudaStreamSynchronize waiting forever). */
+static ds_status wait_stream(cuda_backend *b, char *msg, size_t msg_len) {
+    if (b->tp) return tp_comm_wait(b->tp, b->stream, msg, msg_len);
+    CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    return DS_OK;
 }
 
 static void backend_destroy(void *impl) {
@@ -133,8 +145,27 @@ static ds_status load_weight(weight_source *ws, void *dst, fwd_dtype type, const
                                 msg_len);
 }
 
-static ds_status load_weights(cuda_backend *b, const llama_model *m, int random, uint64_t seed,
-                              char *msg, size_t msg_len) {
+/* Where one layer's host weights come from: the model, or this rank's shard of it. */
+typedef struct layer_source {
+    const float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+} layer_source;
+
+static layer_source layer_source_of(const llama_model *m, const tp_shard *shard, int l) {
+    if (shard) {
+        const tp_layer_shard *S = &shard->layers[l];
+        return (layer_source){S->attn_norm, S->ffn_norm, S->wq,   S->wk,    S->wv,
+                              S->wo,        S->w_gate,   S->w_up, S->w_down};
+    }
+    if (!m->layers) return (layer_source){0};
+    const llama_layer *L = &m->layers[l];
+    return (layer_source){L->attn_norm, L->ffn_norm, L->wq,   L->wk,    L->wv,
+                          L->wo,        L->w_gate,   L->w_up, L->w_down};
+}
+
+/* b->config is this rank's; shard (NULL without tensor parallelism or with random weights) holds
+ * the slices that match it. */
+static ds_status load_weights(cuda_backend *b, const llama_model *m, const tp_shard *shard,
+                              int random, uint64_t seed, char *msg, size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
     const size_t d = (size_t)c->d_model, D = (size_t)c->head_dim, ff = (size_t)c->d_ff;
@@ -163,7 +194,7 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, int random,
         st = load_weight(&ws, base + L->output_norm, FWD_F32, m->output_norm, d, 1.0f, 0.0f,
                          "output_norm", msg, msg_len);
     for (int l = 0; st == DS_OK && l < c->n_layers; l++) {
-        const llama_layer *src = m->layers ? &m->layers[l] : NULL;
+        const layer_source src = layer_source_of(m, shard, l);
         uint8_t *lw = base + L->layer0 + (size_t)l * L->layer_stride;
         const struct {
             size_t at, n;
@@ -172,15 +203,15 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, int random,
             float mean, std;
             const char *name;
         } parts[] = {
-            {L->attn_norm, d, FWD_F32, src ? src->attn_norm : NULL, 1.0f, 0.0f, "attn_norm"},
-            {L->ffn_norm, d, FWD_F32, src ? src->ffn_norm : NULL, 1.0f, 0.0f, "ffn_norm"},
-            {L->wqkv, qd * d, W, src ? src->wq : NULL, 0.0f, std, "attn_q"},
-            {L->wqkv + qd * d * 2, kvd * d, W, src ? src->wk : NULL, 0.0f, std, "attn_k"},
-            {L->wqkv + (qd + kvd) * d * 2, kvd * d, W, src ? src->wv : NULL, 0.0f, std, "attn_v"},
-            {L->wo, d * qd, W, src ? src->wo : NULL, 0.0f, std, "attn_output"},
-            {L->wgu, ff * d, W, src ? src->w_gate : NULL, 0.0f, std, "ffn_gate"},
-            {L->wgu + ff * d * 2, ff * d, W, src ? src->w_up : NULL, 0.0f, std, "ffn_up"},
-            {L->wdown, d * ff, W, src ? src->w_down : NULL, 0.0f, std, "ffn_down"},
+            {L->attn_norm, d, FWD_F32, src.attn_norm, 1.0f, 0.0f, "attn_norm"},
+            {L->ffn_norm, d, FWD_F32, src.ffn_norm, 1.0f, 0.0f, "ffn_norm"},
+            {L->wqkv, qd * d, W, src.wq, 0.0f, std, "attn_q"},
+            {L->wqkv + qd * d * 2, kvd * d, W, src.wk, 0.0f, std, "attn_k"},
+            {L->wqkv + (qd + kvd) * d * 2, kvd * d, W, src.wv, 0.0f, std, "attn_v"},
+            {L->wo, d * qd, W, src.wo, 0.0f, std, "attn_output"},
+            {L->wgu, ff * d, W, src.w_gate, 0.0f, std, "ffn_gate"},
+            {L->wgu + ff * d * 2, ff * d, W, src.w_up, 0.0f, std, "ffn_up"},
+            {L->wdown, d * ff, W, src.w_down, 0.0f, std, "ffn_down"},
         };
         for (size_t i = 0; st == DS_OK && i < sizeof parts / sizeof parts[0]; i++) {
             char name[64];
@@ -229,9 +260,9 @@ static kv_layer_view layer_view(const cuda_backend *b, int layer) {
     return (kv_layer_view){
         .full = b->kv_full + (size_t)layer * b->full_layer_bytes,
         .full_block_stride =
-            (size_t)kc->n_kv_heads * (b->key_format.page_bytes + b->value_format.page_bytes),
+            (size_t)b->config.n_kv_heads * (b->key_format.page_bytes + b->value_format.page_bytes),
         .open = b->kv_open + (size_t)layer * b->open_layer_elems,
-        .open_block_stride = 2 * (size_t)kc->block_size * kc->n_kv_heads * kc->head_dim,
+        .open_block_stride = 2 * (size_t)kc->block_size * b->config.n_kv_heads * kc->head_dim,
     };
 }
 
@@ -327,7 +358,12 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
         if (st != DS_OK) return st;
         attn_in = s + L->attn_w;
     }
-    st = gemm(b, x, CUDA_R_32F, w + L->wo, attn_in, d, R, qd, 1.0f, msg, msg_len);
+    /* With tensor parallelism rank 0 adds its partial product to x and the others write theirs,
+     * so the in-place sum over ranks is x + Σ_r wo_r attn_r on every rank. */
+    const float beta = b->tp_rank == 0 ? 1.0f : 0.0f;
+    st = gemm(b, x, CUDA_R_32F, w + L->wo, attn_in, d, R, qd, beta, msg, msg_len);
+    if (st == DS_OK && b->tp)
+        st = tp_comm_allreduce_sum(b->tp, x, (size_t)R * d, stream, msg, msg_len);
     if (st == DS_OK)
         st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->ffn_norm), R, d,
                               c->rms_eps, stream, msg, msg_len);
@@ -340,7 +376,9 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
         (long long)b->limits.max_rows * ff, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     st = bf16 ? fwd_swiglu_bf16_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len)
               : ops_swiglu_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len);
-    if (st == DS_OK) st = gemm(b, x, CUDA_R_32F, w + L->wdown, gate, d, R, ff, 1.0f, msg, msg_len);
+    if (st == DS_OK) st = gemm(b, x, CUDA_R_32F, w + L->wdown, gate, d, R, ff, beta, msg, msg_len);
+    if (st == DS_OK && b->tp)
+        st = tp_comm_allreduce_sum(b->tp, x, (size_t)R * d, stream, msg, msg_len);
     return st;
 }
 
@@ -367,10 +405,12 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
     for (int l = 0; st == DS_OK && l < c->n_layers; l++)
         st = in_layer(run_layer(b, p, dp, l, msg, msg_len), l, msg, msg_len);
     if (st != DS_OK) return st;
-    /* Final norm over the gathered rows, LM head in fp32, to the host a chunk at a time. */
+    /* Final norm over the gathered rows, LM head in fp32, to the host a chunk at a time (on rank 0
+     * alone: the head is replicated, every rank's x is the same). */
     float *dev_logits = (float *)(b->scratch + L->logits);
-    for (int r0 = 0; r0 < p->n_logit_rows; r0 += L->logit_rows) {
-        const int n = p->n_logit_rows - r0 < L->logit_rows ? p->n_logit_rows - r0 : L->logit_rows;
+    const int n_logit_rows = b->tp_rank == 0 ? p->n_logit_rows : 0;
+    for (int r0 = 0; r0 < n_logit_rows; r0 += L->logit_rows) {
+        const int n = n_logit_rows - r0 < L->logit_rows ? n_logit_rows - r0 : L->logit_rows;
         st = fwd_rmsnorm_cuda(b->scratch + L->logit_x, b->wtype, x, dp + p->logit_rows + r0,
                               (const float *)(b->weights + L->output_norm), n, (int)d, c->rms_eps,
                               b->stream, msg, msg_len);
@@ -380,12 +420,12 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
         if (st != DS_OK) return st;
         CUDA_CHECK(cudaMemcpyAsync(b->logits_host, dev_logits, (size_t)n * V * sizeof(float),
                                    cudaMemcpyDeviceToHost, b->stream));
-        CUDA_CHECK(cudaStreamSynchronize(b->stream));
+        st = wait_stream(b, msg, msg_len);
+        if (st != DS_OK) return st;
         memcpy(logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
     }
     /* Also when no row wants logits: the next step rewrites the pinned plan buffer. */
-    CUDA_CHECK(cudaStreamSynchronize(b->stream));
-    return DS_OK;
+    return wait_stream(b, msg, msg_len);
 }
 
 static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
@@ -403,15 +443,9 @@ static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_s
 static ds_status check_shapes(const llama_config *c, const kv_cache *cache,
                               const cuda_backend_options *o, char *msg, size_t msg_len) {
     ds_status st = llama_config_validate(c, msg, msg_len);
+    if (st == DS_OK)
+        st = kv_cache_check_shape(cache, c->n_layers, c->n_kv_heads, c->head_dim, msg, msg_len);
     if (st != DS_OK) return st;
-    const kv_cache_config *kc = &cache->config;
-    if (kc->n_layers != c->n_layers || kc->n_kv_heads != c->n_kv_heads ||
-        kc->head_dim != c->head_dim)
-        return ds_fail(msg, msg_len, DS_EINVAL,
-                       "kv cache shape (%d layers, %d kv heads, head_dim %d) does not match the "
-                       "model (%d, %d, %d)",
-                       kc->n_layers, kc->n_kv_heads, kc->head_dim, c->n_layers, c->n_kv_heads,
-                       c->head_dim);
     if (o->max_step_tokens <= 0 || o->max_seqs <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "max_step_tokens = %d, max_seqs = %d: both must be positive",
@@ -461,9 +495,9 @@ static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *
                           size_t msg_len) {
     const kv_cache_config *kc = &b->cache->config;
     const size_t pair = b->key_format.page_bytes + b->value_format.page_bytes;
-    b->full_layer_bytes = (size_t)kc->n_full_blocks * kc->n_kv_heads * pair;
-    b->open_layer_elems =
-        (size_t)kc->n_open_blocks * 2 * kc->block_size * kc->n_kv_heads * kc->head_dim;
+    const int H = b->config.n_kv_heads; /* this rank's */
+    b->full_layer_bytes = (size_t)kc->n_full_blocks * H * pair;
+    b->open_layer_elems = (size_t)kc->n_open_blocks * 2 * kc->block_size * H * kc->head_dim;
     char what[160];
     snprintf(what, sizeof what, "weights (%s, %d layers)",
              o->weight_type == CUDA_WEIGHTS_BF16 ? "bf16" : "fp16", b->config.n_layers);
@@ -509,12 +543,31 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
     st = cuda_device_memory(o->device, &free_bytes, &total, name, sizeof name, msg, msg_len);
     if (st != DS_OK) return st;
 
+    llama_config config = model->config;
+    if (o->tp) {
+        if (tp_comm_device(o->tp) != o->device)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "tensor-parallel rank %d: communicator on cuda:%d, backend on cuda:%d",
+                           tp_comm_rank(o->tp), tp_comm_device(o->tp), o->device);
+        tp_dims dims;
+        st = tp_dims_make(&config, tp_comm_rank(o->tp), tp_comm_size(o->tp), &dims, msg, msg_len);
+        if (st != DS_OK) return st;
+        config.n_heads = dims.n_heads, config.n_kv_heads = dims.n_kv_heads;
+        config.d_ff = dims.d_ff;
+    }
     cuda_backend *b = calloc(1, sizeof *b);
     if (!b) return ds_fail(msg, msg_len, DS_ENOMEM, "cuda backend: out of memory");
-    b->config = model->config;
+    b->config = config;
+    b->tp = o->tp;
+    b->tp_rank = o->tp ? tp_comm_rank(o->tp) : 0;
     b->cache = cache;
     b->device = o->device;
-    snprintf(b->device_name, sizeof b->device_name, "cuda:%d (%s)", o->device, name);
+    if (o->tp)
+        snprintf(b->device_name, sizeof b->device_name,
+                 "cuda:%d (%s), tensor-parallel rank %d of %d", o->device, name, b->tp_rank,
+                 tp_comm_size(o->tp));
+    else
+        snprintf(b->device_name, sizeof b->device_name, "cuda:%d (%s)", o->device, name);
     b->wtype = o->weight_type == CUDA_WEIGHTS_BF16 ? FWD_BF16 : FWD_F16;
     b->wdt = o->weight_type == CUDA_WEIGHTS_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     b->key_format = kv_page_format_from_dq(&cache->key_format);
@@ -535,7 +588,14 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
              : ds_fail(msg, msg_len, DS_EINTERNAL, "cudaStreamCreate: %s", cudaGetErrorString(e));
     if (st == DS_OK) st = allocate(b, o, msg, msg_len);
     if (st == DS_OK) st = check_attention(b, msg, msg_len);
-    if (st == DS_OK) st = load_weights(b, model, o->random_weights, o->seed, msg, msg_len);
+    tp_shard shard = {0};
+    const int sharded = o->tp && !o->random_weights;
+    if (st == DS_OK && sharded)
+        st = tp_shard_create(model, b->tp_rank, tp_comm_size(o->tp), &shard, msg, msg_len);
+    if (st == DS_OK)
+        st = load_weights(b, model, sharded ? &shard : NULL, o->random_weights, o->seed, msg,
+                          msg_len);
+    tp_shard_destroy(&shard);
     if (st != DS_OK) {
         backend_destroy(b);
         return st;

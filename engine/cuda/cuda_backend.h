@@ -29,6 +29,7 @@
 /* engine/backend.h defines it; callers include that header to call through it. Declared here so
  * builds without CUDA need nothing beyond this header. */
 typedef struct engine_backend engine_backend;
+typedef struct tp_comm tp_comm; /* engine/cuda/tp_comm.h */
 
 typedef enum cuda_weight_type { CUDA_WEIGHTS_F16 = 0, CUDA_WEIGHTS_BF16 } cuda_weight_type;
 
@@ -41,6 +42,16 @@ typedef struct cuda_backend_options {
      * N(0, 0.02) on the GPU, seeded; norms are 1. Same speed as real weights, no checkpoint. */
     int random_weights;
     uint64_t seed;
+    /* Tensor parallelism (engine/tp/shard.h), NULL: the whole model, no NCCL. Otherwise this
+     * backend is rank tp_comm_rank(tp) of tp_comm_size(tp) on options->device (the device tp was
+     * created on) and holds only its shard: its query and KV heads (its KV pools keep those heads
+     * under the cache's block ids, so every rank reads the same block tables) and its d_ff
+     * features; after the O and down GEMMs it sums the fp32 residual stream over the group
+     * (ncclAllReduce), and waits through tp_comm_wait, so a dead peer is an error, not a hang.
+     * Only rank 0 computes logits; the other ranks' forward leaves `logits` alone (may be NULL).
+     * With random_weights each rank draws its shard from seed: a model of the same shape and
+     * speed, not the same numbers as without tp. tp must outlive the backend. */
+    tp_comm *tp;
 } cuda_backend_options;
 
 /* Creates the backend on options->device and fills *out (only on success). Borrows model (read

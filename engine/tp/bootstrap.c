@@ -360,9 +360,10 @@ ds_status tp_bootstrap_join(const tp_bootstrap_config *c, tp_bootstrap_id *id, c
     peer_name(ai->ai_addr, who);
     int fd = -1, last_errno = 0;
     while (fd < 0 && left_ms(deadline) > 0) {
-        fd = try_connect(ai, deadline);
+        /* every address the name resolves to ("localhost": ::1 and 127.0.0.1) */
+        for (const struct addrinfo *a = ai; fd < 0 && a; a = a->ai_next)
+            if ((fd = try_connect(a, deadline)) < 0) last_errno = errno;
         if (fd >= 0) break;
-        last_errno = errno;
         if (last_errno != ECONNREFUSED && last_errno != ETIMEDOUT && last_errno != ENETUNREACH &&
             last_errno != EHOSTUNREACH && last_errno != ECONNRESET) {
             freeaddrinfo(ai);

@@ -90,6 +90,7 @@ static void test_nodes_get_the_id(void **state) {
     for (int r = 1; r < MAX_NODES; r++) {
         nodes[r] =
             (node){.config = config(master.master_port, r, MAX_NODES, 5000), .delay_ms = 40 * r};
+        if (r == 1) nodes[r].config.master_addr = "localhost"; /* a name, not a number */
         start(&nodes[r]);
     }
     const tp_bootstrap_id id = make_id();

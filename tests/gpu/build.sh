@@ -34,7 +34,7 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 
 # The CUDA runtime is linked statically (nvcc's default): the binaries need only libc/libstdc++.
-common=(common/half common/log common/status kvcache/decoquant kernels/kv_pages_ref
+common=(common/half common/log common/status kvcache/decoquant kvcache/page_format kernels/kv_pages_ref
     kernels/paged_attention_ref kernels/kv_write_ref kernels/sample_ref kernels/ops_ref
     kernels/kv_fixture)
 objs=()

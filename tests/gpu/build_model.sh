@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tests/gpu/build_model.sh — builds the whole-model GPU check (model_test: CUDA backend vs the CPU
-# forward pass) and the decode throughput driver (bench_decode) with nvcc and gcc, here on the CPU
-# machine, into the folder that travels to the GPU machine (.carry/model by default, git-ignored;
-# carry it: about 37 MB). Same flags and static OpenBLAS / CUDA runtime as tests/gpu/build.sh
-# (only model_test needs OpenBLAS, for the CPU reference); cuBLAS is linked dynamically with an
-# rpath to /usr/local/cuda/lib64, where the GPU machine has it.
+# forward pass), the decode throughput driver (bench_decode) and the tensor-parallel check
+# (tp_test: N GPUs over NCCL vs one) with nvcc and gcc, here on the CPU machine, into the folder
+# that travels to the GPU machine (.carry/model by default, git-ignored; carry it: about 37 MB).
+# Same flags and static OpenBLAS / CUDA runtime as tests/gpu/build.sh (only model_test needs
+# OpenBLAS, for the CPU reference); cuBLAS and NCCL are linked dynamically with an rpath to
+# /usr/local/cuda/lib64, where the GPU machine has them.
 #   tests/gpu/build_model.sh [out_dir]       (DS_CUDA_ARCHS as for build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,9 +23,9 @@ cuflags=(-std=c++17 -O3 -I. "${archs[@]}" -Werror all-warnings -Xcompiler -Wall,
 # The backend and what it needs; the CPU forward pass (OpenBLAS) only for model_test.
 backend_c=(common/half.c common/log.c common/status.c common/cli.c kvcache/decoquant.c
     kvcache/page_format.c kvcache/paged_cache.c engine/loader/model.c kernels/ops_ref.c kernels/kv_pages_ref.c
-    kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c)
+    kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c engine/cuda/tp_comm.c engine/tp/shard.c)
 cpu_c=(common/threadpool.c kernels/qmatmul.c engine/llama.c)
-main_c=(tests/gpu/model_test.c engine/cuda/bench_decode.c)
+main_c=(tests/gpu/model_test.c engine/cuda/bench_decode.c tests/gpu/tp_test.c)
 cu=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu engine/cuda/forward_ops.cu)
 
 pids=()
@@ -43,9 +44,11 @@ for f in "${cu[@]}"; do objs+=("$obj/$(basename "$f" .cu).cu.o"); done
 cpu_objs=()
 for f in "${cpu_c[@]}"; do cpu_objs+=("$obj/$(basename "$f" .c).o"); done
 # --gc-sections drops ops_ref.c's GEMMs from bench_decode, and with them OpenBLAS.
-link=(-Xlinker --gc-sections -L"$cuda/lib64" -lcublas -Xlinker -rpath="$cuda/lib64")
+link=(-Xlinker --gc-sections -L"$cuda/lib64" -lcublas -lnccl -Xlinker -rpath="$cuda/lib64")
 "$nvcc" "${archs[@]}" -o "$out/model_test" "$obj/model_test.o" "${cpu_objs[@]}" "${objs[@]}" \
+    "${link[@]}" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -l:libopenblas.a -lpthread -lm
+"$nvcc" "${archs[@]}" -o "$out/tp_test" "$obj/tp_test.o" "${cpu_objs[@]}" "${objs[@]}" \
     "${link[@]}" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -l:libopenblas.a -lpthread -lm
 "$nvcc" "${archs[@]}" -o "$out/bench_decode" "$obj/bench_decode.o" "${objs[@]}" "${link[@]}" \
     -lpthread -lm
-echo "built $out/model_test $out/bench_decode"
+echo "built $out/model_test $out/bench_decode $out/tp_test"

@@ -14,20 +14,9 @@
 #include "kvcache/page_format.h"
 #include "kernels/cuda.h"
 #include "kernels/kv_fixture.h"
+#include "tests/gpu/check.h"
 
-static int n_pass, n_fail;
 static ds_rng g_rng = {0x6a09e667f3bcc908ull};
-
-static void report(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    fflush(stdout);
-    va_end(ap);
-    ok ? n_pass++ : n_fail++;
-}
 
 /* A failing CUDA call ends the run: later checks would only repeat it. */
 #define CK(call)                                                                                   \
@@ -517,6 +506,5 @@ int main(int argc, char **argv) {
         attention_grid();
         attention_long_and_prefill();
     }
-    printf("gpu_test: %d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return report_summary("gpu_test");
 }

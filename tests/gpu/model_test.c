@@ -24,19 +24,7 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/plan.h"
 #include "engine/llama.h"
-
-static int n_pass, n_fail;
-
-static void report(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    fflush(stdout);
-    va_end(ap);
-    ok ? n_pass++ : n_fail++;
-}
+#include "tests/gpu/check.h"
 
 static llama_config smollm2_config(int n_layers) {
     return (llama_config){.architecture = "llama",
@@ -350,6 +338,5 @@ int main(int argc, char **argv) {
         run_scenario(&m, &scenarios[i]);
     llama_model_free(&m);
     check_random_weights_and_enomem();
-    printf("model_test: %d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return report_summary("model_test");
 }

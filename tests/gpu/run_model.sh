@@ -5,10 +5,11 @@
 # Uses the binaries tests/gpu/build_model.sh built here (.carry/model, carried along), or builds
 # them if they are missing and nvcc is there.
 #   tests/gpu/run_model.sh [test|bench|all] [bench_decode flags...]
+#   tests/gpu/run_model.sh tp [N]      tensor parallelism on N GPUs over NCCL vs one GPU
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${DS_GPU_BIN:-.carry/model}
-if [ ! -x "$bin/model_test" ] || [ ! -x "$bin/bench_decode" ]; then
+if [ ! -x "$bin/model_test" ] || [ ! -x "$bin/bench_decode" ] || [ ! -x "$bin/tp_test" ]; then
     command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
         echo "FAIL no $bin/model_test and no nvcc to build it (run tests/gpu/build_model.sh first)"
         exit 1
@@ -19,5 +20,6 @@ what=${1:-test}
 shift || true
 rc=0
 if [ "$what" = test ] || [ "$what" = all ]; then "$bin/model_test" || rc=1; fi
+if [ "$what" = tp ]; then "$bin/tp_test" "$@" || rc=1; fi
 if [ "$what" = bench ] || [ "$what" = all ]; then "$bin/bench_decode" "$@" || rc=1; fi
 exit $rc
