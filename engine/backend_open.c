@@ -22,6 +22,8 @@ ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
                                        o->gpu_bf16 ? CUDA_WEIGHTS_BF16 : CUDA_WEIGHTS_F16,
                                    .random_weights = o->random_weights,
                                    .seed = o->seed};
+        if (o->tensor_parallel > 1)
+            return cuda_tp_backend_create(model, cache, &co, o->tensor_parallel, out, msg, msg_len);
         return cuda_backend_create(model, cache, &co, out, msg, msg_len);
     }
     llama_engine_options eo = {.max_step_tokens = o->max_step_tokens,

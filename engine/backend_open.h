@@ -21,6 +21,7 @@ typedef struct engine_backend_options {
     qm_type cpu_weights; /* CPU compute weights (QM_Q8_0 or QM_F32) */
     int n_threads;       /* CPU threads; 0: DECOSERVE_THREADS or the online CPUs */
     int gpu_bf16;        /* CUDA: bf16 weights instead of fp16 */
+    int tensor_parallel; /* CUDA: GPUs 0..N-1 in one process (1: one GPU, device_index) */
     int random_weights;  /* CUDA: draw the weights on the GPU (the model holds only its config) */
     uint64_t seed;
 } engine_backend_options;

@@ -205,6 +205,7 @@ void serving_options_default(serving_options *o) {
                            .gpu_memory_utilization = 0.9,
                            .max_seqs = 64,
                            .max_batched_tokens = 512,
+                           .tensor_parallel = 1,
                            .max_waiting = 1024,
                            .prefix_cache = 1,
                            .weights = QM_Q8_0};
@@ -268,6 +269,7 @@ static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
                                  .max_seqs = o->max_seqs,
                                  .cpu_weights = o->weights,
                                  .gpu_bf16 = o->gpu_bf16,
+                                 .tensor_parallel = o->tensor_parallel,
                                  .n_threads = o->n_threads,
                                  .random_weights = o->random_weights != NULL,
                                  .seed = o->seed};
@@ -275,7 +277,9 @@ static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
 }
 
 /* --kv-memory unset on a GPU: gpu_memory_utilization of what is free, less the backend's weights
- * and scratch and 1 GiB for cuBLAS and the CUDA context. */
+ * and scratch and 1 GiB for cuBLAS and the CUDA context. With tensor parallelism each GPU holds
+ * 1/N of the layers' weights (embedding and LM head whole) and 1/N of every KV page, so the pools
+ * may hold N times one GPU's budget. */
 static ds_status gpu_kv_budget(const serving_options *o, const llama_config *c, int64_t *out,
                                char *msg, size_t msg_len) {
     size_t free_bytes, total_bytes;
@@ -287,15 +291,17 @@ static ds_status gpu_kv_budget(const serving_options *o, const llama_config *c, 
         .max_rows = o->max_batched_tokens, .max_seqs = o->max_seqs, .block_size = o->block_size};
     cuda_layout_compute(c, &lo, &lay);
     const double GiB = 1024.0 * 1024 * 1024;
-    double budget = (double)free_bytes * o->gpu_memory_utilization -
-                    (double)(lay.weights_bytes + lay.scratch_bytes) - GiB;
+    const int n = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
+    const double whole = (double)c->vocab_size * c->d_model * 2 * (c->tied_embeddings ? 1 : 2);
+    const double weights = ((double)lay.weights_bytes - whole) / n + whole;
+    double budget =
+        (double)free_bytes * o->gpu_memory_utilization - weights - (double)lay.scratch_bytes - GiB;
     if (budget <= 0)
         return ds_fail(msg, msg_len, DS_ENOMEM,
                        "GPU %d: %.2f GiB free; the weights (%.2f GiB) and scratch (%.2f GiB) leave "
                        "nothing for the KV cache",
-                       o->device_index, free_bytes / GiB, lay.weights_bytes / GiB,
-                       lay.scratch_bytes / GiB);
-    *out = (int64_t)budget;
+                       o->device_index, free_bytes / GiB, weights / GiB, lay.scratch_bytes / GiB);
+    *out = (int64_t)(budget * n);
     return DS_OK;
 }
 
@@ -306,6 +312,9 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16)
         return ds_fail(msg, msg_len, DS_EINVAL, "--kv-bits = %d: expected 16, 8, 4 or 2",
                        o->kv_bits);
+    if (o->tensor_parallel > 1 && o->device != SERVING_CUDA)
+        return ds_fail(msg, msg_len, DS_EINVAL, "--tensor-parallel = %d: needs --device cuda",
+                       o->tensor_parallel);
     if (o->max_seqs <= 0 || o->max_batched_tokens <= 0 || o->max_waiting <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "--max-seqs = %d, --max-batched-tokens = %d, --max-waiting = %d: all must "
@@ -881,7 +890,7 @@ void serving_get_info(const serving *s, serving_info *out) {
         .d_model = c->d_model,
         .kv_bits = s->options.kv_bits,
         .block_size = s->cache->config.block_size,
-        .tensor_parallel = 1,
+        .tensor_parallel = s->options.tensor_parallel,
         .max_seqs = s->options.max_seqs,
         .max_batched_tokens = s->options.max_batched_tokens,
         .bos_id = bpe_bos_id(s->tok),

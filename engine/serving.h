@@ -55,6 +55,7 @@ typedef struct serving_options {
     int prefix_cache;        /* share full blocks between prompts with a common prefix */
     qm_type weights;         /* CPU compute weights: QM_Q8_0 or QM_F32 */
     int gpu_bf16;            /* CUDA: bf16 weights (default fp16) */
+    int tensor_parallel;     /* CUDA: shard over GPUs 0..N-1 (default 1) */
     int n_threads;           /* 0: DECOSERVE_THREADS or the online CPUs */
 } serving_options;
 

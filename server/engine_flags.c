@@ -69,7 +69,8 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
                                              "--threads",
                                              "--device",
                                              "--gpu-memory-utilization",
-                                             "--dtype"};
+                                             "--dtype",
+                                             "--tensor-parallel"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         known |= !strcmp(a, with_value[k]);
@@ -84,6 +85,8 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         o->model_path = v;
     } else if (!strcmp(a, "--random-weights")) {
         o->random_weights = v;
+    } else if (!strcmp(a, "--tensor-parallel")) {
+        r = cli_int(prog, a, v, 1, 8, &o->tensor_parallel);
     } else if (!strcmp(a, "--dtype")) {
         if (strcmp(v, "fp16") && strcmp(v, "bf16")) {
             fprintf(stderr, "%s: --dtype = '%s': expected fp16 or bf16\n", prog, v);
@@ -184,6 +187,7 @@ void engine_flags_usage(FILE *out) {
         "                           memory leaves after the weights)\n"
         "  --gpu-memory-utilization F  share of free GPU memory to use (default 0.9)\n"
         "  --dtype fp16|bf16        GPU weight type (default fp16)\n"
+        "  --tensor-parallel N      shard the model over GPUs 0..N-1 with NCCL (default 1)\n"
         "  --max-seqs N             running sequences at most (default 64)\n"
         "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
         "  --max-waiting N          queued requests before new ones are refused (default "

@@ -6,7 +6,9 @@
 #   2. decoserve-loadgen against `decoserve serve` on the GPU, the same load and --kv-memory for
 #      kv-bits 16 and 4 (closed loop, concurrency 128);
 #   3. the loadgen sweep over kv-bits 16/8/4/2 at concurrency 32 and 128.
-# PARTS=sweep runs only part 3 (PARTS=all, the default, runs everything).
+#   4. PARTS=tp (on a machine with 2 GPUs): bench-offline at batch 64 with --tensor-parallel 1
+#      and 2, kv-bits 16 and 4.
+# PARTS=sweep or PARTS=tp runs only that part (PARTS=all, the default, runs parts 1-3).
 # Binaries come from a build with --define cuda=1 (see README, "GPU"): DIR holds decoserve,
 # decoserve-loadgen and lib/ (the .so files the GPU machine lacks). Results go to OUT.
 set -uo pipefail
@@ -47,4 +49,15 @@ if [ "$PARTS" = all ] || [ "$PARTS" = sweep ]; then
         --concurrency 32,128 --num-requests 128 --input-len 1024 --output-len 128 --seed 0 \
         --out-dir "$OUT/sweep" --json "$OUT/sweep.json" -- --kv-memory 8G --max-seqs 256 \
         --max-batched-tokens 4096 2>&1 | tail -20
+fi
+if [ "$PARTS" = tp ]; then
+    for tp in 1 2; do
+        for bits in 16 4; do
+            echo "== bench-offline tensor-parallel $tp kv-bits $bits"
+            "$D/decoserve" bench-offline --device cuda --tensor-parallel "$tp" \
+                --random-weights llama3-8b --kv-bits "$bits" --max-seqs 64 --num-prompts 64 \
+                --input-len 1024 --output-len 256 --max-batched-tokens 4096 \
+                --json "$OUT/tp_${tp}_${bits}.json" 2>&1 | tail -4
+        done
+    done
 fi

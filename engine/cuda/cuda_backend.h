@@ -61,6 +61,16 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                               const cuda_backend_options *options, engine_backend *out, char *msg,
                               size_t msg_len);
 
+/* Tensor parallelism in one process on GPUs 0 .. n_ranks-1 (1 <= n_ranks <= 8; 1 runs the NCCL
+ * path on one GPU, for tests): makes the NCCL
+ * id, then on a thread per GPU joins the group (tp_comm_create) and creates that rank's sharded
+ * backend (options->tp is set per rank; options->device is ignored); each forward runs every
+ * rank's step on its own thread and returns rank 0's logits. The KV cache's pages are split by KV
+ * heads across the GPUs; the host block tables are shared. Errors name the rank. */
+ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
+                                 const cuda_backend_options *options, int n_ranks,
+                                 engine_backend *out, char *msg, size_t msg_len);
+
 /* Free and total memory of a device and its name ("NVIDIA H100 80GB HBM3"; name may be NULL),
  * for sizing --kv-memory from a fraction of what is free. Subtract what the backend itself will
  * take: cuda_layout's weights_bytes + scratch_bytes (engine/cuda/plan.h). */

@@ -17,3 +17,10 @@ ds_status cuda_device_memory(int device, size_t *free_bytes, size_t *total_bytes
     *free_bytes = *total_bytes = 0;
     return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s", NO_CUDA);
 }
+
+ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
+                                 const cuda_backend_options *options, int n_ranks,
+                                 engine_backend *out, char *msg, size_t msg_len) {
+    (void)model, (void)cache, (void)options, (void)n_ranks, (void)out;
+    return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s", NO_CUDA);
+}

@@ -1,7 +1,7 @@
 /* tests/gpu/tp_test.c — tensor parallelism on the GPUs against one GPU: the same random-weight
- * model through the plain CUDA backend on cuda:0 and through N ranks (one thread, stream and NCCL
- * communicator per GPU, engine/cuda/tp_comm.h; the id through engine/tp/bootstrap.h's wire format
- * is not needed in one process), step for step over one block manager: a prefill batch, then
+ * model through the plain CUDA backend on cuda:0 and through the N-GPU backend the serving engine
+ * uses for --tensor-parallel (cuda_tp_backend_create: one thread, stream and NCCL communicator
+ * per GPU), step for step over one block manager: a prefill batch, then
  * greedy decodes (every sequence follows the reference's argmax), at kv-bits 16 and 4. N = 1 runs
  * the NCCL path on one GPU (all-reduce over one rank) and must match closely.
  *     tp_test [N]          N GPUs (default: every visible one)
@@ -12,7 +12,6 @@
  * the greedy tokens equal in >= 90% of rows with every disagreement a near-tie (the TP token
  * scores, on the reference row, within twice the row's max difference of the best). */
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +22,9 @@
 #include "common/rng.h"
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/tp_comm.h"
 #include "tests/gpu/check.h"
 
-enum { MAX_RANKS = 8, N_SEQS = 3, MAX_STEP = 128, DECODE_STEPS = 16, TIMEOUT_MS = 60000 };
+enum { MAX_RANKS = 8, N_SEQS = 3, MAX_STEP = 128, DECODE_STEPS = 16 };
 
 /* Llama-3-8B's proportions at a size that loads in seconds: 8 KV heads split for N = 1, 2, 4, 8. */
 static llama_config check_config(void) {
@@ -66,58 +64,6 @@ static void fill_model(llama_model *m) {
     }
 }
 
-/* One rank: its thread creates the communicator and the backend, then runs each step it is
- * handed. */
-typedef struct rank {
-    int index, n_ranks;
-    const tp_bootstrap_id *id;
-    const llama_model *model;
-    kv_cache *cache;
-    pthread_t thread;
-    tp_comm *comm;
-    engine_backend backend;
-    /* the step */
-    const llama_step_seq *seqs;
-    int n_seqs;
-    float *logits;
-    ds_status status;
-    char msg[512];
-} rank;
-
-static void *rank_create(void *arg) {
-    rank *r = arg;
-    r->status = tp_comm_create(r->id, r->index, r->n_ranks, r->index, TIMEOUT_MS, &r->comm, r->msg,
-                               sizeof r->msg);
-    const cuda_backend_options o = {.device = r->index,
-                                    .max_step_tokens = MAX_STEP,
-                                    .max_seqs = N_SEQS,
-                                    .weight_type = CUDA_WEIGHTS_F16,
-                                    .tp = r->comm};
-    if (r->status == DS_OK)
-        r->status = cuda_backend_create(r->model, r->cache, &o, &r->backend, r->msg, sizeof r->msg);
-    return NULL;
-}
-
-static void *rank_step(void *arg) {
-    rank *r = arg;
-    r->status =
-        r->backend.forward(r->backend.impl, r->seqs, r->n_seqs, r->logits, r->msg, sizeof r->msg);
-    return NULL;
-}
-
-/* Runs fn on every rank's thread and joins them; the first failure's message, or DS_OK. */
-static ds_status on_all(rank *ranks, int n, void *(*fn)(void *), char *msg, size_t msg_len) {
-    for (int i = 0; i < n; i++)
-        pthread_create(&ranks[i].thread, NULL, fn, &ranks[i]);
-    ds_status st = DS_OK;
-    for (int i = 0; i < n; i++) {
-        pthread_join(ranks[i].thread, NULL);
-        if (ranks[i].status != DS_OK && st == DS_OK)
-            st = ds_fail(msg, msg_len, ranks[i].status, "rank %d: %s", i, ranks[i].msg);
-    }
-    return st;
-}
-
 typedef struct agreement {
     double worst_rel, worst_abs;
     long rows, same_argmax, consistent;
@@ -148,8 +94,8 @@ static void compare_rows(agreement *a, const float *ref, const float *tp, int ro
     }
 }
 
-static void run_scenario(const llama_model *m, int n_ranks, const tp_bootstrap_id *id,
-                         dq_method method, int bits, double tol) {
+static void run_scenario(const llama_model *m, int n_ranks, dq_method method, int bits,
+                         double tol) {
     const llama_config *c = &m->config;
     char msg[768];
     kv_cache_config kc = {.n_layers = c->n_layers,
@@ -162,18 +108,15 @@ static void run_scenario(const llama_model *m, int n_ranks, const tp_bootstrap_i
                           .no_storage = 1};
     kc.value_codec = kc.key_codec;
     kv_cache *cache = NULL;
-    engine_backend ref = {0};
-    rank ranks[MAX_RANKS] = {0};
+    engine_backend ref = {0}, tp = {0};
     const size_t logit_bytes = (size_t)MAX_STEP * c->vocab_size * sizeof(float);
     float *ref_logits = malloc(logit_bytes), *tp_logits = malloc(logit_bytes);
     ds_status st = kv_cache_create(&kc, &cache, msg, sizeof msg);
     const cuda_backend_options ro = {
         .max_step_tokens = MAX_STEP, .max_seqs = N_SEQS, .weight_type = CUDA_WEIGHTS_F16};
     if (st == DS_OK) st = cuda_backend_create(m, cache, &ro, &ref, msg, sizeof msg);
-    for (int i = 0; i < n_ranks; i++)
-        ranks[i] = (rank){.index = i, .n_ranks = n_ranks, .id = id, .model = m, .cache = cache};
-    if (st == DS_OK) st = on_all(ranks, n_ranks, rank_create, msg, sizeof msg);
-    if (st == DS_OK) printf("     %s\n", ranks[n_ranks - 1].backend.device);
+    if (st == DS_OK) st = cuda_tp_backend_create(m, cache, &ro, n_ranks, &tp, msg, sizeof msg);
+    if (st == DS_OK) printf("     %s\n", tp.device);
 
     ds_rng rng = {77};
     kv_seq seqs[N_SEQS];
@@ -197,10 +140,7 @@ static void run_scenario(const llama_model *m, int n_ranks, const tp_bootstrap_i
             st = kv_seq_reserve(cache, batch[s].kv, batch[s].tokens, batch[s].n_tokens, msg,
                                 sizeof msg);
         if (st == DS_OK) st = ref.forward(ref.impl, batch, N_SEQS, ref_logits, msg, sizeof msg);
-        for (int i = 0; i < n_ranks; i++)
-            ranks[i].seqs = batch, ranks[i].n_seqs = N_SEQS,
-            ranks[i].logits = i == 0 ? tp_logits : NULL;
-        if (st == DS_OK) st = on_all(ranks, n_ranks, rank_step, msg, sizeof msg);
+        if (st == DS_OK) st = tp.forward(tp.impl, batch, N_SEQS, tp_logits, msg, sizeof msg);
         if (st != DS_OK) break;
         compare_rows(&a, ref_logits, tp_logits, N_SEQS, c->vocab_size);
         for (int s = 0; s < N_SEQS; s++) {
@@ -221,10 +161,7 @@ static void run_scenario(const llama_model *m, int n_ranks, const tp_bootstrap_i
     }
     for (int s = 0; s < N_SEQS; s++)
         kv_seq_release(cache, &seqs[s]);
-    for (int i = 0; i < n_ranks; i++) {
-        if (ranks[i].backend.destroy) ranks[i].backend.destroy(ranks[i].backend.impl);
-        tp_comm_destroy(ranks[i].comm);
-    }
+    if (tp.destroy) tp.destroy(tp.impl);
     if (ref.destroy) ref.destroy(ref.impl);
     kv_cache_destroy(cache);
     free(ref_logits), free(tp_logits);
@@ -253,14 +190,8 @@ int main(int argc, char **argv) {
         int bits;
         double tol;
     } kv[] = {{DQ_FP16, 16, 0.01}, {DQ_DECOQUANT, 4, 0.03}};
-    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
-        tp_bootstrap_id id; /* a fresh group per scenario */
-        if (tp_comm_new_id(&id, msg, sizeof msg) != DS_OK) {
-            report(0, "%s", msg);
-            break;
-        }
-        run_scenario(&m, n_ranks, &id, kv[i].method, kv[i].bits, kv[i].tol);
-    }
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        run_scenario(&m, n_ranks, kv[i].method, kv[i].bits, kv[i].tol);
     llama_model_free(&m);
     return report_summary("tp_test");
 }
