@@ -2,6 +2,7 @@
 #include "engine/backend_open.h"
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/plan.h"
 #include "engine/llama.h"
 
 static ds_status cpu_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
@@ -35,4 +36,29 @@ ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
         *out = (engine_backend){
             .impl = e, .device = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
     return st;
+}
+
+ds_status engine_backend_gpu_kv_budget(const llama_config *c, const engine_backend_options *o,
+                                       int block_size, double utilization, int64_t *out, char *msg,
+                                       size_t msg_len) {
+    size_t free_bytes, total_bytes;
+    ds_status st =
+        cuda_device_memory(o->device_index, &free_bytes, &total_bytes, NULL, 0, msg, msg_len);
+    if (st != DS_OK) return st;
+    cuda_layout lay;
+    cuda_layout_options lo = {
+        .max_rows = o->max_step_tokens, .max_seqs = o->max_seqs, .block_size = block_size};
+    cuda_layout_compute(c, &lo, &lay);
+    const double GiB = 1024.0 * 1024 * 1024;
+    const int n = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
+    const double whole = (double)c->vocab_size * c->d_model * 2 * (c->tied_embeddings ? 1 : 2);
+    const double weights = ((double)lay.weights_bytes - whole) / n + whole;
+    double budget = (double)free_bytes * utilization - weights - (double)lay.scratch_bytes - GiB;
+    if (budget <= 0)
+        return ds_fail(msg, msg_len, DS_ENOMEM,
+                       "GPU %d: %.2f GiB free; the weights (%.2f GiB) and scratch (%.2f GiB) leave "
+                       "nothing for the KV cache",
+                       o->device_index, free_bytes / GiB, weights / GiB, lay.scratch_bytes / GiB);
+    *out = (int64_t)(budget * n);
+    return DS_OK;
 }

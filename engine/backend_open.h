@@ -32,4 +32,15 @@ ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
                               const engine_backend_options *options, engine_backend *out, char *msg,
                               size_t msg_len);
 
+/* KV memory for a GPU run whose --kv-memory is unset: utilization of the device's free memory,
+ * less the backend's weights and step scratch (engine/cuda/plan.h's layout for block_size) and
+ * 1 GiB for cuBLAS and the CUDA context. With tensor parallelism each GPU holds 1/N of the
+ * layers' weights (embedding and LM head whole) and 1/N of every KV page, so the pools may hold N
+ * times one GPU's budget. DS_ENOMEM naming the sizes when nothing is left; DS_EUNSUPPORTED
+ * without CUDA. */
+ds_status engine_backend_gpu_kv_budget(const llama_config *config,
+                                       const engine_backend_options *options, int block_size,
+                                       double utilization, int64_t *kv_memory_bytes, char *msg,
+                                       size_t msg_len);
+
 #endif

@@ -11,8 +11,6 @@
 
 #include "common/log.h"
 #include "engine/backend_open.h"
-#include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/plan.h"
 #include "engine/llama.h"
 #include "engine/loader/synthetic.h"
 #include "engine/model_files.h"
@@ -261,48 +259,22 @@ static ds_status load_model(serving *s, char *msg, size_t msg_len) {
     return DS_OK;
 }
 
-static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
-    const serving_options *o = &s->options;
-    engine_backend_options bo = {.cuda = o->device == SERVING_CUDA,
-                                 .device_index = o->device_index,
-                                 .max_step_tokens = o->max_batched_tokens,
-                                 .max_seqs = o->max_seqs,
-                                 .cpu_weights = o->weights,
-                                 .gpu_bf16 = o->gpu_bf16,
-                                 .tensor_parallel = o->tensor_parallel,
-                                 .n_threads = o->n_threads,
-                                 .random_weights = o->random_weights != NULL,
-                                 .seed = o->seed};
-    return engine_backend_open(&s->model, s->cache, &bo, &s->backend, msg, msg_len);
+static engine_backend_options backend_options(const serving_options *o) {
+    return (engine_backend_options){.cuda = o->device == SERVING_CUDA,
+                                    .device_index = o->device_index,
+                                    .max_step_tokens = o->max_batched_tokens,
+                                    .max_seqs = o->max_seqs,
+                                    .cpu_weights = o->weights,
+                                    .n_threads = o->n_threads,
+                                    .gpu_bf16 = o->gpu_bf16,
+                                    .tensor_parallel = o->tensor_parallel,
+                                    .random_weights = o->random_weights != NULL,
+                                    .seed = o->seed};
 }
 
-/* --kv-memory unset on a GPU: gpu_memory_utilization of what is free, less the backend's weights
- * and scratch and 1 GiB for cuBLAS and the CUDA context. With tensor parallelism each GPU holds
- * 1/N of the layers' weights (embedding and LM head whole) and 1/N of every KV page, so the pools
- * may hold N times one GPU's budget. */
-static ds_status gpu_kv_budget(const serving_options *o, const llama_config *c, int64_t *out,
-                               char *msg, size_t msg_len) {
-    size_t free_bytes, total_bytes;
-    ds_status st =
-        cuda_device_memory(o->device_index, &free_bytes, &total_bytes, NULL, 0, msg, msg_len);
-    if (st != DS_OK) return st;
-    cuda_layout lay;
-    cuda_layout_options lo = {
-        .max_rows = o->max_batched_tokens, .max_seqs = o->max_seqs, .block_size = o->block_size};
-    cuda_layout_compute(c, &lo, &lay);
-    const double GiB = 1024.0 * 1024 * 1024;
-    const int n = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
-    const double whole = (double)c->vocab_size * c->d_model * 2 * (c->tied_embeddings ? 1 : 2);
-    const double weights = ((double)lay.weights_bytes - whole) / n + whole;
-    double budget =
-        (double)free_bytes * o->gpu_memory_utilization - weights - (double)lay.scratch_bytes - GiB;
-    if (budget <= 0)
-        return ds_fail(msg, msg_len, DS_ENOMEM,
-                       "GPU %d: %.2f GiB free; the weights (%.2f GiB) and scratch (%.2f GiB) leave "
-                       "nothing for the KV cache",
-                       o->device_index, free_bytes / GiB, weights / GiB, lay.scratch_bytes / GiB);
-    *out = (int64_t)(budget * n);
-    return DS_OK;
+static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
+    engine_backend_options bo = backend_options(&s->options);
+    return engine_backend_open(&s->model, s->cache, &bo, &s->backend, msg, msg_len);
 }
 
 ds_status serving_create(const serving_options *o, serving **out, char *msg, size_t msg_len) {
@@ -349,7 +321,11 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     int64_t kv_memory = o->kv_memory_bytes;
     if (o->device == SERVING_CUDA) {
         kc.no_storage = 1; /* the pages live on the GPU */
-        if (kv_memory == 0) st = gpu_kv_budget(o, c, &kv_memory, msg, msg_len);
+        if (kv_memory == 0) {
+            engine_backend_options bo = backend_options(o);
+            st = engine_backend_gpu_kv_budget(c, &bo, o->block_size, o->gpu_memory_utilization,
+                                              &kv_memory, msg, msg_len);
+        }
     } else if (kv_memory == 0) {
         kv_memory = (int64_t)1 << 30;
     }

@@ -15,6 +15,7 @@
 #include "engine/llama.h"
 #include "engine/loader/synthetic.h"
 #include "engine/tp/shard.h"
+#include "kernels/ops.h"
 
 enum { MAX_RANKS = 2, MAX_TOKENS = 40 };
 
@@ -50,14 +51,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void rmsnorm(float *out, const float *x, const float *w, int d, float eps) {
-    double ss = 0;
-    for (int i = 0; i < d; i++)
-        ss += (double)x[i] * x[i];
-    const float r = (float)(1.0 / sqrt(ss / d + eps));
-    for (int i = 0; i < d; i++)
-        out[i] = x[i] * r * w[i];
-}
 /* y[o] (+)= Σ_i w[o][i] x[i]; w is [n_out][n_in] */
 static void linear(float *y, const float *x, const float *w, int n_in, int n_out, int accumulate) {
     for (int o = 0; o < n_out; o++) {
@@ -103,7 +96,7 @@ static void tp_forward(const tp_shard *shards, int n_ranks, int skip_rank, const
             if (r == skip_rank) continue;
             const tp_layer_shard *S = &shards[r].layers[l];
             for (int t = 0; t < n; t++) {
-                rmsnorm(xn, x + (size_t)t * d, S->attn_norm, d, c->rms_eps);
+                ops_rmsnorm_ref(xn, x + (size_t)t * d, S->attn_norm, 1, d, c->rms_eps);
                 linear(Q + (size_t)t * qd, xn, S->wq, d, qd, 0);
                 linear(K + (size_t)t * kvd, xn, S->wk, d, kvd, 0);
                 linear(V + (size_t)t * kvd, xn, S->wv, d, kvd, 0);
@@ -145,7 +138,7 @@ static void tp_forward(const tp_shard *shards, int n_ranks, int skip_rank, const
             if (r == skip_rank) continue;
             const tp_layer_shard *S = &shards[r].layers[l];
             for (int t = 0; t < n; t++) {
-                rmsnorm(xn, x + (size_t)t * d, S->ffn_norm, d, c->rms_eps);
+                ops_rmsnorm_ref(xn, x + (size_t)t * d, S->ffn_norm, 1, d, c->rms_eps);
                 linear(gate, xn, S->w_gate, d, ff, 0);
                 linear(up, xn, S->w_up, d, ff, 0);
                 for (int i = 0; i < ff; i++)
@@ -157,7 +150,7 @@ static void tp_forward(const tp_shard *shards, int n_ranks, int skip_rank, const
             x[i] += partial[i];
     }
     /* the LM head is replicated: any rank's copy gives the logits */
-    rmsnorm(xn, x + (size_t)(n - 1) * d, g_model.output_norm, d, c->rms_eps);
+    ops_rmsnorm_ref(xn, x + (size_t)(n - 1) * d, g_model.output_norm, 1, d, c->rms_eps);
     linear(logits, xn, shards[0].model->output, d, c->vocab_size, 0);
     free(x), free(partial), free(xn), free(Q), free(K), free(V), free(att), free(gate), free(up);
 }

@@ -67,6 +67,22 @@ check "kv-memory too small for the open pool" $?
 "$decoserve" bench-offline --model "$tiny" --input-len 300 --output-len 10 >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "context" "$tmp/err"
 check "prompt over the context rejected" $?
+# Device flags (this test runs the default, CPU-only build): bad values name the flag.
+"$decoserve" bench-offline --model "$tiny" --device gpu >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--device" "$tmp/err"
+check "unknown device rejected" $?
+"$decoserve" bench-offline --model "$tiny" --dtype fp32 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--dtype" "$tmp/err"
+check "unknown dtype rejected" $?
+"$decoserve" bench-offline --model "$tiny" --tensor-parallel 2 >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--tensor-parallel = 2: needs --device cuda" "$tmp/err"
+check "tensor parallel without a GPU rejected" $?
+"$decoserve" bench-offline --model "$tiny" --device cuda --kv-memory 64M >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "built without CUDA" "$tmp/err"
+check "--device cuda in a build without CUDA says so" $?
+"$decoserve" bench-offline --random-weights llama9 >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "shape 'llama9'" "$tmp/err"
+check "unknown random-weights shape named" $?
 "$decoserve" bench-offline --model "$tmp/missing.gguf" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "missing.gguf" "$tmp/err"
 check "missing model named" $?
