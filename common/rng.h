@@ -23,6 +23,15 @@ static inline double ds_rng_uniform(ds_rng *r) {
 }
 
 /* Standard normal (Box-Muller). */
+/* A length uniform in [len * (1 - ratio), len * (1 + ratio)], at least 1 (benchmark workloads:
+ * bench-offline, loadgen). */
+static inline int ds_rng_len(ds_rng *r, int len, double ratio) {
+    int lo = (int)(len * (1.0 - ratio)), hi = (int)(len * (1.0 + ratio));
+    if (lo < 1) lo = 1;
+    if (hi < lo) hi = lo;
+    return lo + (int)(ds_rng_u64(r) % (uint64_t)(hi - lo + 1));
+}
+
 static inline float ds_rng_gauss(ds_rng *r) {
     double u = ds_rng_uniform(r) + 1e-300, v = ds_rng_uniform(r);
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));

@@ -80,13 +80,6 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int draw_len(ds_rng *rng, int len, float ratio) {
-    int lo = (int)(len * (1.0 - ratio)), hi = (int)(len * (1.0 + ratio));
-    if (lo < 1) lo = 1;
-    if (hi < lo) hi = lo;
-    return lo + (int)(ds_rng_u64(rng) % (uint64_t)(hi - lo + 1));
-}
-
 /* The tokenized --prompt-file, or NULL after printing the error. */
 static int32_t *load_corpus(serving *s, const char *path, int *n) {
     char *text, msg[256];
@@ -126,7 +119,7 @@ static int run(const bench_options *o, serving *s) {
     for (int i = 0; rc == 0 && i < o->num_prompts; i++) {
         serving_request q;
         serving_request_default(&q);
-        int n = draw_len(&rng, o->input_len, o->range_ratio);
+        int n = ds_rng_len(&rng, o->input_len, o->range_ratio);
         if (corpus) {
             if (n > n_corpus) n = n_corpus;
             int start = (int)(ds_rng_u64(&rng) % (uint64_t)(n_corpus - n + 1));
@@ -137,7 +130,7 @@ static int run(const bench_options *o, serving *s) {
         }
         q.prompt_ids = ids;
         q.n_prompt_ids = n;
-        q.max_tokens = draw_len(&rng, o->output_len, o->range_ratio);
+        q.max_tokens = ds_rng_len(&rng, o->output_len, o->range_ratio);
         q.ignore_eos = 1;
         q.sampling.temperature = 0.0f;
         q.sampling.seed = o->seed + i;

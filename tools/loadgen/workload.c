@@ -16,13 +16,6 @@ int lg_workload_max_len(int len, double range_ratio) {
     return hi < 1 ? 1 : hi;
 }
 
-static int draw_len(ds_rng *rng, int len, double ratio) {
-    int lo = (int)(len * (1.0 - ratio)), hi = lg_workload_max_len(len, ratio);
-    if (lo < 1) lo = 1;
-    if (hi < lo) hi = lo;
-    return lo + (int)(ds_rng_u64(rng) % (uint64_t)(hi - lo + 1));
-}
-
 ds_status lg_workload_create(const lg_workload_options *o, lg_workload *w, char *msg,
                              size_t msg_len) {
     memset(w, 0, sizeof *w);
@@ -51,7 +44,7 @@ ds_status lg_workload_create(const lg_workload_options *o, lg_workload *w, char 
     double t = 0;
     for (int i = 0; i < n; i++) {
         lg_request *q = &w->requests[i];
-        int len = draw_len(&prompts, o->input_len, o->range_ratio);
+        int len = ds_rng_len(&prompts, o->input_len, o->range_ratio);
         if (o->corpus) {
             if (len > o->n_corpus) len = o->n_corpus;
             uint64_t start = ds_rng_u64(&prompts) % (uint64_t)(o->n_corpus - len + 1);
@@ -63,7 +56,7 @@ ds_status lg_workload_create(const lg_workload_options *o, lg_workload *w, char 
         q->prompt_ids = ids;
         q->n_prompt_ids = len;
         ids += len;
-        q->max_tokens = draw_len(&prompts, o->output_len, o->range_ratio);
+        q->max_tokens = ds_rng_len(&prompts, o->output_len, o->range_ratio);
         if (o->rate > 0) t += -log(1.0 - ds_rng_uniform(&arrivals)) / o->rate;
         q->arrival_s = t;
         q->cancel_after_tokens = -1;
