@@ -23,6 +23,10 @@ typedef struct engine_backend {
     ds_status (*forward)(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
                          char *msg, size_t msg_len);
     void (*destroy)(void *impl);
+    /* Optional (NULL: never fails by itself): NULL while the device is healthy, else why it is
+     * not (a tensor-parallel peer died, noticed between steps); the string stays valid until
+     * destroy. Safe to call from any thread, while forward runs too. */
+    const char *(*failure)(void *impl);
 } engine_backend;
 
 #endif

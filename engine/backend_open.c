@@ -12,19 +12,33 @@ static ds_status cpu_forward(void *impl, const llama_step_seq *seqs, int n_seqs,
 
 static void cpu_destroy(void *impl) { llama_engine_destroy(impl); }
 
+static cuda_backend_options cuda_options(const engine_backend_options *o) {
+    return (cuda_backend_options){.device = o->device_index,
+                                  .max_step_tokens = o->max_step_tokens,
+                                  .max_seqs = o->max_seqs,
+                                  .weight_type = o->gpu_bf16 ? CUDA_WEIGHTS_BF16 : CUDA_WEIGHTS_F16,
+                                  .random_weights = o->random_weights,
+                                  .seed = o->seed};
+}
+
+static cuda_tp_config tp_config(const engine_backend_options *o) {
+    return (cuda_tp_config){.world = o->tensor_parallel,
+                            .n_nodes = o->n_nodes > 0 ? o->n_nodes : 1,
+                            .node_rank = o->node_rank,
+                            .master_addr = o->master_addr,
+                            .master_port = o->master_port,
+                            .timeout_ms = o->tp_timeout_ms};
+}
+
 ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
                               const engine_backend_options *o, engine_backend *out, char *msg,
                               size_t msg_len) {
     if (o->cuda) {
-        cuda_backend_options co = {.device = o->device_index,
-                                   .max_step_tokens = o->max_step_tokens,
-                                   .max_seqs = o->max_seqs,
-                                   .weight_type =
-                                       o->gpu_bf16 ? CUDA_WEIGHTS_BF16 : CUDA_WEIGHTS_F16,
-                                   .random_weights = o->random_weights,
-                                   .seed = o->seed};
-        if (o->tensor_parallel > 1)
-            return cuda_tp_backend_create(model, cache, &co, o->tensor_parallel, out, msg, msg_len);
+        const cuda_backend_options co = cuda_options(o);
+        if (o->tensor_parallel > 1 || o->n_nodes > 1) {
+            const cuda_tp_config tc = tp_config(o);
+            return cuda_tp_backend_create(model, cache, &co, &tc, out, msg, msg_len);
+        }
         return cuda_backend_create(model, cache, &co, out, msg, msg_len);
     }
     llama_engine_options eo = {.max_step_tokens = o->max_step_tokens,
@@ -36,6 +50,13 @@ ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
         *out = (engine_backend){
             .impl = e, .device = "cpu", .forward = cpu_forward, .destroy = cpu_destroy};
     return st;
+}
+
+ds_status engine_backend_follow(const llama_model *model, const engine_backend_options *o,
+                                char *msg, size_t msg_len) {
+    const cuda_backend_options co = cuda_options(o);
+    const cuda_tp_config tc = tp_config(o);
+    return cuda_tp_follow_node(model, &co, &tc, msg, msg_len);
 }
 
 ds_status engine_backend_gpu_kv_budget(const llama_config *c, const engine_backend_options *o,

@@ -16,13 +16,18 @@
 typedef struct engine_backend_options {
     int cuda; /* 0: the CPU, 1: CUDA device device_index */
     int device_index;
-    int max_step_tokens; /* rows one step may carry */
-    int max_seqs;        /* sequences one step may carry */
-    qm_type cpu_weights; /* CPU compute weights (QM_Q8_0 or QM_F32) */
-    int n_threads;       /* CPU threads; 0: DECOSERVE_THREADS or the online CPUs */
-    int gpu_bf16;        /* CUDA: bf16 weights instead of fp16 */
-    int tensor_parallel; /* CUDA: GPUs 0..N-1 in one process (1: one GPU, device_index) */
-    int random_weights;  /* CUDA: draw the weights on the GPU (the model holds only its config) */
+    int max_step_tokens;     /* rows one step may carry */
+    int max_seqs;            /* sequences one step may carry */
+    qm_type cpu_weights;     /* CPU compute weights (QM_Q8_0 or QM_F32) */
+    int n_threads;           /* CPU threads; 0: DECOSERVE_THREADS or the online CPUs */
+    int gpu_bf16;            /* CUDA: bf16 weights instead of fp16 */
+    int tensor_parallel;     /* CUDA: GPUs in all (1: one GPU, device_index), tensor_parallel /
+                                n_nodes of them (0..) in this process */
+    int n_nodes, node_rank;  /* CUDA tensor parallelism over processes (1 and 0: this one alone) */
+    const char *master_addr; /* node 0's bootstrap address and port, with n_nodes > 1 */
+    int master_port;
+    int tp_timeout_ms;  /* bounds every tensor-parallel wait (cuda_tp_config.timeout_ms) */
+    int random_weights; /* CUDA: draw the weights on the GPU (the model holds only its config) */
     uint64_t seed;
 } engine_backend_options;
 
@@ -31,6 +36,12 @@ typedef struct engine_backend_options {
 ds_status engine_backend_open(const llama_model *model, kv_cache *cache,
                               const engine_backend_options *options, engine_backend *out, char *msg,
                               size_t msg_len);
+
+/* A node other than 0 of a tensor-parallel group: follows node 0's steps on this process's GPUs
+ * until node 0 stops (cuda_tp_follow_node); node 0's settings (KV cache, limits) win over this
+ * process's. DS_EUNSUPPORTED without CUDA. */
+ds_status engine_backend_follow(const llama_model *model, const engine_backend_options *options,
+                                char *msg, size_t msg_len);
 
 /* KV memory for a GPU run whose --kv-memory is unset: utilization of the device's free memory,
  * less the backend's weights and step scratch (engine/cuda/plan.h's layout for block_size) and

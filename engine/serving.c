@@ -134,6 +134,7 @@ const char *serving_finish_name(serving_finish f) {
     case SERVING_LENGTH: return "length";
     case SERVING_CANCELLED: return "cancelled";
     case SERVING_ERROR: return "error";
+    case SERVING_UNAVAILABLE: return "unavailable";
     }
     return "unknown";
 }
@@ -173,6 +174,7 @@ struct serving {
     request *intake_head, *intake_tail;
     int n_intake, n_waiting; /* n_waiting: the scheduler's, as of the last step */
     int accepting, stopping, drain, wake;
+    char device_failed[512]; /* why, once a step answered DS_EUNAVAILABLE; "" while healthy */
     int thread_started;
     pthread_t thread;
     int64_t next_id;
@@ -204,6 +206,8 @@ void serving_options_default(serving_options *o) {
                            .max_seqs = 64,
                            .max_batched_tokens = 512,
                            .tensor_parallel = 1,
+                           .n_nodes = 1,
+                           .tp_timeout_s = 60,
                            .max_waiting = 1024,
                            .prefix_cache = 1,
                            .weights = QM_Q8_0};
@@ -244,15 +248,15 @@ static void snapshot_stats(serving *s);
 
 /* The model and tokenizer: from --model's files, or for --random-weights a named shape with
  * seeded random weights and the synthetic tokenizer (engine/loader/synthetic.h). */
-static ds_status load_model(serving *s, char *msg, size_t msg_len) {
-    const serving_options *o = &s->options;
-    if (o->model_path) return model_files_load(o->model_path, &s->model, &s->tok, msg, msg_len);
+static ds_status load_model(const serving_options *o, llama_model *model, bpe_tokenizer **tok,
+                            char *msg, size_t msg_len) {
+    if (o->model_path) return model_files_load(o->model_path, model, tok, msg, msg_len);
     char why[256];
-    ds_status st = synthetic_shape(o->random_weights, &s->model.config, why, sizeof why);
-    if (st == DS_OK) st = synthetic_tokenizer(s->model.config.vocab_size, &s->tok, why, sizeof why);
+    ds_status st = synthetic_shape(o->random_weights, &model->config, why, sizeof why);
+    if (st == DS_OK) st = synthetic_tokenizer(model->config.vocab_size, tok, why, sizeof why);
     if (st == DS_OK && o->device == SERVING_CPU) { /* a GPU draws its own on the device */
-        st = llama_model_alloc(&s->model, why, sizeof why);
-        if (st == DS_OK) synthetic_fill_weights(&s->model, o->seed);
+        st = llama_model_alloc(model, why, sizeof why);
+        if (st == DS_OK) synthetic_fill_weights(model, o->seed);
     }
     if (st != DS_OK)
         return ds_fail(msg, msg_len, st, "--random-weights %s: %s", o->random_weights, why);
@@ -268,25 +272,67 @@ static engine_backend_options backend_options(const serving_options *o) {
                                     .n_threads = o->n_threads,
                                     .gpu_bf16 = o->gpu_bf16,
                                     .tensor_parallel = o->tensor_parallel,
+                                    .n_nodes = o->n_nodes,
+                                    .node_rank = o->node_rank,
+                                    .master_addr = o->master_addr,
+                                    .master_port = o->master_port,
+                                    .tp_timeout_ms = o->tp_timeout_s * 1000,
                                     .random_weights = o->random_weights != NULL,
                                     .seed = o->seed};
 }
 
 static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
     engine_backend_options bo = backend_options(&s->options);
-    return engine_backend_open(&s->model, s->cache, &bo, &s->backend, msg, msg_len);
+    ds_status st = engine_backend_open(&s->model, s->cache, &bo, &s->backend, msg, msg_len);
+    if (st == DS_OK && s->options.wrap_backend)
+        st = s->options.wrap_backend(s->options.wrap_ctx, &s->backend, msg, msg_len);
+    return st;
 }
 
-ds_status serving_create(const serving_options *o, serving **out, char *msg, size_t msg_len) {
-    *out = NULL;
+/* What serving_create and serving_follow both refuse. */
+static ds_status check_options(const serving_options *o, char *msg, size_t msg_len) {
     if (!o->model_path == !o->random_weights)
         return ds_fail(msg, msg_len, DS_EINVAL, "--model, --random-weights: give exactly one");
     if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16)
         return ds_fail(msg, msg_len, DS_EINVAL, "--kv-bits = %d: expected 16, 8, 4 or 2",
                        o->kv_bits);
-    if (o->tensor_parallel > 1 && o->device != SERVING_CUDA)
-        return ds_fail(msg, msg_len, DS_EINVAL, "--tensor-parallel = %d: needs --device cuda",
-                       o->tensor_parallel);
+    if ((o->tensor_parallel > 1 || o->n_nodes > 1) && o->device != SERVING_CUDA)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "--tensor-parallel = %d, --nnodes = %d: tensor parallelism needs --device "
+                       "cuda",
+                       o->tensor_parallel, o->n_nodes);
+    if (o->n_nodes < 1 || o->node_rank < 0 || o->node_rank >= o->n_nodes)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "--nnodes = %d, --node-rank = %d: expected 0 <= node rank < nodes",
+                       o->n_nodes, o->node_rank);
+    return DS_OK;
+}
+
+ds_status serving_follow(const serving_options *o, char *msg, size_t msg_len) {
+    ds_status st = check_options(o, msg, msg_len);
+    if (st == DS_OK && o->node_rank == 0)
+        st = ds_fail(msg, msg_len, DS_EINVAL, "--node-rank 0 serves; the other nodes follow it");
+    if (st != DS_OK) return st;
+    llama_model model = {0};
+    bpe_tokenizer *tok = NULL;
+    st = load_model(o, &model, &tok, msg, msg_len);
+    if (st == DS_OK) {
+        engine_backend_options bo = backend_options(o);
+        st = engine_backend_follow(&model, &bo, msg, msg_len);
+    }
+    bpe_destroy(tok);
+    llama_model_free(&model);
+    return st;
+}
+
+ds_status serving_create(const serving_options *o, serving **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    ds_status st = check_options(o, msg, msg_len);
+    if (st == DS_OK && o->node_rank != 0)
+        st = ds_fail(msg, msg_len, DS_EINVAL,
+                     "--node-rank %d: only node 0 serves (the others follow: serving_follow)",
+                     o->node_rank);
+    if (st != DS_OK) return st;
     if (o->max_seqs <= 0 || o->max_batched_tokens <= 0 || o->max_waiting <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "--max-seqs = %d, --max-batched-tokens = %d, --max-waiting = %d: all must "
@@ -301,8 +347,8 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     s->options.model_path = o->model_path ? s->model_path : NULL;
     s->options.random_weights = o->random_weights ? s->model_path : NULL;
     s->next_id = 1;
-    ds_status st = s->model_path ? load_model(s, msg, msg_len)
-                                 : ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+    st = s->model_path ? load_model(&s->options, &s->model, &s->tok, msg, msg_len)
+                       : ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
     if (st != DS_OK) {
         serving_destroy(s);
         return st;
@@ -353,12 +399,17 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     return DS_OK;
 }
 
+/* Why the backend's device failed (noticed between steps), or NULL. */
+static const char *backend_failure(const serving *s) {
+    return s->backend.failure ? s->backend.failure(s->backend.impl) : NULL;
+}
+
 int serving_ready(const serving *s) {
     serving *m = (serving *)s;
     pthread_mutex_lock(&m->mu);
     int r = m->accepting;
     pthread_mutex_unlock(&m->mu);
-    return r;
+    return r && !backend_failure(s);
 }
 
 /* --- intake ----------------------------------------------------------------------------------- */
@@ -484,7 +535,11 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
     r->stream = st;
     r->t_submit = now_s();
     pthread_mutex_lock(&s->mu);
-    if (!s->accepting)
+    const char *failure = backend_failure(s);
+    if (s->device_failed[0] || failure)
+        rc = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "the engine's device failed: %s",
+                     s->device_failed[0] ? s->device_failed : failure);
+    else if (!s->accepting)
         rc = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "server is shutting down");
     else if (s->n_intake + s->n_waiting >= s->options.max_waiting)
         rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (--max-waiting)",
@@ -584,8 +639,8 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
     }
     if (r->seq.state != SCHED_NEW)
         sched_remove(s->sched, &r->seq,
-                     why == SERVING_CANCELLED || why == SERVING_ERROR ? SCHED_CANCELLED
-                                                                      : SCHED_FINISHED);
+                     why == SERVING_STOP || why == SERVING_LENGTH ? SCHED_FINISHED
+                                                                  : SCHED_CANCELLED);
     else
         r->seq.state = SCHED_CANCELLED;
     serving_stream *st = r->stream;
@@ -598,7 +653,7 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
     pthread_mutex_lock(&s->mu);
     if (why == SERVING_CANCELLED)
         s->cancelled++;
-    else if (why == SERVING_ERROR)
+    else if (why == SERVING_ERROR || why == SERVING_UNAVAILABLE)
         s->failed++;
     else
         s->finished++;
@@ -706,6 +761,24 @@ void serving_get_stats(serving *s, serving_stats *out) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The device is gone (a step or the backend answered DS_EUNAVAILABLE): every queued and running
+ * request ends with SERVING_UNAVAILABLE and why, and nothing more is accepted. */
+static void fail_device(serving *s, const char *why) {
+    pthread_mutex_lock(&s->mu);
+    s->accepting = 0;
+    snprintf(s->device_failed, sizeof s->device_failed, "%s", why);
+    for (request *r = s->intake_head, *next; r; r = next) {
+        next = r->next;
+        r->next = s->live, s->live = r;
+    }
+    s->intake_head = s->intake_tail = NULL;
+    s->n_intake = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (s->live)
+        finish(s, s->live, SERVING_UNAVAILABLE, s->device_failed);
+    snapshot_stats(s);
+}
+
 ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
     *did_work = 0;
     /* intake and shutdown */
@@ -767,6 +840,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
         st = s->backend.forward(s->backend.impl, s->step, b->n_items, s->logits, msg, msg_len);
         if (st != DS_OK) {
             sched_abort_step(s->sched);
+            if (st == DS_EUNAVAILABLE) fail_device(s, msg);
             return st;
         }
         sched_commit(s->sched);
@@ -805,7 +879,12 @@ static void *engine_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         if (done) break;
         int worked;
-        if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) {
+        const char *failure = backend_failure(s); /* noticed between steps (keep-alive) */
+        if (failure && !s->device_failed[0]) fail_device(s, failure);
+        ds_status st = serving_step(s, &worked, msg, sizeof msg);
+        if (st == DS_EUNAVAILABLE) {
+            DS_LOG_E("engine device failed: %s; not serving any more", msg);
+        } else if (st != DS_OK) {
             DS_LOG_E("engine step failed: %s; failing the running requests", msg);
             while (s->live)
                 finish(s, s->live, SERVING_ERROR, msg);

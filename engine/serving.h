@@ -30,6 +30,7 @@
 #include "kvcache/decoquant.h"
 
 typedef struct serving serving;
+typedef struct engine_backend engine_backend; /* engine/backend.h */
 typedef struct serving_stream serving_stream;
 
 typedef enum serving_device { SERVING_CPU = 0, SERVING_CUDA } serving_device;
@@ -55,8 +56,16 @@ typedef struct serving_options {
     int prefix_cache;        /* share full blocks between prompts with a common prefix */
     qm_type weights;         /* CPU compute weights: QM_Q8_0 or QM_F32 */
     int gpu_bf16;            /* CUDA: bf16 weights (default fp16) */
-    int tensor_parallel;     /* CUDA: shard over GPUs 0..N-1 (default 1) */
-    int n_threads;           /* 0: DECOSERVE_THREADS or the online CPUs */
+    int tensor_parallel;     /* CUDA: shard over N GPUs in all (default 1): GPUs 0.. of each node */
+    int n_nodes, node_rank;  /* tensor parallelism over processes/hosts (default 1 and 0) */
+    const char *master_addr; /* node 0's bootstrap address and port (n_nodes > 1) */
+    int master_port;
+    int tp_timeout_s; /* bounds every tensor-parallel wait (default 60) */
+    /* Optional: called once with the opened backend, which it may wrap in its own (tracing,
+     * fault injection in tests); the wrapper must call and destroy the original. */
+    ds_status (*wrap_backend)(void *ctx, engine_backend *backend, char *msg, size_t msg_len);
+    void *wrap_ctx;
+    int n_threads; /* 0: DECOSERVE_THREADS or the online CPUs */
 } serving_options;
 
 /* CPU, kv 16-bit (kivi when compressed), block 32, group 64, KV memory 0 (automatic), 64
@@ -71,17 +80,25 @@ void serving_options_default(serving_options *o);
 ds_status serving_create(const serving_options *options, serving **out, char *msg, size_t msg_len);
 void serving_destroy(serving *s);
 
+/* A node other than 0 (options->node_rank > 0) of a tensor-parallel group: loads the same model
+ * (or random shape) and runs node 0's steps on this process's GPUs until node 0 stops; node 0
+ * holds the scheduler, the requests and the KV sizing. DS_EUNAVAILABLE when node 0 goes silent. */
+ds_status serving_follow(const serving_options *options, char *msg, size_t msg_len);
+
 /* Runs the steps on a new engine thread until serving_shutdown. */
 ds_status serving_start(serving *s, char *msg, size_t msg_len);
 /* Stops accepting (submit then answers DS_EUNAVAILABLE). drain = 1 lets in-flight requests run
  * to their end, 0 ends them at once with SERVING_CANCELLED; then the engine thread exits. Every
  * stream has its final output when this returns. Idempotent. */
 void serving_shutdown(serving *s, int drain);
-/* 1 while the model is loaded and requests are accepted. */
+/* 1 while the model is loaded and requests are accepted: 0 after shutdown, and for good once the
+ * device failed (a step answered DS_EUNAVAILABLE; submit then answers DS_EUNAVAILABLE with why). */
 int serving_ready(const serving *s);
 
 /* Runs one step on the caller's thread (no engine thread). *did_work = 0 when nothing was
- * waiting or running. Errors are the engine's own failures; request errors end up on streams. */
+ * waiting or running. Errors are the engine's own failures; request errors end up on streams.
+ * DS_EUNAVAILABLE: the device failed; every request has ended with SERVING_UNAVAILABLE and the
+ * engine accepts nothing more. */
 ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len);
 
 #define SERVING_MAX_STOP     16 /* stop strings per request (engine/stop.h) */
@@ -116,10 +133,12 @@ ds_status serving_submit(serving *s, const serving_request *request, serving_not
 
 typedef enum serving_finish {
     SERVING_RUNNING = 0,
-    SERVING_STOP,      /* EOS, a stop token id or a stop string */
-    SERVING_LENGTH,    /* max_tokens, or the context is full */
-    SERVING_CANCELLED, /* serving_stream_cancel / release, or shutdown without drain */
-    SERVING_ERROR,     /* see error */
+    SERVING_STOP,        /* EOS, a stop token id or a stop string */
+    SERVING_LENGTH,      /* max_tokens, or the context is full */
+    SERVING_CANCELLED,   /* serving_stream_cancel / release, or shutdown without drain */
+    SERVING_ERROR,       /* see error */
+    SERVING_UNAVAILABLE, /* the device failed (a tensor-parallel rank died or went silent): see
+                            error; the engine serves nothing more (serving_ready is 0) */
 } serving_finish;
 
 const char *serving_finish_name(serving_finish f); /* "stop", "length", ... */
@@ -130,7 +149,7 @@ typedef struct serving_output {
     char *text; /* UTF-8 text delta, NUL-terminated (text_len bytes before it) */
     size_t text_len;
     serving_finish finish; /* SERVING_RUNNING until the last output */
-    char error[256];       /* SERVING_ERROR: why */
+    char error[256];       /* SERVING_ERROR, SERVING_UNAVAILABLE: why */
     /* usage, filled in on every output */
     int prompt_tokens, cached_prompt_tokens, completion_tokens, preemptions;
     double ttft_s; /* submit to first generated token; -1 before it */

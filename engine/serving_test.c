@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "common/rng.h"
+#include "engine/backend.h"
 #include "engine/serving.h"
 
 enum { N_PROMPTS = 16, MAX_OUT = 64 };
@@ -391,6 +392,129 @@ static void test_engine_thread_and_shutdown(void **state) {
     serving_destroy(s);
 }
 
+/* A device that dies mid-run (a tensor-parallel rank gone: the backend answers
+ * DS_EUNAVAILABLE): every running and queued request ends with SERVING_UNAVAILABLE and the
+ * reason, the engine stops being ready, and later submits are refused with that reason — no
+ * hang, no lost request, no leaked block. */
+typedef struct dying_backend {
+    engine_backend inner;
+    int steps_left; /* forwards that still work; below 0 the device counts as failed */
+} dying_backend;
+
+typedef struct dying_ctx {
+    int steps;
+    dying_backend *made;
+} dying_ctx;
+
+static ds_status dying_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                               char *msg, size_t msg_len) {
+    dying_backend *d = impl;
+    if (d->steps_left-- <= 0)
+        return ds_fail(msg, msg_len, DS_EUNAVAILABLE,
+                       "tensor-parallel rank 1: waiting for the step: timed out");
+    return d->inner.forward(d->inner.impl, seqs, n_seqs, logits, msg, msg_len);
+}
+
+static const char *dying_failure(void *impl) {
+    dying_backend *d = impl;
+    return d->steps_left < 0 ? "tensor-parallel rank 1: keep-alive: timed out" : NULL;
+}
+
+static void dying_destroy(void *impl) {
+    dying_backend *d = impl;
+    d->inner.destroy(d->inner.impl);
+    free(d);
+}
+
+static ds_status wrap_dying(void *ctx, engine_backend *b, char *msg, size_t msg_len) {
+    dying_backend *d = malloc(sizeof *d);
+    if (!d) return ds_fail(msg, msg_len, DS_ENOMEM, "out of memory");
+    *d = (dying_backend){.inner = *b, .steps_left = ((dying_ctx *)ctx)->steps};
+    *b = (engine_backend){.impl = d,
+                          .device = d->inner.device,
+                          .forward = dying_forward,
+                          .destroy = dying_destroy,
+                          .failure = dying_failure};
+    ((dying_ctx *)ctx)->made = d;
+    return DS_OK;
+}
+
+static void test_device_failure(void **state) {
+    (void)state;
+    serving_options o;
+    serving_options_default(&o);
+    o.model_path = g_tiny;
+    o.kv_memory_bytes = 32 << 20;
+    o.max_seqs = 2; /* two run, two wait in the queue */
+    o.max_batched_tokens = 64;
+    o.n_threads = 2;
+    dying_ctx ctx = {.steps = 5};
+    o.wrap_backend = wrap_dying, o.wrap_ctx = &ctx;
+    serving *s;
+    char msg[256];
+    assert_int_equal(serving_create(&o, &s, msg, sizeof msg), DS_OK);
+    assert_int_equal(serving_start(s, msg, sizeof msg), DS_OK);
+    int32_t ids[4] = {1, 2, 3, 4};
+    serving_request q;
+    serving_request_default(&q);
+    q.prompt_ids = ids, q.n_prompt_ids = 4, q.max_tokens = 100, q.ignore_eos = 1;
+    serving_stream *st[4];
+    for (int i = 0; i < 4; i++)
+        st[i] = submit(s, &q);
+    serving_output out = {0};
+    for (int i = 0; i < 4; i++) {
+        serving_finish fin = SERVING_RUNNING;
+        int n = 0;
+        while (!fin && serving_stream_wait(st[i], &out, 30.0)) {
+            n += out.n_token_ids;
+            fin = out.finish;
+        }
+        assert_int_equal(fin, SERVING_UNAVAILABLE);
+        assert_non_null(strstr(out.error, "rank 1: waiting for the step: timed out"));
+        assert_true(n <= 5); /* one token a step, and it died after 5 */
+        serving_stream_release(st[i]);
+    }
+    serving_output_free(&out);
+    assert_false(serving_ready(s));
+    serving_stream *late;
+    assert_int_equal(serving_submit(s, &q, NULL, NULL, &late, msg, sizeof msg), DS_EUNAVAILABLE);
+    assert_non_null(strstr(msg, "device failed"));
+    assert_non_null(strstr(msg, "timed out"));
+    serving_shutdown(s, 0); /* joins the engine thread: its last stats snapshot is taken */
+    serving_stats stats;
+    serving_get_stats(s, &stats);
+    assert_int_equal(stats.requests_failed, 4);
+    blocks_all_free(s);
+    serving_destroy(s);
+}
+
+/* A device that fails while the engine is idle (node 0's keep-alive noticed a dead peer): not
+ * ready, so health says NOT_SERVING, and submits are refused with the reason before any step. */
+static void test_idle_device_failure(void **state) {
+    (void)state;
+    serving_options o;
+    serving_options_default(&o);
+    o.model_path = g_tiny;
+    o.kv_memory_bytes = 16 << 20;
+    dying_ctx ctx = {.steps = 1000};
+    o.wrap_backend = wrap_dying, o.wrap_ctx = &ctx;
+    serving *s;
+    char msg[256];
+    assert_int_equal(serving_create(&o, &s, msg, sizeof msg), DS_OK);
+    assert_int_equal(serving_start(s, msg, sizeof msg), DS_OK);
+    assert_true(serving_ready(s));
+    ctx.made->steps_left = -1;
+    assert_false(serving_ready(s));
+    int32_t ids[2] = {1, 2};
+    serving_request q;
+    serving_request_default(&q);
+    q.prompt_ids = ids, q.n_prompt_ids = 2;
+    serving_stream *st;
+    assert_int_equal(serving_submit(s, &q, NULL, NULL, &st, msg, sizeof msg), DS_EUNAVAILABLE);
+    assert_non_null(strstr(msg, "keep-alive: timed out"));
+    serving_destroy(s);
+}
+
 static int make_tiny(void **state) {
     (void)state;
     const char *tmp = getenv("TEST_TMPDIR");
@@ -415,6 +539,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_engine_thread_and_shutdown),
+        cmocka_unit_test(test_device_failure),
+        cmocka_unit_test(test_idle_device_failure),
     };
     return cmocka_run_group_tests(tests, make_tiny, NULL);
 }

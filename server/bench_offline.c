@@ -157,7 +157,8 @@ static int run(const bench_options *o, serving *s) {
             if (out.finish) fin = out.finish;
         output_tokens += out.completion_tokens;
         n_ok += fin == SERVING_LENGTH || fin == SERVING_STOP;
-        if (fin == SERVING_ERROR) fprintf(stderr, "%s: request %d: %s\n", PROG, i, out.error);
+        if (fin == SERVING_ERROR || fin == SERVING_UNAVAILABLE)
+            fprintf(stderr, "%s: request %d: %s\n", PROG, i, out.error);
         serving_stream_release(streams[i]);
     }
     serving_output_free(&out);

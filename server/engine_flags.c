@@ -70,7 +70,12 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
                                              "--device",
                                              "--gpu-memory-utilization",
                                              "--dtype",
-                                             "--tensor-parallel"};
+                                             "--tensor-parallel",
+                                             "--nnodes",
+                                             "--node-rank",
+                                             "--master-addr",
+                                             "--master-port",
+                                             "--tp-timeout"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         known |= !strcmp(a, with_value[k]);
@@ -86,7 +91,17 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
     } else if (!strcmp(a, "--random-weights")) {
         o->random_weights = v;
     } else if (!strcmp(a, "--tensor-parallel")) {
-        r = cli_int(prog, a, v, 1, 8, &o->tensor_parallel);
+        r = cli_int(prog, a, v, 1, 1024, &o->tensor_parallel);
+    } else if (!strcmp(a, "--nnodes")) {
+        r = cli_int(prog, a, v, 1, 1024, &o->n_nodes);
+    } else if (!strcmp(a, "--node-rank")) {
+        r = cli_int(prog, a, v, 0, 1023, &o->node_rank);
+    } else if (!strcmp(a, "--master-addr")) {
+        o->master_addr = v;
+    } else if (!strcmp(a, "--master-port")) {
+        r = cli_int(prog, a, v, 1, 65535, &o->master_port);
+    } else if (!strcmp(a, "--tp-timeout")) {
+        r = cli_int(prog, a, v, 1, 86400, &o->tp_timeout_s);
     } else if (!strcmp(a, "--dtype")) {
         if (strcmp(v, "fp16") && strcmp(v, "bf16")) {
             fprintf(stderr, "%s: --dtype = '%s': expected fp16 or bf16\n", prog, v);
@@ -155,6 +170,16 @@ int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_o
 serving *engine_flags_open(const char *prog, const serving_options *o) {
     char msg[512];
     serving *s;
+    if (o->node_rank > 0) { /* a follower: node 0 runs the command's work */
+        fprintf(stderr, "%s: node %d of %d: following node 0 at %s:%d\n", prog, o->node_rank,
+                o->n_nodes, o->master_addr ? o->master_addr : "?", o->master_port);
+        ds_status st = serving_follow(o, msg, sizeof msg);
+        if (st != DS_OK)
+            fprintf(stderr, "%s: %s\n", prog, msg);
+        else
+            fprintf(stderr, "%s: node %d: node 0 stopped the group\n", prog, o->node_rank);
+        exit(st == DS_OK ? 0 : 1);
+    }
     if (serving_create(o, &s, msg, sizeof msg) == DS_OK) return s;
     fprintf(stderr, "%s: %s\n", prog, msg);
     return NULL;
@@ -163,6 +188,23 @@ serving *engine_flags_open(const char *prog, const serving_options *o) {
 int engine_flags_check(const char *prog, const serving_options *o) {
     if (!o->model_path == !o->random_weights) {
         fprintf(stderr, "%s: give one of --model or --random-weights\n", prog);
+        return -1;
+    }
+    if (o->node_rank >= o->n_nodes) {
+        fprintf(stderr, "%s: --node-rank = %d: expected 0..%d (--nnodes = %d)\n", prog,
+                o->node_rank, o->n_nodes - 1, o->n_nodes);
+        return -1;
+    }
+    if (o->n_nodes > 1 && (!o->master_addr || !o->master_port)) {
+        fprintf(stderr, "%s: --nnodes = %d: give --master-addr and --master-port of node 0\n", prog,
+                o->n_nodes);
+        return -1;
+    }
+    if (o->tensor_parallel % o->n_nodes) {
+        fprintf(stderr,
+                "%s: --tensor-parallel = %d: expected a multiple of --nnodes = %d (the same "
+                "number of GPUs on every node)\n",
+                prog, o->tensor_parallel, o->n_nodes);
         return -1;
     }
     return 0;
@@ -187,7 +229,14 @@ void engine_flags_usage(FILE *out) {
         "                           memory leaves after the weights)\n"
         "  --gpu-memory-utilization F  share of free GPU memory to use (default 0.9)\n"
         "  --dtype fp16|bf16        GPU weight type (default fp16)\n"
-        "  --tensor-parallel N      shard the model over GPUs 0..N-1 with NCCL (default 1)\n"
+        "  --tensor-parallel N      shard the model over N GPUs with NCCL (default 1): GPUs\n"
+        "                           0..N/nnodes-1 of every node\n"
+        "  --nnodes N               processes (hosts) in the tensor-parallel group (default 1)\n"
+        "  --node-rank R            this one: 0 serves, the others follow node 0's steps\n"
+        "  --master-addr H          node 0's address for the start-up rendezvous\n"
+        "  --master-port P          and its TCP port (node 0 listens on it)\n"
+        "  --tp-timeout S           seconds any tensor-parallel wait may take before the group\n"
+        "                           counts as failed (default 60)\n"
         "  --max-seqs N             running sequences at most (default 64)\n"
         "  --max-batched-tokens N   tokens per step: decodes + prefill chunks (default 512)\n"
         "  --max-waiting N          queued requests before new ones are refused (default "

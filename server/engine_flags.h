@@ -23,7 +23,9 @@ int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_o
 /* Checks the combination after parsing (model given); prints and returns -1 on error. */
 int engine_flags_check(const char *prog, const serving_options *o);
 
-/* serving_create, printing "PROG: why" on failure (NULL). */
+/* serving_create, printing "PROG: why" on failure (NULL). With --node-rank > 0 the process is a
+ * follower of node 0 instead: serving_follow runs until node 0 stops the group, then the process
+ * exits (0 when node 0 stopped it, 1 on a failure); node 0 runs the command's own work. */
 serving *engine_flags_open(const char *prog, const serving_options *o);
 
 /* Help text for the engine flags, one per line, indented like the commands' own. */

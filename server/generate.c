@@ -161,7 +161,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     double t1 = now_s();
     printf("\n");
     fflush(stdout);
-    if (out.finish == SERVING_ERROR) {
+    if (out.finish == SERVING_ERROR || out.finish == SERVING_UNAVAILABLE) {
         fprintf(stderr, "%s: %s\n", PROG, out.error);
         rc = 1;
     }

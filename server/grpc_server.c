@@ -254,6 +254,7 @@ static void stream_send(rpc *r) {
         rpc_finish(r, GRPC_STATUS_UNAVAILABLE, "request cancelled: the server is shutting down");
         break;
     case SERVING_ERROR: rpc_finish(r, GRPC_STATUS_INTERNAL, r->output.error); break;
+    case SERVING_UNAVAILABLE: rpc_finish(r, GRPC_STATUS_UNAVAILABLE, r->output.error); break;
     default: rpc_finish(r, GRPC_STATUS_OK, ""); break;
     }
 }

@@ -38,7 +38,8 @@ Decoserve__V1__FinishReason proto_map_finish_reason(serving_finish finish) {
     case SERVING_STOP: return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_STOP;
     case SERVING_LENGTH: return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
     case SERVING_CANCELLED: return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-    case SERVING_ERROR: return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR;
+    case SERVING_ERROR:
+    case SERVING_UNAVAILABLE: return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR;
     }
     return DECOSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR;
 }
@@ -52,7 +53,8 @@ void proto_map_generate_response(const serving_output *out, const char *request_
     pb->n_token_ids = (size_t)out->n_token_ids;
     pb->text = out->text != NULL ? out->text : "";
     pb->finish_reason = proto_map_finish_reason(out->finish);
-    if (out->finish == SERVING_ERROR) pb->error = (char *)out->error;
+    if (out->finish == SERVING_ERROR || out->finish == SERVING_UNAVAILABLE)
+        pb->error = (char *)out->error;
     usage->prompt_tokens = out->prompt_tokens;
     usage->cached_prompt_tokens = out->cached_prompt_tokens;
     usage->completion_tokens = out->completion_tokens;

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,6 +169,11 @@ static void test_response(void **state) {
                      DECOSERVE__V1__FINISH_REASON__FINISH_REASON_LENGTH);
     assert_int_equal(proto_map_finish_reason(SERVING_CANCELLED),
                      DECOSERVE__V1__FINISH_REASON__FINISH_REASON_CANCELLED);
+    out.finish = SERVING_UNAVAILABLE; /* a dead device: an error with its reason */
+    snprintf(out.error, sizeof out.error, "tensor-parallel rank 1: timed out");
+    proto_map_generate_response(&out, "req-9", &pb, &usage);
+    assert_int_equal(pb.finish_reason, DECOSERVE__V1__FINISH_REASON__FINISH_REASON_ERROR);
+    assert_string_equal(pb.error, "tensor-parallel rank 1: timed out");
 }
 
 /* Every field of a flat message is set (non-zero, non-empty). */

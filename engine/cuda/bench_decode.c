@@ -3,8 +3,14 @@
  * sequences of `context` random tokens, then time `steps` decode steps of the whole batch
  * (each step one token per sequence, logits of every sequence copied to the host, as the
  * serving engine asks). Prints one Markdown table row per case.
- *   bench_decode [--context N] [--steps N] [--batches 1,16,64] [--block N]
- * Output tokens/s = batch x steps / seconds of the timed steps (after 2 untimed ones). */
+ *   bench_decode [--context N] [--steps N] [--batches 1,16,64] [--block N] [--kv fp16,kivi4,...]
+ *                [--tp N [--allreduce-share]] [--no-prefill]
+ * Output tokens/s = batch x steps / seconds of the timed steps (after 2 untimed ones).
+ * --tp N runs the tensor-parallel backend on GPUs 0..N-1 (one process); --allreduce-share adds
+ * the share of the timed steps rank 0 spent in all-reduces (CUDA events around each, which cost a
+ * little themselves). --no-prefill commits the
+ * context's blocks without computing them (their pages stay zero): decode reads the same bytes,
+ * so step times hold, and long contexts skip minutes of prefill. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +53,7 @@ typedef struct bench {
     int32_t *tokens;      /* [max_batch][context + steps + WARMUP] */
     kv_seq *seqs;         /* [max_batch] */
     llama_step_seq *step; /* [max_batch] */
-    int context, steps;
+    int context, steps, tp, no_prefill, allreduce_share;
 } bench;
 
 /* Reserves, runs and commits one batch; 0 or -1 after printing the error. */
@@ -77,7 +83,19 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
     int rc = 0;
     /* Prefill: chunks of the prompts in order, up to MAX_STEP tokens per step. */
     double t0 = now_s();
-    for (int s = 0, fed = 0; rc == 0 && s < batch;) {
+    for (int s = 0; b->no_prefill && rc == 0 && s < batch; s++) /* bookkeeping only */
+        for (int fed = 0; rc == 0 && fed < b->context; fed += MAX_STEP) {
+            const int n = b->context - fed < MAX_STEP ? b->context - fed : MAX_STEP;
+            char msg[512];
+            if (kv_seq_reserve(b->cache, &b->seqs[s], b->tokens + (size_t)s * per_seq + fed, n, msg,
+                               sizeof msg) != DS_OK) {
+                fprintf(stderr, "%s: reserve: %s\n", PROG, msg);
+                rc = -1;
+            } else {
+                kv_seq_commit(b->cache, &b->seqs[s]);
+            }
+        }
+    for (int s = 0, fed = 0; !b->no_prefill && rc == 0 && s < batch;) {
         int n = 0, rows = 0;
         while (s < batch && rows < MAX_STEP) {
             int chunk = b->context - fed;
@@ -92,8 +110,8 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
         }
         rc = run(b, n);
     }
-    *prefill_tps = (double)batch * b->context / (now_s() - t0);
-    double t_steps = 0.0;
+    *prefill_tps = b->no_prefill ? 0.0 : (double)batch * b->context / (now_s() - t0);
+    double t_steps = 0.0, ar0 = 0.0;
     for (int it = 0; rc == 0 && it < WARMUP + b->steps; it++) {
         for (int s = 0; s < batch; s++)
             b->step[s] =
@@ -101,13 +119,19 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
                                  .tokens = b->tokens + (size_t)s * per_seq + b->seqs[s].n_tokens,
                                  .n_tokens = 1,
                                  .logits = LLAMA_LOGITS_LAST};
+        if (it == WARMUP && b->allreduce_share) ar0 = cuda_tp_allreduce_ms(&b->backend);
         double t = now_s();
         rc = run(b, batch);
         if (it >= WARMUP) t_steps += now_s() - t;
     }
+    char share[16] = "-";
+    if (b->allreduce_share)
+        snprintf(share, sizeof share, "%.1f%%",
+                 100.0 * (cuda_tp_allreduce_ms(&b->backend) - ar0) / (1e3 * t_steps));
     if (rc == 0)
-        printf("| %s | %d | %d | %.2f | %.0f | %.0f |\n", kv_name, batch, b->context,
-               1e3 * t_steps / b->steps, (double)batch * b->steps / t_steps, *prefill_tps);
+        printf("| %d | %s | %d | %d | %.2f | %.0f | %.0f | %s |\n", b->tp ? b->tp : 1, kv_name,
+               batch, b->context, 1e3 * t_steps / b->steps, (double)batch * b->steps / t_steps,
+               *prefill_tps, share);
     fflush(stdout);
     for (int s = 0; s < batch; s++)
         kv_seq_release(b->cache, &b->seqs[s]);
@@ -128,11 +152,24 @@ static int parse_batches(const char *s, int *out, int *n) {
 
 int main(int argc, char **argv) {
     int context = 1024, steps = 32, block_size = 32, batches[MAX_BATCHES] = {1, 16, 64};
-    int n_batches = 3;
+    int n_batches = 3, tp = 0, no_prefill = 0, allreduce_share = 0;
+    const char *kv_list = "fp16,kivi4,decoquant4";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(argv[i], "--no-prefill")) {
+            no_prefill = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--allreduce-share")) {
+            allreduce_share = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--context")) {
-            if (cli_int(PROG, "--context", v, 1, 7000, &context)) return 2;
+            if (cli_int(PROG, "--context", v, 1, 131000, &context)) return 2;
+        } else if (!strcmp(argv[i], "--tp")) {
+            if (cli_int(PROG, "--tp", v, 1, 8, &tp)) return 2;
+        } else if (!strcmp(argv[i], "--kv")) {
+            kv_list = v;
         } else if (!strcmp(argv[i], "--steps")) {
             if (cli_int(PROG, "--steps", v, 1, 1000, &steps)) return 2;
         } else if (!strcmp(argv[i], "--block")) {
@@ -143,7 +180,9 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: %s [--context N] [--steps N] [--batches 1,16,64] [--block N]\n",
+            fprintf(stderr,
+                    "usage: %s [--context N] [--steps N] [--batches 1,16,64] [--block N] [--kv "
+                    "fp16,kivi4,decoquant4] [--tp N [--allreduce-share]] [--no-prefill]\n",
                     PROG);
             return 2;
         }
@@ -153,7 +192,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_batches; i++)
         max_batch = batches[i] > max_batch ? batches[i] : max_batch;
 
-    const llama_config config = llama3_8b();
+    llama_config config = llama3_8b();
+    const int per_seq = context + steps + WARMUP;
+    if (per_seq > config.context_length) config.context_length = per_seq; /* Llama 3.1: 128k */
     const llama_model model = {.config = config};
     char msg[512], name[128];
     size_t free_bytes, total;
@@ -161,8 +202,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         return 1;
     }
-    const int per_seq = context + steps + WARMUP;
-    bench b = {.context = context, .steps = steps};
+    bench b = {.context = context,
+               .steps = steps,
+               .tp = tp,
+               .no_prefill = no_prefill,
+               .allreduce_share = tp && allreduce_share};
     b.logits = malloc((size_t)max_batch * config.vocab_size * sizeof(float));
     b.tokens = malloc((size_t)max_batch * per_seq * sizeof(int32_t));
     b.seqs = calloc((size_t)max_batch, sizeof *b.seqs);
@@ -176,11 +220,12 @@ int main(int argc, char **argv) {
         b.tokens[i] = (int32_t)(ds_rng_u64(&rng) % (uint64_t)config.vocab_size);
 
     printf("bench_decode: llama3-8b shape, random fp16 weights, %s (%.1f GiB free of %.1f), "
-           "context %d, %d timed decode steps, block %d\n\n",
-           name, (double)free_bytes / (1 << 30), (double)total / (1 << 30), context, steps,
-           block_size);
-    printf("| kv | batch | context | ms/step | output tok/s | prefill tok/s |\n");
-    printf("| --- | --- | --- | --- | --- | --- |\n");
+           "context %d%s, %d timed decode steps, block %d\n\n",
+           name, (double)free_bytes / (1 << 30), (double)total / (1 << 30), context,
+           no_prefill ? " (not prefilled)" : "", steps, block_size);
+    printf("| GPUs | kv | batch | context | ms/step | output tok/s | prefill tok/s | all-reduce "
+           "share |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     const struct {
         const char *name;
         dq_method method;
@@ -188,6 +233,11 @@ int main(int argc, char **argv) {
     } kvs[] = {{"fp16", DQ_FP16, 16}, {"kivi4", DQ_KIVI, 4}, {"decoquant4", DQ_DECOQUANT, 4}};
     int rc = 0;
     for (size_t k = 0; rc == 0 && k < sizeof kvs / sizeof kvs[0]; k++) {
+        char wanted[64];
+        snprintf(wanted, sizeof wanted, ",%s,", kvs[k].name);
+        char list[256];
+        snprintf(list, sizeof list, ",%s,", kv_list);
+        if (!strstr(list, wanted)) continue;
         kv_cache_config kc = {.n_layers = config.n_layers,
                               .n_kv_heads = config.n_kv_heads,
                               .head_dim = config.head_dim,
@@ -198,10 +248,15 @@ int main(int argc, char **argv) {
                               .no_storage = 1};
         kc.key_codec.group_size = 64;
         kc.value_codec = kc.key_codec;
-        const cuda_backend_options o = {
-            .max_step_tokens = MAX_STEP, .max_seqs = max_batch, .random_weights = 1, .seed = 42};
+        const cuda_backend_options o = {.max_step_tokens = MAX_STEP,
+                                        .max_seqs = max_batch,
+                                        .random_weights = 1,
+                                        .seed = 42,
+                                        .time_allreduce = b.allreduce_share};
+        const cuda_tp_config tc = {.world = tp, .n_nodes = 1, .timeout_ms = 120000};
         if (kv_cache_create(&kc, &b.cache, msg, sizeof msg) != DS_OK ||
-            cuda_backend_create(&model, b.cache, &o, &b.backend, msg, sizeof msg) != DS_OK) {
+            (tp ? cuda_tp_backend_create(&model, b.cache, &o, &tc, &b.backend, msg, sizeof msg)
+                : cuda_backend_create(&model, b.cache, &o, &b.backend, msg, sizeof msg)) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, kvs[k].name, msg);
             kv_cache_destroy(b.cache);
             rc = 1;

@@ -41,12 +41,16 @@ typedef struct cuda_backend {
     uint8_t *kv_full;           /* [n_layers][n_full_blocks][H][key page | value page] */
     uint16_t *kv_open;          /* [n_layers][n_open_blocks][2][T][H][D] */
     size_t full_layer_bytes, open_layer_elems;
-    int32_t *plan_host;  /* pinned, lay.plan_words */
-    float *logits_host;  /* pinned, [lay.logit_rows][vocab] */
-    cudaStream_t stream; /* every launch and copy */
+    int32_t *plan_host;          /* pinned, lay.plan_words */
+    int32_t *hdr_host, *hdr_dev; /* the step header rank 0 broadcasts (pinned; device) */
+    float *logits_host;          /* pinned, [lay.logit_rows][vocab] */
+    cudaStream_t stream;         /* every launch and copy */
     cublasHandle_t cublas;
     tp_comm *tp; /* borrowed; NULL without tensor parallelism */
     int tp_rank;
+    tp_dims dims; /* this rank's heads and d_ff in the whole model's (rank 0 of 1 without tp) */
+    cudaEvent_t *events; /* time_allreduce: [2 per layer][start, end] */
+    double allreduce_ms;
 } cuda_backend;
 
 static double gib(size_t bytes) { return (double)bytes / (double)(1ull << 30); }
@@ -80,7 +84,7 @@ static ds_status host_alloc(void **p, size_t bytes, const char *what, char *msg,
 /* Waits for the stream; through the communicator when there is one (a dead peer would leave
  * cudaStreamSynchronize waiting forever). */
 static ds_status wait_stream(cuda_backend *b, char *msg, size_t msg_len) {
-    if (b->tp) return tp_comm_wait(b->tp, b->stream, msg, msg_len);
+    if (b->tp) return tp_comm_wait(b->tp, b->stream, 0, msg, msg_len);
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return DS_OK;
 }
@@ -90,8 +94,12 @@ static void backend_destroy(void *impl) {
     if (!b) return;
     if (b->cublas) cublasDestroy(b->cublas);
     if (b->stream) cudaStreamDestroy(b->stream);
+    for (int i = 0; b->events && i < 4 * b->config.n_layers; i++)
+        if (b->events[i]) cudaEventDestroy(b->events[i]);
+    free(b->events);
     cudaFree(b->weights), cudaFree(b->scratch), cudaFree(b->kv_full), cudaFree(b->kv_open);
-    cudaFreeHost(b->plan_host), cudaFreeHost(b->logits_host);
+    cudaFree(b->hdr_dev);
+    cudaFreeHost(b->plan_host), cudaFreeHost(b->logits_host), cudaFreeHost(b->hdr_host);
     free(b);
 }
 
@@ -137,12 +145,18 @@ typedef struct weight_source {
     ds_rng rng;
 } weight_source;
 
+/* blk: where the tensor sits in the unsharded one (the random draw is the unsharded model's). */
 static ds_status load_weight(weight_source *ws, void *dst, fwd_dtype type, const float *src,
-                             size_t n, float mean, float std, const char *what, char *msg,
+                             fwd_fill_block blk, float mean, float std, const char *what, char *msg,
                              size_t msg_len) {
-    if (ws->up) return upload(ws->b, ws->up, dst, type, src, n, what, msg, msg_len);
-    return fwd_fill_normal_cuda(dst, type, n, mean, std, ds_rng_u64(&ws->rng), ws->b->stream, msg,
-                                msg_len);
+    const uint64_t seed = ds_rng_u64(&ws->rng); /* drawn either way: every rank visits the same */
+    if (ws->up)
+        return upload(ws->b, ws->up, dst, type, src, blk.rows * blk.cols, what, msg, msg_len);
+    return fwd_fill_normal_cuda(dst, type, &blk, mean, std, seed, ws->b->stream, msg, msg_len);
+}
+
+static fwd_fill_block whole(size_t rows, size_t cols) {
+    return (fwd_fill_block){.rows = rows, .cols = cols, .global_cols = cols};
 }
 
 /* Where one layer's host weights come from: the model, or this rank's shard of it. */
@@ -171,6 +185,10 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, const tp_sh
     const size_t d = (size_t)c->d_model, D = (size_t)c->head_dim, ff = (size_t)c->d_ff;
     const size_t qd = (size_t)c->n_heads * D, kvd = (size_t)c->n_kv_heads * D;
     const size_t V = (size_t)c->vocab_size;
+    /* this rank's slices in the whole model's matrices (engine/tp/shard.h) */
+    const tp_dims *t = &b->dims;
+    const size_t q0 = (size_t)t->head0 * D, kv0 = (size_t)t->kv_head0 * D, f0 = (size_t)t->ff0;
+    const size_t QD = (size_t)m->config.n_heads * D, F = (size_t)m->config.d_ff;
     const float std = 0.02f;
     uploader up = {0};
     weight_source ws = {.b = b, .up = random ? NULL : &up, .rng = {seed}};
@@ -185,38 +203,39 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, const tp_sh
     const fwd_dtype W = b->wtype;
     uint8_t *base = b->weights;
     if (st == DS_OK)
-        st = load_weight(&ws, base + L->tok_embd, W, m->tok_embd, V * d, 0.0f, std, "token_embd",
-                         msg, msg_len);
+        st = load_weight(&ws, base + L->tok_embd, W, m->tok_embd, whole(V, d), 0.0f, std,
+                         "token_embd", msg, msg_len);
     if (st == DS_OK && !c->tied_embeddings)
-        st = load_weight(&ws, base + L->output, W, m->output, V * d, 0.0f, std, "output", msg,
+        st = load_weight(&ws, base + L->output, W, m->output, whole(V, d), 0.0f, std, "output", msg,
                          msg_len);
     if (st == DS_OK)
-        st = load_weight(&ws, base + L->output_norm, FWD_F32, m->output_norm, d, 1.0f, 0.0f,
-                         "output_norm", msg, msg_len);
+        st = load_weight(&ws, base + L->output_norm, FWD_F32, m->output_norm, whole(1, d), 1.0f,
+                         0.0f, "output_norm", msg, msg_len);
     for (int l = 0; st == DS_OK && l < c->n_layers; l++) {
         const layer_source src = layer_source_of(m, shard, l);
         uint8_t *lw = base + L->layer0 + (size_t)l * L->layer_stride;
         const struct {
-            size_t at, n;
+            size_t at;
+            fwd_fill_block blk;
             fwd_dtype type;
             const float *src;
             float mean, std;
             const char *name;
         } parts[] = {
-            {L->attn_norm, d, FWD_F32, src.attn_norm, 1.0f, 0.0f, "attn_norm"},
-            {L->ffn_norm, d, FWD_F32, src.ffn_norm, 1.0f, 0.0f, "ffn_norm"},
-            {L->wqkv, qd * d, W, src.wq, 0.0f, std, "attn_q"},
-            {L->wqkv + qd * d * 2, kvd * d, W, src.wk, 0.0f, std, "attn_k"},
-            {L->wqkv + (qd + kvd) * d * 2, kvd * d, W, src.wv, 0.0f, std, "attn_v"},
-            {L->wo, d * qd, W, src.wo, 0.0f, std, "attn_output"},
-            {L->wgu, ff * d, W, src.w_gate, 0.0f, std, "ffn_gate"},
-            {L->wgu + ff * d * 2, ff * d, W, src.w_up, 0.0f, std, "ffn_up"},
-            {L->wdown, d * ff, W, src.w_down, 0.0f, std, "ffn_down"},
+            {L->attn_norm, whole(1, d), FWD_F32, src.attn_norm, 1.0f, 0.0f, "attn_norm"},
+            {L->ffn_norm, whole(1, d), FWD_F32, src.ffn_norm, 1.0f, 0.0f, "ffn_norm"},
+            {L->wqkv, {qd, d, d, q0, 0}, W, src.wq, 0.0f, std, "attn_q"},
+            {L->wqkv + qd * d * 2, {kvd, d, d, kv0, 0}, W, src.wk, 0.0f, std, "attn_k"},
+            {L->wqkv + (qd + kvd) * d * 2, {kvd, d, d, kv0, 0}, W, src.wv, 0.0f, std, "attn_v"},
+            {L->wo, {d, qd, QD, 0, q0}, W, src.wo, 0.0f, std, "attn_output"},
+            {L->wgu, {ff, d, d, f0, 0}, W, src.w_gate, 0.0f, std, "ffn_gate"},
+            {L->wgu + ff * d * 2, {ff, d, d, f0, 0}, W, src.w_up, 0.0f, std, "ffn_up"},
+            {L->wdown, {d, ff, F, 0, f0}, W, src.w_down, 0.0f, std, "ffn_down"},
         };
         for (size_t i = 0; st == DS_OK && i < sizeof parts / sizeof parts[0]; i++) {
             char name[64];
             snprintf(name, sizeof name, "blk.%d.%s", l, parts[i].name);
-            st = load_weight(&ws, lw + parts[i].at, parts[i].type, parts[i].src, parts[i].n,
+            st = load_weight(&ws, lw + parts[i].at, parts[i].type, parts[i].src, parts[i].blk,
                              parts[i].mean, parts[i].std, name, msg, msg_len);
         }
     }
@@ -264,6 +283,24 @@ static kv_layer_view layer_view(const cuda_backend *b, int layer) {
         .open = b->kv_open + (size_t)layer * b->open_layer_elems,
         .open_block_stride = 2 * (size_t)kc->block_size * b->config.n_kv_heads * kc->head_dim,
     };
+}
+
+/* The sum over ranks of x[0..n), the i-th of the step; between two events when timed. */
+static ds_status allreduce(cuda_backend *b, float *x, size_t n, int i, char *msg, size_t msg_len) {
+    if (b->events) CUDA_CHECK(cudaEventRecord(b->events[2 * i], b->stream));
+    ds_status st = tp_comm_allreduce_sum(b->tp, x, n, b->stream, msg, msg_len);
+    if (st == DS_OK && b->events) CUDA_CHECK(cudaEventRecord(b->events[2 * i + 1], b->stream));
+    return st;
+}
+
+/* After a timed step has finished: adds its all-reduces' time. */
+static ds_status add_allreduce_time(cuda_backend *b, char *msg, size_t msg_len) {
+    for (int i = 0; i < 2 * b->config.n_layers; i++) {
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, b->events[2 * i], b->events[2 * i + 1]));
+        b->allreduce_ms += ms;
+    }
+    return DS_OK;
 }
 
 static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int l, char *msg,
@@ -362,8 +399,7 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
      * so the in-place sum over ranks is x + Σ_r wo_r attn_r on every rank. */
     const float beta = b->tp_rank == 0 ? 1.0f : 0.0f;
     st = gemm(b, x, CUDA_R_32F, w + L->wo, attn_in, d, R, qd, beta, msg, msg_len);
-    if (st == DS_OK && b->tp)
-        st = tp_comm_allreduce_sum(b->tp, x, (size_t)R * d, stream, msg, msg_len);
+    if (st == DS_OK && b->tp) st = allreduce(b, x, (size_t)R * d, 2 * l, msg, msg_len);
     if (st == DS_OK)
         st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->ffn_norm), R, d,
                               c->rms_eps, stream, msg, msg_len);
@@ -377,8 +413,7 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
     st = bf16 ? fwd_swiglu_bf16_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len)
               : ops_swiglu_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len);
     if (st == DS_OK) st = gemm(b, x, CUDA_R_32F, w + L->wdown, gate, d, R, ff, beta, msg, msg_len);
-    if (st == DS_OK && b->tp)
-        st = tp_comm_allreduce_sum(b->tp, x, (size_t)R * d, stream, msg, msg_len);
+    if (st == DS_OK && b->tp) st = allreduce(b, x, (size_t)R * d, 2 * l + 1, msg, msg_len);
     return st;
 }
 
@@ -390,6 +425,20 @@ static ds_status in_layer(ds_status st, int layer, char *msg, size_t msg_len) {
     return ds_fail(msg, msg_len, st, "layer %d: %s", layer, inner);
 }
 
+/* Rank 0 of a group of several GPUs: it plans, the others follow its header and plan. */
+static int leads(const cuda_backend *b) {
+    return b->tp && b->tp_rank == 0 && tp_comm_size(b->tp) > 1;
+}
+
+static ds_status send_header(cuda_backend *b, cuda_plan_command command, const cuda_plan *p,
+                             char *msg, size_t msg_len) {
+    cuda_plan_header_pack(command, p, b->hdr_host);
+    CUDA_CHECK(cudaMemcpyAsync(b->hdr_dev, b->hdr_host, CUDA_PLAN_HEADER_WORDS * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, b->stream));
+    return tp_comm_broadcast(b->tp, b->hdr_dev, CUDA_PLAN_HEADER_WORDS * sizeof(int32_t), b->stream,
+                             msg, msg_len);
+}
+
 static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, char *msg,
                           size_t msg_len) {
     const llama_config *c = &b->config;
@@ -398,10 +447,20 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
     int32_t *dp = (int32_t *)(b->scratch + L->plan);
     float *x = (float *)(b->scratch + L->x);
     CUDA_CHECK(cudaSetDevice(b->device)); /* the engine thread may not be the creating one */
-    CUDA_CHECK(cudaMemcpyAsync(dp, b->plan_host, p->n_words * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, b->stream));
-    ds_status st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, (int)d, dp + p->tokens,
-                                  p->n_rows, b->stream, msg, msg_len);
+    ds_status st = DS_OK;
+    if (b->tp_rank == 0) { /* a follower's plan is on its way already (cuda_backend_follow) */
+        CUDA_CHECK(cudaMemcpyAsync(dp, b->plan_host, p->n_words * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, b->stream));
+        if (leads(b)) {
+            st = send_header(b, CUDA_PLAN_STEP, p, msg, msg_len);
+            if (st == DS_OK)
+                st = tp_comm_broadcast(b->tp, dp, p->n_words * sizeof(int32_t), b->stream, msg,
+                                       msg_len);
+        }
+    }
+    if (st == DS_OK)
+        st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, (int)d, dp + p->tokens,
+                            p->n_rows, b->stream, msg, msg_len);
     for (int l = 0; st == DS_OK && l < c->n_layers; l++)
         st = in_layer(run_layer(b, p, dp, l, msg, msg_len), l, msg, msg_len);
     if (st != DS_OK) return st;
@@ -425,7 +484,13 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
         memcpy(logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
     }
     /* Also when no row wants logits: the next step rewrites the pinned plan buffer. */
-    return wait_stream(b, msg, msg_len);
+    st = wait_stream(b, msg, msg_len);
+    return st == DS_OK && b->events ? add_allreduce_time(b, msg, msg_len) : st;
+}
+
+double cuda_backend_allreduce_ms(const engine_backend *rank) {
+    const cuda_backend *b = rank->impl;
+    return b->allreduce_ms;
 }
 
 static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
@@ -435,7 +500,47 @@ static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_s
     ds_status st =
         cuda_plan_build(b->cache, seqs, n_seqs, &b->limits, b->plan_host, &p, msg, msg_len);
     if (st != DS_OK || p.n_rows == 0) return st;
-    return run_step(b, &p, logits, msg, msg_len);
+    st = run_step(b, &p, logits, msg, msg_len);
+    if (st != DS_OK && st != DS_EUNAVAILABLE && leads(b)) { /* the others ran on, or wait */
+        char inner[512];
+        snprintf(inner, sizeof inner, "%s", msg);
+        st = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "tensor-parallel ranks out of step: %s", inner);
+    }
+    return st;
+}
+
+ds_status cuda_backend_follow(const engine_backend *rank, int *stop, char *msg, size_t msg_len) {
+    cuda_backend *b = rank->impl;
+    *stop = 0;
+    if (!b->tp || b->tp_rank == 0)
+        return ds_fail(msg, msg_len, DS_EINVAL, "cuda_backend_follow: not a following rank");
+    CUDA_CHECK(cudaSetDevice(b->device));
+    const size_t hdr_bytes = CUDA_PLAN_HEADER_WORDS * sizeof(int32_t);
+    ds_status st = tp_comm_broadcast(b->tp, b->hdr_dev, hdr_bytes, b->stream, msg, msg_len);
+    if (st != DS_OK) return st;
+    CUDA_CHECK(
+        cudaMemcpyAsync(b->hdr_host, b->hdr_dev, hdr_bytes, cudaMemcpyDeviceToHost, b->stream));
+    st = tp_comm_wait(b->tp, b->stream, 0, msg, msg_len);
+    cuda_plan p;
+    cuda_plan_command command;
+    if (st == DS_OK)
+        st = cuda_plan_header_unpack(b->hdr_host, &b->limits, &command, &p, msg, msg_len);
+    if (st != DS_OK || command != CUDA_PLAN_STEP) {
+        *stop = st == DS_OK && command == CUDA_PLAN_STOP;
+        return st;
+    }
+    st = tp_comm_broadcast(b->tp, b->scratch + b->lay.plan, p.n_words * sizeof(int32_t), b->stream,
+                           msg, msg_len);
+    return st == DS_OK ? run_step(b, &p, NULL, msg, msg_len) : st;
+}
+
+ds_status cuda_backend_signal(const engine_backend *rank0, int stop, char *msg, size_t msg_len) {
+    cuda_backend *b = rank0->impl;
+    if (!leads(b))
+        return ds_fail(msg, msg_len, DS_EINVAL, "cuda_backend_signal: not rank 0 of a group");
+    CUDA_CHECK(cudaSetDevice(b->device));
+    ds_status st = send_header(b, stop ? CUDA_PLAN_STOP : CUDA_PLAN_IDLE, NULL, msg, msg_len);
+    return st == DS_OK ? wait_stream(b, msg, msg_len) : st;
 }
 
 /* ---- start-up ---- */
@@ -517,6 +622,12 @@ static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *
     st = host_alloc((void **)&b->plan_host, b->lay.plan_words * sizeof(int32_t), "step plan", msg,
                     msg_len);
     if (st != DS_OK) return st;
+    st = host_alloc((void **)&b->hdr_host, CUDA_PLAN_HEADER_WORDS * sizeof(int32_t), "step header",
+                    msg, msg_len);
+    if (st == DS_OK)
+        st = dev_alloc((void **)&b->hdr_dev, CUDA_PLAN_HEADER_WORDS * sizeof(int32_t),
+                       "step header", msg, msg_len);
+    if (st != DS_OK) return st;
     st = host_alloc((void **)&b->logits_host,
                     (size_t)b->lay.logit_rows * b->config.vocab_size * sizeof(float),
                     "logits staging", msg, msg_len);
@@ -544,20 +655,20 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
     if (st != DS_OK) return st;
 
     llama_config config = model->config;
-    if (o->tp) {
-        if (tp_comm_device(o->tp) != o->device)
-            return ds_fail(msg, msg_len, DS_EINVAL,
-                           "tensor-parallel rank %d: communicator on cuda:%d, backend on cuda:%d",
-                           tp_comm_rank(o->tp), tp_comm_device(o->tp), o->device);
-        tp_dims dims;
-        st = tp_dims_make(&config, tp_comm_rank(o->tp), tp_comm_size(o->tp), &dims, msg, msg_len);
-        if (st != DS_OK) return st;
-        config.n_heads = dims.n_heads, config.n_kv_heads = dims.n_kv_heads;
-        config.d_ff = dims.d_ff;
-    }
+    if (o->tp && tp_comm_device(o->tp) != o->device)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "tensor-parallel rank %d: communicator on cuda:%d, backend on cuda:%d",
+                       tp_comm_rank(o->tp), tp_comm_device(o->tp), o->device);
+    tp_dims dims;
+    st = tp_dims_make(&config, o->tp ? tp_comm_rank(o->tp) : 0, o->tp ? tp_comm_size(o->tp) : 1,
+                      &dims, msg, msg_len);
+    if (st != DS_OK) return st;
+    config.n_heads = dims.n_heads, config.n_kv_heads = dims.n_kv_heads;
+    config.d_ff = dims.d_ff;
     cuda_backend *b = calloc(1, sizeof *b);
     if (!b) return ds_fail(msg, msg_len, DS_ENOMEM, "cuda backend: out of memory");
     b->config = config;
+    b->dims = dims;
     b->tp = o->tp;
     b->tp_rank = o->tp ? tp_comm_rank(o->tp) : 0;
     b->cache = cache;
@@ -587,6 +698,16 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
              ? DS_OK
              : ds_fail(msg, msg_len, DS_EINTERNAL, "cudaStreamCreate: %s", cudaGetErrorString(e));
     if (st == DS_OK) st = allocate(b, o, msg, msg_len);
+    if (st == DS_OK && o->tp && o->time_allreduce) {
+        b->events = calloc(4 * (size_t)config.n_layers, sizeof *b->events);
+        if (!b->events) st = ds_fail(msg, msg_len, DS_ENOMEM, "cuda backend: out of memory");
+        for (int i = 0; st == DS_OK && i < 4 * config.n_layers; i++) {
+            cudaError_t e = cudaEventCreate(&b->events[i]);
+            if (e != cudaSuccess)
+                st = ds_fail(msg, msg_len, DS_EINTERNAL, "cudaEventCreate: %s",
+                             cudaGetErrorString(e));
+        }
+    }
     if (st == DS_OK) st = check_attention(b, msg, msg_len);
     tp_shard shard = {0};
     const int sharded = o->tp && !o->random_weights;

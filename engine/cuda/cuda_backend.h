@@ -48,10 +48,16 @@ typedef struct cuda_backend_options {
      * under the cache's block ids, so every rank reads the same block tables) and its d_ff
      * features; after the O and down GEMMs it sums the fp32 residual stream over the group
      * (ncclAllReduce), and waits through tp_comm_wait, so a dead peer is an error, not a hang.
-     * Only rank 0 computes logits; the other ranks' forward leaves `logits` alone (may be NULL).
-     * With random_weights each rank draws its shard from seed: a model of the same shape and
-     * speed, not the same numbers as without tp. tp must outlive the backend. */
+     * Rank 0 alone plans: its forward broadcasts each step's plan (plan.h's header, then the
+     * words) and computes the logits; the other ranks run what it sends through
+     * cuda_backend_follow, in lockstep (forward is for rank 0 only). A failure of rank 0's step
+     * after the plan went out is DS_EUNAVAILABLE: the ranks are out of step for good. With
+     * random_weights each rank draws its slice of the unsharded model's matrices from seed: the
+     * same model as without tp. tp must outlive the backend. */
     tp_comm *tp;
+    /* With tp: CUDA events around every all-reduce, summed after each step (costs a little; for
+     * benchmarks): cuda_backend_allreduce_ms, cuda_tp_allreduce_ms. */
+    int time_allreduce;
 } cuda_backend_options;
 
 /* Creates the backend on options->device and fills *out (only on success). Borrows model (read
@@ -61,15 +67,57 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                               const cuda_backend_options *options, engine_backend *out, char *msg,
                               size_t msg_len);
 
-/* Tensor parallelism in one process on GPUs 0 .. n_ranks-1 (1 <= n_ranks <= 8; 1 runs the NCCL
- * path on one GPU, for tests): makes the NCCL
- * id, then on a thread per GPU joins the group (tp_comm_create) and creates that rank's sharded
- * backend (options->tp is set per rank; options->device is ignored); each forward runs every
- * rank's step on its own thread and returns rank 0's logits. The KV cache's pages are split by KV
- * heads across the GPUs; the host block tables are shared. Errors name the rank. */
+/* Milliseconds this rank's all-reduces took so far (GPU time from when each was enqueued to when it
+ * finished, so it includes waiting for the slowest rank); 0 unless options.time_allreduce. */
+double cuda_backend_allreduce_ms(const engine_backend *rank);
+
+/* A rank other than 0 of a group: waits up to the communicator's timeout for rank 0's next header
+ * and runs the step it announces (rank 0's forward) on this GPU; *stop = 1 when rank 0 said STOP,
+ * and an IDLE header returns DS_OK at once. DS_EUNAVAILABLE when rank 0 stays silent past the
+ * deadline or the group fails; DS_ECORRUPT for a header outside this backend's limits. */
+ds_status cuda_backend_follow(const engine_backend *rank, int *stop, char *msg, size_t msg_len);
+
+/* Rank 0 of a group of more than one GPU: tells the followers there is no step (stop = 0, so
+ * their deadlines restart while the server is idle) or that they are done (stop = 1), and waits
+ * until all have it. Not concurrently with forward. */
+ds_status cuda_backend_signal(const engine_backend *rank0, int stop, char *msg, size_t msg_len);
+
+/* A tensor-parallel group: `world` GPUs over n_nodes processes (one per host, or several on one
+ * host as the tests run it), world / n_nodes GPUs each — devices 0.. of each process; global rank
+ * = node_rank * (world / n_nodes) + local device. */
+typedef struct cuda_tp_config {
+    int world;               /* GPUs in all, at most 8 per node; 1 runs the NCCL path on one GPU */
+    int n_nodes, node_rank;  /* 1 and 0: this process alone */
+    const char *master_addr; /* node 0's TCP bootstrap (engine/tp/bootstrap.h), n_nodes > 1 */
+    int master_port;
+    /* Bounds each step's waits and a follower's wait for the next step (node 0 sends IDLE well
+     * within it), so a dead peer is an error after this long. Start-up (bootstrap, joining, the
+     * settings) waits max(timeout_ms, 10 minutes): nodes load their weights at their own pace. */
+    int timeout_ms;
+} cuda_tp_config;
+
+/* Node 0 of a group (engine/cuda/tp_backend.c): makes the NCCL id (and hands it to the other
+ * nodes over the bootstrap), joins every local GPU on its own thread, sends every rank the
+ * settings (model shape, the cache's config, options' limits), creates each GPU's sharded backend
+ * (options->device and ->tp are set per rank) and fails if any rank anywhere failed to. Its
+ * forward runs rank 0 on the calling thread and broadcasts the plan; the other local GPUs follow
+ * on persistent threads, the other nodes in cuda_tp_follow_node. The KV pages are split by KV
+ * heads across the GPUs; the host block tables are node 0's. After a step fails with
+ * DS_EUNAVAILABLE (a rank died or stopped answering) every later forward fails the same way at
+ * once. Errors name the rank and node. */
 ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
-                                 const cuda_backend_options *options, int n_ranks,
+                                 const cuda_backend_options *options, const cuda_tp_config *config,
                                  engine_backend *out, char *msg, size_t msg_len);
+
+/* Rank 0's cuda_backend_allreduce_ms, for a backend cuda_tp_backend_create made. */
+double cuda_tp_allreduce_ms(const engine_backend *group);
+
+/* Any other node: joins node 0's group with this node's GPUs, checks that model has node 0's
+ * shape, adopts node 0's cache config and limits (options gives only what node 0 does not send)
+ * and runs node 0's steps until node 0 stops the group (DS_OK) or a failure (DS_EUNAVAILABLE when
+ * node 0 or a peer goes silent past timeout_ms). Blocks for the life of the group. */
+ds_status cuda_tp_follow_node(const llama_model *model, const cuda_backend_options *options,
+                              const cuda_tp_config *config, char *msg, size_t msg_len);
 
 /* Free and total memory of a device and its name ("NVIDIA H100 80GB HBM3"; name may be NULL),
  * for sizing --kv-memory from a fraction of what is free. Subtract what the backend itself will

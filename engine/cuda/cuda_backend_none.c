@@ -19,8 +19,14 @@ ds_status cuda_device_memory(int device, size_t *free_bytes, size_t *total_bytes
 }
 
 ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
-                                 const cuda_backend_options *options, int n_ranks,
+                                 const cuda_backend_options *options, const cuda_tp_config *config,
                                  engine_backend *out, char *msg, size_t msg_len) {
-    (void)model, (void)cache, (void)options, (void)n_ranks, (void)out;
+    (void)model, (void)cache, (void)options, (void)config, (void)out;
+    return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s", NO_CUDA);
+}
+
+ds_status cuda_tp_follow_node(const llama_model *model, const cuda_backend_options *options,
+                              const cuda_tp_config *config, char *msg, size_t msg_len) {
+    (void)model, (void)options, (void)config;
     return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s", NO_CUDA);
 }

@@ -77,11 +77,13 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-__global__ void fill_normal_kernel(void *dst, int type, size_t n, float mean, float std,
+__global__ void fill_normal_kernel(void *dst, int type, fwd_fill_block blk, float mean, float std,
                                    uint64_t seed) {
+    const size_t n = blk.rows * blk.cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ull * (i + 1));
+        const size_t g = (blk.row0 + i / blk.cols) * blk.global_cols + blk.col0 + i % blk.cols;
+        const uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ull * (g + 1));
         /* Box-Muller on two 32-bit uniforms; u1 in (0, 1]. */
         const float u1 = ((float)(uint32_t)(h >> 32) + 1.0f) * 2.3283064e-10f;
         const float u2 = (float)(uint32_t)h * 2.3283064e-10f;
@@ -133,10 +135,12 @@ ds_status fwd_swiglu_bf16_cuda(uint16_t *out, const uint16_t *gate, const uint16
     return DS_OK;
 }
 
-ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, size_t n, float mean, float std,
-                               uint64_t seed, cudaStream_t stream, char *msg, size_t msg_len) {
+ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, const fwd_fill_block *block, float mean,
+                               float std, uint64_t seed, cudaStream_t stream, char *msg,
+                               size_t msg_len) {
+    const size_t n = block->rows * block->cols;
     if (n == 0) return DS_OK;
-    fill_normal_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, type, n, mean, std, seed);
+    fill_normal_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, type, *block, mean, std, seed);
     CUDA_CHECK(cudaGetLastError());
     return DS_OK;
 }

@@ -41,10 +41,18 @@ ds_status fwd_convert_cuda(void *dst, fwd_dtype dst_type, const void *src, fwd_d
 ds_status fwd_swiglu_bf16_cuda(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n,
                                cudaStream_t stream, char *msg, size_t msg_len);
 
-/* dst[i] = mean + std * N(0, 1), a counter-based Gaussian of (seed, i): the same seed gives the
- * same tensor on any GPU and launch shape. std = 0 fills with mean. */
-ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, size_t n, float mean, float std,
-                               uint64_t seed, cudaStream_t stream, char *msg, size_t msg_len);
+/* dst[r][c] (rows x cols, row-major) = mean + std * N(0, 1), a counter-based Gaussian of (seed,
+ * g) where g = (row0 + r) * global_cols + col0 + c is the element's index in the whole
+ * [.][global_cols] matrix this block is cut from: the same seed gives the same matrix on any GPU
+ * and launch shape, and a tensor-parallel rank that fills its slice gets exactly the numbers the
+ * unsharded matrix has there. A whole tensor: rows = 1, cols = global_cols = n, row0 = col0 = 0.
+ * std = 0 fills with mean. */
+typedef struct fwd_fill_block {
+    size_t rows, cols, global_cols, row0, col0;
+} fwd_fill_block;
+ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, const fwd_fill_block *block, float mean,
+                               float std, uint64_t seed, cudaStream_t stream, char *msg,
+                               size_t msg_len);
 
 #ifdef __cplusplus
 }

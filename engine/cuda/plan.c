@@ -76,6 +76,60 @@ size_t cuda_plan_capacity(const cuda_plan_limits *lim) {
     return 7 * (size_t)lim->max_rows + 2 * (size_t)lim->max_seqs * lim->max_blocks;
 }
 
+/* The arrays' offsets from the sizes (the order of plan.h). */
+static void lay_out(cuda_plan *p) {
+    const size_t R = (size_t)p->n_rows, table = (size_t)p->n_seqs * p->table_stride;
+    size_t top = 0;
+    p->tokens = top, top += R;
+    p->positions = top, top += R;
+    p->row_seq = top, top += R;
+    p->slots = top, top += R;
+    p->full_table = top, top += table;
+    p->open_table = top, top += table;
+    p->fill_open = top, top += (size_t)p->n_fill;
+    p->fill_full = top, top += (size_t)p->n_fill;
+    p->logit_rows = top, top += (size_t)p->n_logit_rows;
+    p->n_words = top;
+}
+
+enum { HEADER_MAGIC = 0x44535053 }; /* "DSPS" */
+
+void cuda_plan_header_pack(cuda_plan_command command, const cuda_plan *p, int32_t *hdr) {
+    static const cuda_plan none;
+    if (!p) p = &none;
+    const int32_t words[CUDA_PLAN_HEADER_WORDS] = {HEADER_MAGIC,    (int32_t)command, p->n_rows,
+                                                   p->n_seqs,       p->table_stride,  p->n_fill,
+                                                   p->n_logit_rows, p->max_pos};
+    memcpy(hdr, words, sizeof words);
+}
+
+ds_status cuda_plan_header_unpack(const int32_t *hdr, const cuda_plan_limits *lim,
+                                  cuda_plan_command *command, cuda_plan *p, char *msg,
+                                  size_t msg_len) {
+    memset(p, 0, sizeof *p);
+    if (hdr[0] != HEADER_MAGIC || hdr[1] < CUDA_PLAN_STEP || hdr[1] > CUDA_PLAN_STOP)
+        return ds_fail(msg, msg_len, DS_ECORRUPT,
+                       "step header: magic 0x%08x command %d (expected 0x%08x and 1..3)",
+                       (unsigned)hdr[0], hdr[1], HEADER_MAGIC);
+    *command = (cuda_plan_command)hdr[1];
+    p->n_rows = hdr[2], p->n_seqs = hdr[3], p->table_stride = hdr[4], p->n_fill = hdr[5];
+    p->n_logit_rows = hdr[6], p->max_pos = hdr[7];
+    const int step = *command == CUDA_PLAN_STEP;
+    if (p->n_rows < 0 || p->n_rows > (step ? lim->max_rows : 0) || p->n_seqs < 0 ||
+        p->n_seqs > lim->max_seqs || p->table_stride < 0 || p->table_stride > lim->max_blocks ||
+        p->n_fill < 0 || p->n_fill > p->n_rows || p->n_logit_rows < 0 ||
+        p->n_logit_rows > p->n_rows || p->max_pos < 0 || p->max_pos >= lim->context_length)
+        return ds_fail(msg, msg_len, DS_ECORRUPT,
+                       "step header: %d rows, %d sequences, table stride %d, %d fills, %d logit "
+                       "rows, max position %d: outside the backend's limits (%d rows, %d "
+                       "sequences, %d blocks, context %d)",
+                       p->n_rows, p->n_seqs, p->table_stride, p->n_fill, p->n_logit_rows,
+                       p->max_pos, lim->max_rows, lim->max_seqs, lim->max_blocks,
+                       lim->context_length);
+    lay_out(p);
+    return DS_OK;
+}
+
 ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
                           const cuda_plan_limits *lim, int32_t *buf, cuda_plan *p, char *msg,
                           size_t msg_len) {
@@ -116,19 +170,9 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
     /* The context check bounds n_blocks by max_blocks; fills by rows. */
     DS_ASSERT(stride <= lim->max_blocks && n_fill <= R);
 
-    size_t top = 0;
     p->n_rows = R, p->n_seqs = n_seqs, p->table_stride = stride, p->n_fill = n_fill;
     p->n_logit_rows = n_logits;
-    p->tokens = top, top += (size_t)R;
-    p->positions = top, top += (size_t)R;
-    p->row_seq = top, top += (size_t)R;
-    p->slots = top, top += (size_t)R;
-    p->full_table = top, top += (size_t)n_seqs * stride;
-    p->open_table = top, top += (size_t)n_seqs * stride;
-    p->fill_open = top, top += (size_t)n_fill;
-    p->fill_full = top, top += (size_t)n_fill;
-    p->logit_rows = top, top += (size_t)n_logits;
-    p->n_words = top;
+    lay_out(p);
 
     int row = 0, fill = 0, lrow = 0;
     for (int s = 0; s < n_seqs; s++) {

@@ -79,4 +79,28 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
                           const cuda_plan_limits *limits, int32_t *buf, cuda_plan *plan, char *msg,
                           size_t msg_len);
 
+/* ---- the plan on the wire (tensor parallelism) ----
+ * Rank 0 builds the plan and broadcasts it: first a header of CUDA_PLAN_HEADER_WORDS int32
+ * (a magic word, the command, the sizes), then, for a step, the n_words plan words; the other
+ * ranks unpack the header to learn the sizes and where each array sits. IDLE keeps waiting
+ * ranks' deadlines alive while the server has no work; STOP ends their loop. */
+#define CUDA_PLAN_HEADER_WORDS 8
+
+typedef enum cuda_plan_command {
+    CUDA_PLAN_STEP = 1,
+    CUDA_PLAN_IDLE = 2,
+    CUDA_PLAN_STOP = 3
+} cuda_plan_command;
+
+/* Writes the header of p (NULL: an empty plan, for IDLE and STOP) into hdr. */
+void cuda_plan_header_pack(cuda_plan_command command, const cuda_plan *p, int32_t *hdr);
+
+/* Reads a header into *command and *p (sizes and offsets, as cuda_plan_build lays them out).
+ * DS_ECORRUPT, naming the values, for a header that is not one or whose sizes exceed limits (a
+ * non-step header must carry no rows), so the sizes a follower launches with fit its buffers (the
+ * plan words, block ids included, are rank 0's own cuda_plan_build output). */
+ds_status cuda_plan_header_unpack(const int32_t *hdr, const cuda_plan_limits *limits,
+                                  cuda_plan_command *command, cuda_plan *p, char *msg,
+                                  size_t msg_len);
+
 #endif

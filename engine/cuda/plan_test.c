@@ -241,12 +241,60 @@ static void test_plan_errors(void **state) {
                      DS_OK);
 }
 
+/* The header rank 0 broadcasts gives the other ranks the same sizes and offsets; a corrupt one
+ * is refused before any kernel could read out of bounds. */
+static void test_plan_header(void **state) {
+    fixture *f = *state;
+    char msg[256];
+    cuda_plan p, q;
+    reserve(f, 0, 30);
+    reserve(f, 1, 1);
+    llama_step_seq step[2] = {
+        {.kv = &f->seqs[0], .tokens = f->tokens[0], .n_tokens = 30},
+        {.kv = &f->seqs[1], .tokens = f->tokens[1], .n_tokens = 1, .logits = LLAMA_LOGITS_LAST}};
+    assert_int_equal(cuda_plan_build(f->cache, step, 2, &f->limits, f->buf, &p, msg, sizeof msg),
+                     DS_OK);
+    int32_t hdr[CUDA_PLAN_HEADER_WORDS];
+    cuda_plan_header_pack(CUDA_PLAN_STEP, &p, hdr);
+    cuda_plan_command cmd = 0;
+    assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg), DS_OK);
+    assert_int_equal(cmd, CUDA_PLAN_STEP);
+    assert_memory_equal(&p, &q, sizeof p);
+    cuda_plan_header_pack(CUDA_PLAN_STOP, NULL, hdr);
+    assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg), DS_OK);
+    assert_int_equal(cmd, CUDA_PLAN_STOP);
+    assert_int_equal(q.n_rows, 0);
+    assert_int_equal(q.n_words, 0);
+    /* every size word pushed past its limit, then a wrong magic and command */
+    for (int w = 2; w < CUDA_PLAN_HEADER_WORDS; w++) {
+        cuda_plan_header_pack(CUDA_PLAN_STEP, &p, hdr);
+        hdr[w] = w == 7 ? f->limits.context_length : 1 << 30;
+        assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg),
+                         DS_ECORRUPT);
+        hdr[w] = -1;
+        assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg),
+                         DS_ECORRUPT);
+    }
+    cuda_plan_header_pack(CUDA_PLAN_IDLE, &p, hdr); /* an idle header carrying rows */
+    assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg),
+                     DS_ECORRUPT);
+    cuda_plan_header_pack(CUDA_PLAN_STEP, &p, hdr);
+    hdr[0] ^= 1;
+    assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg),
+                     DS_ECORRUPT);
+    assert_non_null(strstr(msg, "magic"));
+    cuda_plan_header_pack((cuda_plan_command)4, &p, hdr);
+    assert_int_equal(cuda_plan_header_unpack(hdr, &f->limits, &cmd, &q, msg, sizeof msg),
+                     DS_ECORRUPT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_weights),
         cmocka_unit_test(test_layout_scratch),
         cmocka_unit_test_setup_teardown(test_plan_mixed_batch, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_errors, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_plan_header, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

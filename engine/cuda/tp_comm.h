@@ -26,21 +26,33 @@ typedef struct tp_comm tp_comm;
 /* Node 0, once: a fresh id for the whole group (ncclGetUniqueId). */
 ds_status tp_comm_new_id(tp_bootstrap_id *id, char *msg, size_t msg_len);
 
-/* Joins the group of n_ranks as rank, on device (made current here), waiting up to timeout_ms for
- * every rank to join; each rank's thread calls it concurrently. DS_EINVAL for rank outside
- * [0, n_ranks) or timeout_ms <= 0; DS_EUNAVAILABLE when the group does not form in time or NCCL
- * fails (the message has NCCL's error string). */
+/* Joins the group of n_ranks as rank, on device (made current here), waiting up to join_timeout_ms
+ * for every rank to join; each rank's thread calls it concurrently. timeout_ms bounds every later
+ * wait. DS_EINVAL for rank outside [0, n_ranks) or a timeout <= 0; DS_EUNAVAILABLE when the group
+ * does not form in time or NCCL fails (the message has NCCL's error string). */
 ds_status tp_comm_create(const tp_bootstrap_id *id, int rank, int n_ranks, int device,
-                         int timeout_ms, tp_comm **out, char *msg, size_t msg_len);
+                         int join_timeout_ms, int timeout_ms, tp_comm **out, char *msg,
+                         size_t msg_len);
 
 /* Enqueues x[0..n) = Σ_ranks x[0..n) (fp32, in place) on stream. Only enqueues: the sum is there
  * once tp_comm_wait returns DS_OK. */
 ds_status tp_comm_allreduce_sum(tp_comm *comm, float *x, size_t n, cudaStream_t stream, char *msg,
                                 size_t msg_len);
 
+/* Enqueues buf[0..bytes) of rank 0 to every rank's buf (device memory, in place) on stream: how
+ * rank 0 hands out each step's plan and the start-up settings. Only enqueues, as above. */
+ds_status tp_comm_broadcast(tp_comm *comm, void *buf, size_t bytes, cudaStream_t stream, char *msg,
+                            size_t msg_len);
+
 /* Waits for everything enqueued on stream, checking the communicator while it waits (instead of
- * cudaStreamSynchronize, which would hang on a dead peer). */
-ds_status tp_comm_wait(tp_comm *comm, cudaStream_t stream, char *msg, size_t msg_len);
+ * cudaStreamSynchronize, which would hang on a dead peer); timeout_ms 0: the communicator's. */
+ds_status tp_comm_wait(tp_comm *comm, cudaStream_t stream, int timeout_ms, char *msg,
+                       size_t msg_len);
+
+/* From any thread: makes the wait in progress (and every later call) fail with DS_EUNAVAILABLE
+ * soon, the waiting thread aborting the communicator — how a group that already failed shuts down
+ * without waiting out every rank's timeout. */
+void tp_comm_cancel(tp_comm *comm);
 
 int tp_comm_rank(const tp_comm *comm);
 int tp_comm_size(const tp_comm *comm);

@@ -75,8 +75,28 @@ check "unknown device rejected" $?
 [ $? -eq 2 ] && grep -q -- "--dtype" "$tmp/err"
 check "unknown dtype rejected" $?
 "$decoserve" bench-offline --model "$tiny" --tensor-parallel 2 >/dev/null 2>"$tmp/err"
-[ $? -eq 1 ] && grep -q -- "--tensor-parallel = 2: needs --device cuda" "$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--tensor-parallel = 2, --nnodes = 1: tensor parallelism needs --device cuda" "$tmp/err"
 check "tensor parallel without a GPU rejected" $?
+"$decoserve" bench-offline --model "$tiny" --device cuda --tensor-parallel 2 --nnodes 2 \
+    --node-rank 2 --master-addr 127.0.0.1 --master-port 29500 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--node-rank = 2: expected 0..1" "$tmp/err"
+check "node rank outside the nodes rejected" $?
+"$decoserve" bench-offline --model "$tiny" --device cuda --tensor-parallel 2 --nnodes 2 \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "give --master-addr and --master-port" "$tmp/err"
+check "several nodes without a master rejected" $?
+"$decoserve" bench-offline --model "$tiny" --device cuda --tensor-parallel 3 --nnodes 2 \
+    --master-addr 127.0.0.1 --master-port 29500 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--tensor-parallel = 3: expected a multiple of --nnodes = 2" "$tmp/err"
+check "GPUs not a multiple of the nodes rejected" $?
+"$decoserve" bench-offline --model "$tiny" --device cuda --tensor-parallel 2 --nnodes 2 \
+    --node-rank 1 --master-addr 127.0.0.1 --master-port 29500 >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "node 1 of 2: following node 0 at 127.0.0.1:29500" "$tmp/err" &&
+    grep -q "built without CUDA" "$tmp/err"
+check "a following node in a build without CUDA says so" $?
+"$decoserve" bench-offline --model "$tiny" --master-port 0 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--master-port" "$tmp/err"
+check "bad master port rejected" $?
 "$decoserve" bench-offline --model "$tiny" --device cuda --kv-memory 64M >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "built without CUDA" "$tmp/err"
 check "--device cuda in a build without CUDA says so" $?

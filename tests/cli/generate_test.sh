@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # generate_test — `decoserve generate` as a user runs it: a tiny model made by decoserve-mkmodel,
 # seeded sampling, and every kind of bad input answered with a clear error and exit code, never a
-# crash. With DECOSERVE_MODEL set (the real SmolLM2), a golden greedy completion.
+# crash (and decoserve-eval ppl's device flags). With DECOSERVE_MODEL set (the real SmolLM2), a
+# golden greedy completion.
 set -uo pipefail
 decoserve=$1
 mkmodel=$2
+eval_bin=$3
 . "$(dirname "$0")/testlib.sh"
 
 # expect_error NAME EXIT_CODE PATTERN -- ARGS...: runs generate, wants that exit code and a
@@ -121,5 +123,15 @@ if [ -n "${DECOSERVE_MODEL:-}" ]; then
 else
     echo "DECOSERVE_MODEL unset: real-model checks skipped"
 fi
+
+# decoserve-eval ppl: tensor parallelism needs the GPU build and --device cuda.
+echo "the quick brown fox jumps over the lazy dog" >"$tmp/text.txt"
+"$eval_bin" ppl --model "$tiny" --text "$tmp/text.txt" --tensor-parallel 2 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--tensor-parallel = 2: needs --device cuda" "$tmp/err"
+check "eval ppl --tensor-parallel without --device cuda rejected" $?
+"$eval_bin" ppl --model "$tiny" --text "$tmp/text.txt" --device cuda --tensor-parallel 2 --ctx 64 --stride 32 \
+    --configs fp16 >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "built without CUDA" "$tmp/err"
+check "eval ppl --tensor-parallel in a build without CUDA says so" $?
 
 finish

@@ -23,7 +23,7 @@ cuflags=(-std=c++17 -O3 -I. "${archs[@]}" -Werror all-warnings -Xcompiler -Wall,
 # The backend and what it needs; the CPU forward pass (OpenBLAS) only for model_test.
 backend_c=(common/half.c common/log.c common/status.c common/cli.c kvcache/decoquant.c
     kvcache/page_format.c kvcache/paged_cache.c engine/loader/model.c kernels/ops_ref.c kernels/kv_pages_ref.c
-    kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c engine/cuda/tp_backend.c engine/cuda/tp_comm.c engine/tp/shard.c)
+    kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c engine/cuda/tp_backend.c engine/cuda/tp_comm.c engine/tp/shard.c engine/tp/bootstrap.c)
 cpu_c=(common/threadpool.c kernels/qmatmul.c engine/llama.c)
 main_c=(tests/gpu/model_test.c engine/cuda/bench_decode.c tests/gpu/tp_test.c)
 cu=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu engine/cuda/forward_ops.cu)
@@ -47,8 +47,7 @@ for f in "${cpu_c[@]}"; do cpu_objs+=("$obj/$(basename "$f" .c).o"); done
 link=(-Xlinker --gc-sections -L"$cuda/lib64" -lcublas -lnccl -Xlinker -rpath="$cuda/lib64")
 "$nvcc" "${archs[@]}" -o "$out/model_test" "$obj/model_test.o" "${cpu_objs[@]}" "${objs[@]}" \
     "${link[@]}" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -l:libopenblas.a -lpthread -lm
-"$nvcc" "${archs[@]}" -o "$out/tp_test" "$obj/tp_test.o" "${cpu_objs[@]}" "${objs[@]}" \
-    "${link[@]}" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -l:libopenblas.a -lpthread -lm
+"$nvcc" "${archs[@]}" -o "$out/tp_test" "$obj/tp_test.o" "${objs[@]}" "${link[@]}" -lpthread -lm
 "$nvcc" "${archs[@]}" -o "$out/bench_decode" "$obj/bench_decode.o" "${objs[@]}" "${link[@]}" \
     -lpthread -lm
 echo "built $out/model_test $out/bench_decode $out/tp_test"

@@ -1,7 +1,8 @@
 /* tests/gpu/tp_test.c — tensor parallelism on the GPUs against one GPU: the same random-weight
  * model through the plain CUDA backend on cuda:0 and through the N-GPU backend the serving engine
  * uses for --tensor-parallel (cuda_tp_backend_create: one thread, stream and NCCL communicator
- * per GPU), step for step over one block manager: a prefill batch, then
+ * per GPU; rank 0 broadcasts each step's plan, the others follow on persistent threads), step for
+ * step over one block manager: a prefill batch, then
  * greedy decodes (every sequence follows the reference's argmax), at kv-bits 16 and 4. N = 1 runs
  * the NCCL path on one GPU (all-reduce over one rank) and must match closely.
  *     tp_test [N]          N GPUs (default: every visible one)
@@ -115,7 +116,8 @@ static void run_scenario(const llama_model *m, int n_ranks, dq_method method, in
     const cuda_backend_options ro = {
         .max_step_tokens = MAX_STEP, .max_seqs = N_SEQS, .weight_type = CUDA_WEIGHTS_F16};
     if (st == DS_OK) st = cuda_backend_create(m, cache, &ro, &ref, msg, sizeof msg);
-    if (st == DS_OK) st = cuda_tp_backend_create(m, cache, &ro, n_ranks, &tp, msg, sizeof msg);
+    const cuda_tp_config tc = {.world = n_ranks, .n_nodes = 1, .timeout_ms = 60000};
+    if (st == DS_OK) st = cuda_tp_backend_create(m, cache, &ro, &tc, &tp, msg, sizeof msg);
     if (st == DS_OK) printf("     %s\n", tp.device);
 
     ds_rng rng = {77};

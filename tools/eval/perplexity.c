@@ -23,8 +23,8 @@ static double nll(const float *logits, int vocab, int target) {
 
 ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
                        int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, qm_type weight_type, int cuda, ppl_result *out,
-                       char *msg, size_t msg_len) {
+                       const dq_config *value_codec, qm_type weight_type, int cuda,
+                       int tensor_parallel, ppl_result *out, char *msg, size_t msg_len) {
     *out = (ppl_result){0};
     const llama_config *c = &model->config;
     if (ctx < 2 || ctx > c->context_length || stride < 1 || stride > ctx || n_tokens < 2)
@@ -45,8 +45,13 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
     float *logits = malloc((size_t)CHUNK * c->vocab_size * sizeof(float));
     ds_status st = logits ? kv_cache_create(&kc, &cache, msg, msg_len)
                           : ds_fail(msg, msg_len, DS_ENOMEM, "perplexity: out of memory");
-    engine_backend_options bo = {
-        .cuda = cuda, .max_step_tokens = CHUNK, .max_seqs = 1, .cpu_weights = weight_type};
+    engine_backend_options bo = {.cuda = cuda,
+                                 .max_step_tokens = CHUNK,
+                                 .max_seqs = 1,
+                                 .cpu_weights = weight_type,
+                                 .tensor_parallel = tensor_parallel,
+                                 .n_nodes = 1,
+                                 .tp_timeout_ms = 60000};
     if (st == DS_OK) st = engine_backend_open(model, cache, &bo, &be, msg, msg_len);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -25,10 +25,11 @@ typedef struct ppl_result {
 } ppl_result;
 
 /* device: where the forward pass runs (engine/backend_open.h; cuda 1 keeps the pages in GPU
- * memory). weight_type applies to the CPU. */
+ * memory; tensor_parallel > 1 shards it over that many GPUs of this process). weight_type applies
+ * to the CPU. */
 ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
                        int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, qm_type weight_type, int cuda, ppl_result *out,
-                       char *msg, size_t msg_len);
+                       const dq_config *value_codec, qm_type weight_type, int cuda,
+                       int tensor_parallel, ppl_result *out, char *msg, size_t msg_len);
 
 #endif

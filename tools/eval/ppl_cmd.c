@@ -36,6 +36,7 @@ static void usage(FILE *out) {
         "                     (default: chan, refit 1; row + refit 0 is the paper's variant)\n"
         "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
         "  --device cpu|cuda  where the forward pass runs (cuda: a build with --define cuda=1)\n"
+        "  --tensor-parallel N  shard the model over GPUs 0..N-1 with NCCL (--device cuda)\n"
         "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
         DEFAULT_CONFIGS);
 }
@@ -84,7 +85,7 @@ int cmd_ppl(int argc, char **argv) {
     int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
     dq_config dq = dq_config_defaults(DQ_DECOQUANT, 4);
     qm_type weights = QM_Q8_0;
-    int cuda = 0;
+    int cuda = 0, tensor_parallel = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -113,6 +114,8 @@ int cmd_ppl(int argc, char **argv) {
             r = cli_int(PROG, a, v, 1, 1024, &block_size);
         else if (!strcmp(a, "--group-size"))
             r = cli_int(PROG, a, v, 1, 1 << 16, &group_size);
+        else if (!strcmp(a, "--tensor-parallel"))
+            r = cli_int(PROG, a, v, 1, 8, &tensor_parallel);
         else if (!strcmp(a, "--device")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "%s: --device = '%s': expected cpu or cuda\n", PROG, v);
@@ -147,6 +150,10 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (!model_path || !text_path) {
         fprintf(stderr, "%s: --model and --text are required (see --help)\n", PROG);
+        return 2;
+    }
+    if (tensor_parallel > 1 && !cuda) {
+        fprintf(stderr, "%s: --tensor-parallel = %d: needs --device cuda\n", PROG, tensor_parallel);
         return 2;
     }
     ppl_config list[MAX_CONFIGS];
@@ -195,8 +202,8 @@ int cmd_ppl(int argc, char **argv) {
         kc.bits = vc.bits = list[i].bits;
         kc.group_size = vc.group_size = group_size;
         ppl_result r;
-        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, cuda, &r, msg,
-                         sizeof msg) != DS_OK) {
+        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, cuda,
+                         tensor_parallel, &r, msg, sizeof msg) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, list[i].name, msg);
             rc = 1;
             break;
