@@ -453,14 +453,14 @@ static void test_device_failure(void **state) {
     serving *s;
     char msg[256];
     assert_int_equal(serving_create(&o, &s, msg, sizeof msg), DS_OK);
-    assert_int_equal(serving_start(s, msg, sizeof msg), DS_OK);
     int32_t ids[4] = {1, 2, 3, 4};
     serving_request q;
     serving_request_default(&q);
     q.prompt_ids = ids, q.n_prompt_ids = 4, q.max_tokens = 100, q.ignore_eos = 1;
     serving_stream *st[4];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) /* all queued before the first step */
         st[i] = submit(s, &q);
+    assert_int_equal(serving_start(s, msg, sizeof msg), DS_OK);
     serving_output out = {0};
     for (int i = 0; i < 4; i++) {
         serving_finish fin = SERVING_RUNNING;
