@@ -4,11 +4,11 @@
  * (each step one token per sequence, logits of every sequence copied to the host, as the
  * serving engine asks). Prints one Markdown table row per case.
  *   bench_decode [--context N] [--steps N] [--batches 1,16,64] [--block N] [--kv fp16,kivi4,...]
- *                [--tp N [--allreduce-share]] [--no-prefill]
+ *                [--tp N] [--shares] [--no-prefill]
  * Output tokens/s = batch x steps / seconds of the timed steps (after 2 untimed ones).
- * --tp N runs the tensor-parallel backend on GPUs 0..N-1 (one process); --allreduce-share adds
- * the share of the timed steps rank 0 spent in all-reduces (CUDA events around each, which cost a
- * little themselves). --no-prefill commits the
+ * --tp N runs the tensor-parallel backend on GPUs 0..N-1 (one process). --shares adds the share
+ * of the timed steps (rank 0's) spent in all-reduces and in the LM head (CUDA events around each,
+ * which cost a little themselves). --no-prefill commits the
  * context's blocks without computing them (their pages stay zero): decode reads the same bytes,
  * so step times hold, and long contexts skip minutes of prefill. */
 #include <stdio.h>
@@ -53,7 +53,7 @@ typedef struct bench {
     int32_t *tokens;      /* [max_batch][context + steps + WARMUP] */
     kv_seq *seqs;         /* [max_batch] */
     llama_step_seq *step; /* [max_batch] */
-    int context, steps, tp, no_prefill, allreduce_share;
+    int context, steps, tp, no_prefill, shares;
 } bench;
 
 /* Reserves, runs and commits one batch; 0 or -1 after printing the error. */
@@ -73,6 +73,14 @@ static int run(bench *b, int n) {
                     : kv_seq_rollback(b->cache, b->step[i].kv);
     if (st != DS_OK) fprintf(stderr, "%s: forward: %s\n", PROG, msg);
     return st == DS_OK ? 0 : -1;
+}
+
+/* Rank 0's all-reduce and LM-head milliseconds so far (--shares). */
+static void part_ms(const bench *b, double *allreduce_ms, double *lm_head_ms) {
+    if (b->tp)
+        cuda_tp_part_ms(&b->backend, allreduce_ms, lm_head_ms);
+    else
+        cuda_backend_part_ms(&b->backend, allreduce_ms, lm_head_ms);
 }
 
 /* One batch size: prefill, warm up, time. */
@@ -111,7 +119,7 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
         rc = run(b, n);
     }
     *prefill_tps = b->no_prefill ? 0.0 : (double)batch * b->context / (now_s() - t0);
-    double t_steps = 0.0, ar0 = 0.0;
+    double t_steps = 0.0, ar0 = 0.0, head0 = 0.0;
     for (int it = 0; rc == 0 && it < WARMUP + b->steps; it++) {
         for (int s = 0; s < batch; s++)
             b->step[s] =
@@ -119,19 +127,23 @@ static int bench_batch(bench *b, int batch, const char *kv_name, double *prefill
                                  .tokens = b->tokens + (size_t)s * per_seq + b->seqs[s].n_tokens,
                                  .n_tokens = 1,
                                  .logits = LLAMA_LOGITS_LAST};
-        if (it == WARMUP && b->allreduce_share) ar0 = cuda_tp_allreduce_ms(&b->backend);
+        if (it == WARMUP && b->shares) part_ms(b, &ar0, &head0);
         double t = now_s();
         rc = run(b, batch);
         if (it >= WARMUP) t_steps += now_s() - t;
     }
-    char share[16] = "-";
-    if (b->allreduce_share)
-        snprintf(share, sizeof share, "%.1f%%",
-                 100.0 * (cuda_tp_allreduce_ms(&b->backend) - ar0) / (1e3 * t_steps));
+    char ar_share[16] = "-", head_share[16] = "-";
+    if (b->shares) {
+        double ar, head;
+        part_ms(b, &ar, &head);
+        if (b->tp)
+            snprintf(ar_share, sizeof ar_share, "%.1f%%", 100.0 * (ar - ar0) / (1e3 * t_steps));
+        snprintf(head_share, sizeof head_share, "%.1f%%", 100.0 * (head - head0) / (1e3 * t_steps));
+    }
     if (rc == 0)
-        printf("| %d | %s | %d | %d | %.2f | %.0f | %.0f | %s |\n", b->tp ? b->tp : 1, kv_name,
+        printf("| %d | %s | %d | %d | %.2f | %.0f | %.0f | %s | %s |\n", b->tp ? b->tp : 1, kv_name,
                batch, b->context, 1e3 * t_steps / b->steps, (double)batch * b->steps / t_steps,
-               *prefill_tps, share);
+               *prefill_tps, ar_share, head_share);
     fflush(stdout);
     for (int s = 0; s < batch; s++)
         kv_seq_release(b->cache, &b->seqs[s]);
@@ -152,7 +164,7 @@ static int parse_batches(const char *s, int *out, int *n) {
 
 int main(int argc, char **argv) {
     int context = 1024, steps = 32, block_size = 32, batches[MAX_BATCHES] = {1, 16, 64};
-    int n_batches = 3, tp = 0, no_prefill = 0, allreduce_share = 0;
+    int n_batches = 3, tp = 0, no_prefill = 0, shares = 0;
     const char *kv_list = "fp16,kivi4,decoquant4";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -160,8 +172,8 @@ int main(int argc, char **argv) {
             no_prefill = 1;
             continue;
         }
-        if (!strcmp(argv[i], "--allreduce-share")) {
-            allreduce_share = 1;
+        if (!strcmp(argv[i], "--shares")) {
+            shares = 1;
             continue;
         }
         if (!strcmp(argv[i], "--context")) {
@@ -182,7 +194,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: %s [--context N] [--steps N] [--batches 1,16,64] [--block N] [--kv "
-                    "fp16,kivi4,decoquant4] [--tp N [--allreduce-share]] [--no-prefill]\n",
+                    "fp16,kivi4,decoquant4] [--tp N] [--shares] [--no-prefill]\n",
                     PROG);
             return 2;
         }
@@ -202,11 +214,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         return 1;
     }
-    bench b = {.context = context,
-               .steps = steps,
-               .tp = tp,
-               .no_prefill = no_prefill,
-               .allreduce_share = tp && allreduce_share};
+    bench b = {
+        .context = context, .steps = steps, .tp = tp, .no_prefill = no_prefill, .shares = shares};
     b.logits = malloc((size_t)max_batch * config.vocab_size * sizeof(float));
     b.tokens = malloc((size_t)max_batch * per_seq * sizeof(int32_t));
     b.seqs = calloc((size_t)max_batch, sizeof *b.seqs);
@@ -224,8 +233,8 @@ int main(int argc, char **argv) {
            name, (double)free_bytes / (1 << 30), (double)total / (1 << 30), context,
            no_prefill ? " (not prefilled)" : "", steps, block_size);
     printf("| GPUs | kv | batch | context | ms/step | output tok/s | prefill tok/s | all-reduce "
-           "share |\n");
-    printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+           "share | LM head share |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     const struct {
         const char *name;
         dq_method method;
@@ -252,7 +261,7 @@ int main(int argc, char **argv) {
                                         .max_seqs = max_batch,
                                         .random_weights = 1,
                                         .seed = 42,
-                                        .time_allreduce = b.allreduce_share};
+                                        .time_parts = b.shares};
         const cuda_tp_config tc = {.world = tp, .n_nodes = 1, .timeout_ms = 120000};
         if (kv_cache_create(&kc, &b.cache, msg, sizeof msg) != DS_OK ||
             (tp ? cuda_tp_backend_create(&model, b.cache, &o, &tc, &b.backend, msg, sizeof msg)

@@ -49,8 +49,9 @@ typedef struct cuda_backend {
     tp_comm *tp; /* borrowed; NULL without tensor parallelism */
     int tp_rank;
     tp_dims dims; /* this rank's heads and d_ff in the whole model's (rank 0 of 1 without tp) */
-    cudaEvent_t *events; /* time_allreduce: [2 per layer][start, end] */
-    double allreduce_ms;
+    /* time_parts: [2 all-reduces per layer][start, end], then the LM head's [start, end] */
+    cudaEvent_t *events;
+    double allreduce_ms, lm_head_ms;
 } cuda_backend;
 
 static double gib(size_t bytes) { return (double)bytes / (double)(1ull << 30); }
@@ -89,12 +90,14 @@ static ds_status wait_stream(cuda_backend *b, char *msg, size_t msg_len) {
     return DS_OK;
 }
 
+static int n_events(const llama_config *c) { return 4 * c->n_layers + 2; }
+
 static void backend_destroy(void *impl) {
     cuda_backend *b = impl;
     if (!b) return;
     if (b->cublas) cublasDestroy(b->cublas);
     if (b->stream) cudaStreamDestroy(b->stream);
-    for (int i = 0; b->events && i < 4 * b->config.n_layers; i++)
+    for (int i = 0; b->events && i < n_events(&b->config); i++)
         if (b->events[i]) cudaEventDestroy(b->events[i]);
     free(b->events);
     cudaFree(b->weights), cudaFree(b->scratch), cudaFree(b->kv_full), cudaFree(b->kv_open);
@@ -295,7 +298,7 @@ static ds_status allreduce(cuda_backend *b, float *x, size_t n, int i, char *msg
 
 /* After a timed step has finished: adds its all-reduces' time. */
 static ds_status add_allreduce_time(cuda_backend *b, char *msg, size_t msg_len) {
-    for (int i = 0; i < 2 * b->config.n_layers; i++) {
+    for (int i = 0; b->tp && i < 2 * b->config.n_layers; i++) {
         float ms;
         CUDA_CHECK(cudaEventElapsedTime(&ms, b->events[2 * i], b->events[2 * i + 1]));
         b->allreduce_ms += ms;
@@ -470,6 +473,8 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
     const int n_logit_rows = b->tp_rank == 0 ? p->n_logit_rows : 0;
     for (int r0 = 0; r0 < n_logit_rows; r0 += L->logit_rows) {
         const int n = n_logit_rows - r0 < L->logit_rows ? n_logit_rows - r0 : L->logit_rows;
+        cudaEvent_t *head = b->events ? b->events + n_events(c) - 2 : NULL;
+        if (head) CUDA_CHECK(cudaEventRecord(head[0], b->stream));
         st = fwd_rmsnorm_cuda(b->scratch + L->logit_x, b->wtype, x, dp + p->logit_rows + r0,
                               (const float *)(b->weights + L->output_norm), n, (int)d, c->rms_eps,
                               b->stream, msg, msg_len);
@@ -477,10 +482,16 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
             st = gemm(b, dev_logits, CUDA_R_32F, b->weights + L->output, b->scratch + L->logit_x,
                       (int)V, n, (int)d, 0.0f, msg, msg_len);
         if (st != DS_OK) return st;
+        if (head) CUDA_CHECK(cudaEventRecord(head[1], b->stream));
         CUDA_CHECK(cudaMemcpyAsync(b->logits_host, dev_logits, (size_t)n * V * sizeof(float),
                                    cudaMemcpyDeviceToHost, b->stream));
         st = wait_stream(b, msg, msg_len);
         if (st != DS_OK) return st;
+        if (head) {
+            float ms;
+            CUDA_CHECK(cudaEventElapsedTime(&ms, head[0], head[1]));
+            b->lm_head_ms += ms;
+        }
         memcpy(logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
     }
     /* Also when no row wants logits: the next step rewrites the pinned plan buffer. */
@@ -488,9 +499,9 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
     return st == DS_OK && b->events ? add_allreduce_time(b, msg, msg_len) : st;
 }
 
-double cuda_backend_allreduce_ms(const engine_backend *rank) {
+void cuda_backend_part_ms(const engine_backend *rank, double *allreduce_ms, double *lm_head_ms) {
     const cuda_backend *b = rank->impl;
-    return b->allreduce_ms;
+    *allreduce_ms = b->allreduce_ms, *lm_head_ms = b->lm_head_ms;
 }
 
 static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
@@ -698,10 +709,10 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
              ? DS_OK
              : ds_fail(msg, msg_len, DS_EINTERNAL, "cudaStreamCreate: %s", cudaGetErrorString(e));
     if (st == DS_OK) st = allocate(b, o, msg, msg_len);
-    if (st == DS_OK && o->tp && o->time_allreduce) {
-        b->events = calloc(4 * (size_t)config.n_layers, sizeof *b->events);
+    if (st == DS_OK && o->time_parts) {
+        b->events = calloc((size_t)n_events(&config), sizeof *b->events);
         if (!b->events) st = ds_fail(msg, msg_len, DS_ENOMEM, "cuda backend: out of memory");
-        for (int i = 0; st == DS_OK && i < 4 * config.n_layers; i++) {
+        for (int i = 0; st == DS_OK && i < n_events(&config); i++) {
             cudaError_t e = cudaEventCreate(&b->events[i]);
             if (e != cudaSuccess)
                 st = ds_fail(msg, msg_len, DS_EINTERNAL, "cudaEventCreate: %s",

@@ -55,9 +55,9 @@ typedef struct cuda_backend_options {
      * random_weights each rank draws its slice of the unsharded model's matrices from seed: the
      * same model as without tp. tp must outlive the backend. */
     tp_comm *tp;
-    /* With tp: CUDA events around every all-reduce, summed after each step (costs a little; for
-     * benchmarks): cuda_backend_allreduce_ms, cuda_tp_allreduce_ms. */
-    int time_allreduce;
+    /* CUDA events around every all-reduce (with tp) and the LM head, summed after each step
+     * (costs a little; for benchmarks): cuda_backend_part_ms, cuda_tp_part_ms. */
+    int time_parts;
 } cuda_backend_options;
 
 /* Creates the backend on options->device and fills *out (only on success). Borrows model (read
@@ -67,9 +67,10 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                               const cuda_backend_options *options, engine_backend *out, char *msg,
                               size_t msg_len);
 
-/* Milliseconds this rank's all-reduces took so far (GPU time from when each was enqueued to when it
- * finished, so it includes waiting for the slowest rank); 0 unless options.time_allreduce. */
-double cuda_backend_allreduce_ms(const engine_backend *rank);
+/* Milliseconds of GPU time this rank's all-reduces took so far (each from when the stream reached
+ * it to when it finished, so waiting for the slowest rank counts) and its LM head (final norm and
+ * GEMM); 0 unless options.time_parts. */
+void cuda_backend_part_ms(const engine_backend *rank, double *allreduce_ms, double *lm_head_ms);
 
 /* A rank other than 0 of a group: waits up to the communicator's timeout for rank 0's next header
  * and runs the step it announces (rank 0's forward) on this GPU; *stop = 1 when rank 0 said STOP,
@@ -109,8 +110,8 @@ ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
                                  const cuda_backend_options *options, const cuda_tp_config *config,
                                  engine_backend *out, char *msg, size_t msg_len);
 
-/* Rank 0's cuda_backend_allreduce_ms, for a backend cuda_tp_backend_create made. */
-double cuda_tp_allreduce_ms(const engine_backend *group);
+/* Rank 0's cuda_backend_part_ms, for a backend cuda_tp_backend_create made. */
+void cuda_tp_part_ms(const engine_backend *group, double *allreduce_ms, double *lm_head_ms);
 
 /* Any other node: joins node 0's group with this node's GPUs, checks that model has node 0's
  * shape, adopts node 0's cache config and limits (options gives only what node 0 does not send)

@@ -497,9 +497,9 @@ ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
     return DS_OK;
 }
 
-double cuda_tp_allreduce_ms(const engine_backend *group) {
+void cuda_tp_part_ms(const engine_backend *group, double *allreduce_ms, double *lm_head_ms) {
     const tp_group *g = group->impl;
-    return cuda_backend_allreduce_ms(&g->ranks[0].backend);
+    cuda_backend_part_ms(&g->ranks[0].backend, allreduce_ms, lm_head_ms);
 }
 
 /* ---- the other nodes ---- */
