@@ -100,13 +100,7 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     if (max_step_tokens <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL, "max_step_tokens = %d: must be positive",
                        max_step_tokens);
-    ops_rope_config rope = {.head_dim = c->head_dim,
-                            .theta = c->rope_theta,
-                            .scaling = (ops_rope_scaling)c->rope_scaling,
-                            .factor = c->rope_factor,
-                            .low_freq_factor = c->rope_low_freq_factor,
-                            .high_freq_factor = c->rope_high_freq_factor,
-                            .original_context = c->rope_original_context};
+    ops_rope_config rope = llama_rope_config(c);
     st = ops_rope_config_validate(&rope, msg, msg_len);
     if (st != DS_OK) return st;
 

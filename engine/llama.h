@@ -16,6 +16,7 @@
 
 #include "common/status.h"
 #include "engine/loader/model.h"
+#include "kernels/ops.h"
 #include "kernels/qmatmul.h"
 #include "kvcache/paged_cache.h"
 
@@ -70,5 +71,16 @@ ds_status llama_engine_step(llama_engine *engine, const llama_step_seq *seqs, in
  * leaves the commit or rollback to the caller. */
 ds_status llama_engine_forward(llama_engine *engine, const llama_step_seq *seqs, int n_seqs,
                                float *logits, char *msg, size_t msg_len);
+
+/* The model's RoPE settings as the kernels take them (CPU and CUDA forward passes alike). */
+static inline ops_rope_config llama_rope_config(const llama_config *c) {
+    return (ops_rope_config){.head_dim = c->head_dim,
+                             .theta = c->rope_theta,
+                             .scaling = (ops_rope_scaling)c->rope_scaling,
+                             .factor = c->rope_factor,
+                             .low_freq_factor = c->rope_low_freq_factor,
+                             .high_freq_factor = c->rope_high_freq_factor,
+                             .original_context = c->rope_original_context};
+}
 
 #endif

@@ -301,11 +301,7 @@ static ds_status check_options(const serving_options *o, char *msg, size_t msg_l
                        "--tensor-parallel = %d, --nnodes = %d: tensor parallelism needs --device "
                        "cuda",
                        o->tensor_parallel, o->n_nodes);
-    if (o->n_nodes < 1 || o->node_rank < 0 || o->node_rank >= o->n_nodes)
-        return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--nnodes = %d, --node-rank = %d: expected 0 <= node rank < nodes",
-                       o->n_nodes, o->node_rank);
-    return DS_OK;
+    return DS_OK; /* the node ranks: engine_backend_open / _follow check them */
 }
 
 ds_status serving_follow(const serving_options *o, char *msg, size_t msg_len) {

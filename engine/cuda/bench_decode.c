@@ -21,24 +21,11 @@
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/plan.h"
+#include "engine/loader/synthetic.h"
 
 static const char PROG[] = "bench_decode";
 
 enum { MAX_STEP = 2048, MAX_BATCHES = 8, WARMUP = 2 };
-
-static llama_config llama3_8b(void) {
-    return (llama_config){.architecture = "llama",
-                          .n_layers = 32,
-                          .d_model = 4096,
-                          .n_heads = 32,
-                          .n_kv_heads = 8,
-                          .head_dim = 128,
-                          .d_ff = 14336,
-                          .vocab_size = 128256,
-                          .context_length = 8192,
-                          .rms_eps = 1e-5f,
-                          .rope_theta = 500000.0f};
-}
 
 static double now_s(void) {
     struct timespec t;
@@ -204,11 +191,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_batches; i++)
         max_batch = batches[i] > max_batch ? batches[i] : max_batch;
 
-    llama_config config = llama3_8b();
+    char msg[512], name[128];
+    llama_config config;
+    if (synthetic_shape("llama3-8b", &config, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, msg);
+        return 1;
+    }
     const int per_seq = context + steps + WARMUP;
     if (per_seq > config.context_length) config.context_length = per_seq; /* Llama 3.1: 128k */
     const llama_model model = {.config = config};
-    char msg[512], name[128];
     size_t free_bytes, total;
     if (cuda_device_memory(0, &free_bytes, &total, name, sizeof name, msg, sizeof msg) != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);

@@ -16,6 +16,7 @@
 #include "engine/cuda/forward_ops.h"
 #include "engine/cuda/plan.h"
 #include "engine/cuda/tp_comm.h"
+#include "engine/llama.h"
 #include "engine/tp/shard.h"
 #include "kernels/cuda.h"
 #include "kernels/cuda_check.h"
@@ -244,13 +245,7 @@ static ds_status load_weights(cuda_backend *b, const llama_model *m, const tp_sh
     }
     if (st == DS_OK) {
         float inv_freq[512];
-        ops_rope_config rope = {.head_dim = c->head_dim,
-                                .theta = c->rope_theta,
-                                .scaling = (ops_rope_scaling)c->rope_scaling,
-                                .factor = c->rope_factor,
-                                .low_freq_factor = c->rope_low_freq_factor,
-                                .high_freq_factor = c->rope_high_freq_factor,
-                                .original_context = c->rope_original_context};
+        ops_rope_config rope = llama_rope_config(c);
         st = ops_rope_config_validate(&rope, msg, msg_len);
         if (st == DS_OK && c->head_dim > 1024)
             st = ds_fail(msg, msg_len, DS_EUNSUPPORTED, "head_dim = %d: at most 1024", c->head_dim);

@@ -97,6 +97,9 @@ check "a following node in a build without CUDA says so" $?
 "$decoserve" bench-offline --model "$tiny" --master-port 0 >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q -- "--master-port" "$tmp/err"
 check "bad master port rejected" $?
+"$decoserve" bench-offline --model "$tiny" --tp-timeout 0 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--tp-timeout" "$tmp/err"
+check "bad tp-timeout rejected" $?
 "$decoserve" bench-offline --model "$tiny" --device cuda --kv-memory 64M >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "built without CUDA" "$tmp/err"
 check "--device cuda in a build without CUDA says so" $?

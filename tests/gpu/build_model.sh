@@ -22,7 +22,7 @@ cuflags=(-std=c++17 -O3 -I. "${archs[@]}" -Werror all-warnings -Xcompiler -Wall,
 
 # The backend and what it needs; the CPU forward pass (OpenBLAS) only for model_test.
 backend_c=(common/half.c common/log.c common/status.c common/cli.c kvcache/decoquant.c
-    kvcache/page_format.c kvcache/paged_cache.c engine/loader/model.c kernels/ops_ref.c kernels/kv_pages_ref.c
+    kvcache/page_format.c kvcache/paged_cache.c engine/loader/model.c engine/loader/synthetic.c kernels/ops_ref.c kernels/kv_pages_ref.c
     kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c engine/cuda/tp_backend.c engine/cuda/tp_comm.c engine/tp/shard.c engine/tp/bootstrap.c)
 cpu_c=(common/threadpool.c kernels/qmatmul.c engine/llama.c)
 main_c=(tests/gpu/model_test.c engine/cuda/bench_decode.c tests/gpu/tp_test.c)

@@ -24,21 +24,19 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/plan.h"
 #include "engine/llama.h"
+#include "engine/loader/synthetic.h"
 #include "tests/gpu/check.h"
 
+/* SmolLM2-135M's shape (engine/loader/synthetic.h) with n_layers layers and a 2k context. */
 static llama_config smollm2_config(int n_layers) {
-    return (llama_config){.architecture = "llama",
-                          .n_layers = n_layers,
-                          .d_model = 576,
-                          .n_heads = 9,
-                          .n_kv_heads = 3,
-                          .head_dim = 64,
-                          .d_ff = 1536,
-                          .vocab_size = 49152,
-                          .context_length = 2048,
-                          .rms_eps = 1e-5f,
-                          .rope_theta = 100000.0f,
-                          .tied_embeddings = 1};
+    llama_config c;
+    char msg[256];
+    if (synthetic_shape("smollm2-135m", &c, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "model_test: %s\n", msg);
+        exit(1);
+    }
+    c.n_layers = n_layers, c.context_length = 2048;
+    return c;
 }
 
 static void fill(ds_rng *rng, float *p, size_t n, float mean, float std) {
