@@ -1,6 +1,6 @@
 /* engine/serving.c — the serving engine (see serving.h): request intake, the step loop over the
- * scheduler and the CPU forward pass, sampling, detokenization, stop conditions, output streams
- * and stats. */
+ * scheduler and the forward pass, sampling, detokenization, stop conditions and stats. What a
+ * request produces goes to its output stream (engine/output_stream.h). */
 #include "engine/serving.h"
 
 #include <pthread.h>
@@ -14,130 +14,9 @@
 #include "engine/llama.h"
 #include "engine/loader/synthetic.h"
 #include "engine/model_files.h"
+#include "engine/output_stream.h"
 #include "engine/stop.h"
 #include "scheduler/scheduler.h"
-
-/* --- streams ---------------------------------------------------------------------------------- */
-
-struct serving_stream {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs; /* engine + submitter */
-    int64_t id;
-    serving *srv;
-    serving_notify_fn notify;
-    void *notify_ctx;
-    int cancel_requested;
-    /* pending output, moved out by poll */
-    int32_t *ids;
-    int n_ids, cap_ids;
-    char *text;
-    size_t text_len, text_cap;
-    serving_finish finish;
-    int finish_taken;
-    char error[256];
-    int prompt_tokens, cached_prompt_tokens, completion_tokens, preemptions;
-    double ttft_s;
-};
-
-static void stream_unref(serving_stream *st) {
-    pthread_mutex_lock(&st->mu);
-    int left = --st->refs;
-    pthread_mutex_unlock(&st->mu);
-    if (left) return;
-    pthread_mutex_destroy(&st->mu);
-    pthread_cond_destroy(&st->cv);
-    free(st->ids);
-    free(st->text);
-    free(st);
-}
-
-void serving_output_free(serving_output *out) {
-    free(out->token_ids);
-    free(out->text);
-    memset(out, 0, sizeof *out);
-    out->ttft_s = -1;
-}
-
-/* Caller holds st->mu. */
-static int take_output(serving_stream *st, serving_output *out) {
-    int has = st->n_ids > 0 || st->text_len > 0 || (st->finish && !st->finish_taken);
-    if (!has) return 0;
-    free(out->token_ids);
-    free(out->text);
-    out->token_ids = st->ids;
-    out->n_token_ids = st->n_ids;
-    out->text = st->text;
-    out->text_len = st->text_len;
-    if (!out->text && (out->text = malloc(1))) out->text[0] = 0;
-    st->ids = NULL, st->n_ids = st->cap_ids = 0;
-    st->text = NULL, st->text_len = st->text_cap = 0;
-    out->finish = st->finish;
-    st->finish_taken = st->finish != SERVING_RUNNING;
-    memcpy(out->error, st->error, sizeof out->error);
-    out->prompt_tokens = st->prompt_tokens;
-    out->cached_prompt_tokens = st->cached_prompt_tokens;
-    out->completion_tokens = st->completion_tokens;
-    out->preemptions = st->preemptions;
-    out->ttft_s = st->ttft_s;
-    return 1;
-}
-
-int serving_stream_poll(serving_stream *st, serving_output *out) {
-    pthread_mutex_lock(&st->mu);
-    int r = take_output(st, out);
-    pthread_mutex_unlock(&st->mu);
-    return r;
-}
-
-int serving_stream_wait(serving_stream *st, serving_output *out, double timeout_s) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    if (timeout_s >= 0) {
-        double t = until.tv_sec + until.tv_nsec * 1e-9 + timeout_s;
-        until.tv_sec = (time_t)t;
-        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-    }
-    pthread_mutex_lock(&st->mu);
-    int r;
-    while (!(r = take_output(st, out))) {
-        if (st->finish && st->finish_taken) break; /* nothing more will come */
-        if (timeout_s < 0)
-            pthread_cond_wait(&st->cv, &st->mu);
-        else if (pthread_cond_timedwait(&st->cv, &st->mu, &until))
-            break;
-    }
-    pthread_mutex_unlock(&st->mu);
-    return r;
-}
-
-int64_t serving_stream_id(const serving_stream *st) { return st->id; }
-
-static void wake_engine(serving *s);
-
-void serving_stream_cancel(serving_stream *st) {
-    pthread_mutex_lock(&st->mu);
-    st->cancel_requested = 1;
-    pthread_mutex_unlock(&st->mu);
-    wake_engine(st->srv);
-}
-
-void serving_stream_release(serving_stream *st) {
-    serving_stream_cancel(st);
-    stream_unref(st);
-}
-
-const char *serving_finish_name(serving_finish f) {
-    switch (f) {
-    case SERVING_RUNNING: return "running";
-    case SERVING_STOP: return "stop";
-    case SERVING_LENGTH: return "length";
-    case SERVING_CANCELLED: return "cancelled";
-    case SERVING_ERROR: return "error";
-    case SERVING_UNAVAILABLE: return "unavailable";
-    }
-    return "unknown";
-}
 
 /* --- the engine ------------------------------------------------------------------------------- */
 
@@ -189,7 +68,9 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void wake_engine(serving *s) {
+/* serving_stream_cancel's wake-up (output_stream_create). */
+static void wake_engine(void *ctx) {
+    serving *s = ctx;
     pthread_mutex_lock(&s->mu);
     s->wake = 1;
     pthread_cond_signal(&s->cv);
@@ -509,26 +390,12 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
                          void *notify_ctx, serving_stream **out, char *msg, size_t msg_len) {
     *out = NULL;
     request *r = calloc(1, sizeof *r);
-    serving_stream *st = calloc(1, sizeof *st);
-    if (!r || !st) {
-        free(r), free(st);
-        return ds_fail(msg, msg_len, DS_ENOMEM, "submit: out of memory");
-    }
+    if (!r) return ds_fail(msg, msg_len, DS_ENOMEM, "submit: out of memory");
     ds_status rc = prepare(s, q, r, msg, msg_len);
     if (rc != DS_OK) {
         request_free(r);
-        free(st);
         return rc;
     }
-    pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->cv, NULL);
-    st->refs = 2;
-    st->srv = s;
-    st->notify = notify;
-    st->notify_ctx = notify_ctx;
-    st->prompt_tokens = r->seq.n_prompt;
-    st->ttft_s = -1;
-    r->stream = st;
     r->t_submit = now_s();
     pthread_mutex_lock(&s->mu);
     const char *failure = backend_failure(s);
@@ -540,8 +407,11 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
     else if (s->n_intake + s->n_waiting >= s->options.max_waiting)
         rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (--max-waiting)",
                      s->n_intake + s->n_waiting);
+    else if (!(r->stream = output_stream_create(s->next_id, r->seq.n_prompt, notify, notify_ctx,
+                                                wake_engine, s)))
+        rc = ds_fail(msg, msg_len, DS_ENOMEM, "submit: out of memory");
     if (rc == DS_OK) {
-        st->id = r->seq.id = s->next_id++;
+        r->seq.id = s->next_id++;
         if (s->intake_tail)
             s->intake_tail->next = r;
         else
@@ -557,12 +427,9 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
         r->seq.state = SCHED_CANCELLED;
         sched_seq_free(&r->seq);
         request_free(r);
-        pthread_mutex_destroy(&st->mu);
-        pthread_cond_destroy(&st->cv);
-        free(st);
         return rc;
     }
-    *out = st;
+    *out = r->stream;
     return DS_OK;
 }
 
@@ -570,45 +437,8 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
 
 static int push_output(request *r, const int32_t *ids, int n_ids, const char *text,
                        size_t text_len) {
-    serving_stream *st = r->stream;
-    int ok = 1;
-    pthread_mutex_lock(&st->mu);
-    if (st->n_ids + n_ids > st->cap_ids) {
-        int cap = st->cap_ids ? st->cap_ids * 2 : 16;
-        while (cap < st->n_ids + n_ids)
-            cap *= 2;
-        int32_t *p = realloc(st->ids, (size_t)cap * sizeof *p);
-        if (p)
-            st->ids = p, st->cap_ids = cap;
-        else
-            ok = 0;
-    }
-    if (ok && st->text_len + text_len + 1 > st->text_cap) {
-        size_t cap = st->text_cap ? st->text_cap * 2 : 64;
-        while (cap < st->text_len + text_len + 1)
-            cap *= 2;
-        char *p = realloc(st->text, cap);
-        if (p)
-            st->text = p, st->text_cap = cap;
-        else
-            ok = 0;
-    }
-    if (ok) {
-        if (n_ids) memcpy(st->ids + st->n_ids, ids, (size_t)n_ids * sizeof *ids);
-        st->n_ids += n_ids;
-        if (text_len) memcpy(st->text + st->text_len, text, text_len);
-        st->text_len += text_len;
-        st->text[st->text_len] = 0;
-    }
-    st->completion_tokens = r->n_generated;
-    st->preemptions = r->seq.n_preemptions;
-    pthread_mutex_unlock(&st->mu);
-    return ok;
-}
-
-static void notify(request *r) {
-    pthread_cond_broadcast(&r->stream->cv);
-    if (r->stream->notify) r->stream->notify(r->stream->notify_ctx);
+    return output_stream_push(r->stream, ids, n_ids, text, text_len, r->n_generated,
+                              r->seq.n_preemptions);
 }
 
 static void unlink_live(serving *s, request *r) {
@@ -640,12 +470,7 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
     else
         r->seq.state = SCHED_CANCELLED;
     serving_stream *st = r->stream;
-    pthread_mutex_lock(&st->mu);
-    st->finish = why;
-    if (error) snprintf(st->error, sizeof st->error, "%s", error);
-    st->completion_tokens = r->n_generated;
-    pthread_mutex_unlock(&st->mu);
-    notify(r);
+    output_stream_finish(st, why, error, r->n_generated);
     pthread_mutex_lock(&s->mu);
     if (why == SERVING_CANCELLED)
         s->cancelled++;
@@ -657,7 +482,7 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
     unlink_live(s, r);
     sched_seq_free(&r->seq);
     bpe_decoder_destroy(r->dec);
-    stream_unref(st);
+    output_stream_unref(st);
     free(r);
 }
 
@@ -671,11 +496,7 @@ static int is_stop_id(const request *r, int32_t tok) {
 static void accept_token(serving *s, request *r, int32_t tok) {
     const llama_config *c = &s->model.config;
     r->n_generated++;
-    if (r->stream->ttft_s < 0) {
-        pthread_mutex_lock(&r->stream->mu);
-        r->stream->ttft_s = now_s() - r->t_submit;
-        pthread_mutex_unlock(&r->stream->mu);
-    }
+    if (r->n_generated == 1) output_stream_set_ttft(r->stream, now_s() - r->t_submit);
     if (tok < 0 || (!r->ignore_eos && tok == bpe_eos_id(s->tok)) || is_stop_id(r, tok)) {
         finish(s, r, SERVING_STOP, NULL);
         return;
@@ -707,7 +528,7 @@ static void accept_token(serving *s, request *r, int32_t tok) {
     else if (sched_seq_append(&r->seq, tok) != DS_OK)
         finish(s, r, SERVING_ERROR, "out of memory");
     else
-        notify(r);
+        output_stream_notify(r->stream);
 }
 
 /* --- the step --------------------------------------------------------------------------------- */
@@ -794,10 +615,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
     }
     for (request *r = s->live, *next; r; r = next) {
         next = r->next;
-        pthread_mutex_lock(&r->stream->mu);
-        int cancel = r->stream->cancel_requested || cancel_all;
-        pthread_mutex_unlock(&r->stream->mu);
-        if (cancel) {
+        if (cancel_all || output_stream_cancel_requested(r->stream)) {
             finish(s, r, SERVING_CANCELLED, NULL);
             *did_work = 1;
         }
@@ -823,9 +641,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             request *r = it->seq->user;
             if (!r->admitted) { /* first admission: what the prefix cache held */
                 r->admitted = 1;
-                pthread_mutex_lock(&r->stream->mu);
-                r->stream->cached_prompt_tokens = it->first;
-                pthread_mutex_unlock(&r->stream->mu);
+                output_stream_set_cached_prompt(r->stream, it->first);
             }
             s->step[i] =
                 (llama_step_seq){.kv = &it->seq->kv,
