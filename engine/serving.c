@@ -127,7 +127,7 @@ void serving_destroy(serving *s) {
 
 static void snapshot_stats(serving *s);
 
-/* The model and tokenizer: from --model's files, or for --random-weights a named shape with
+/* The model and tokenizer: from model_path's files, or for random_weights a named shape with
  * seeded random weights and the synthetic tokenizer (engine/loader/synthetic.h). */
 static ds_status load_model(const serving_options *o, llama_model *model, bpe_tokenizer **tok,
                             char *msg, size_t msg_len) {
@@ -140,7 +140,7 @@ static ds_status load_model(const serving_options *o, llama_model *model, bpe_to
         if (st == DS_OK) synthetic_fill_weights(model, o->seed);
     }
     if (st != DS_OK)
-        return ds_fail(msg, msg_len, st, "--random-weights %s: %s", o->random_weights, why);
+        return ds_fail(msg, msg_len, st, "random_weights %s: %s", o->random_weights, why);
     return DS_OK;
 }
 
@@ -173,14 +173,13 @@ static ds_status open_backend(serving *s, char *msg, size_t msg_len) {
 /* What serving_create and serving_follow both refuse. */
 static ds_status check_options(const serving_options *o, char *msg, size_t msg_len) {
     if (!o->model_path == !o->random_weights)
-        return ds_fail(msg, msg_len, DS_EINVAL, "--model, --random-weights: give exactly one");
+        return ds_fail(msg, msg_len, DS_EINVAL, "model_path, random_weights: give exactly one");
     if (o->kv_bits != 2 && o->kv_bits != 4 && o->kv_bits != 8 && o->kv_bits != 16)
-        return ds_fail(msg, msg_len, DS_EINVAL, "--kv-bits = %d: expected 16, 8, 4 or 2",
-                       o->kv_bits);
+        return ds_fail(msg, msg_len, DS_EINVAL, "kv_bits = %d: expected 16, 8, 4 or 2", o->kv_bits);
     if ((o->tensor_parallel > 1 || o->n_nodes > 1) && o->device != SERVING_CUDA)
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--tensor-parallel = %d, --nnodes = %d: tensor parallelism needs --device "
-                       "cuda",
+                       "tensor_parallel = %d, n_nodes = %d: tensor parallelism needs the CUDA "
+                       "device",
                        o->tensor_parallel, o->n_nodes);
     return DS_OK; /* the node ranks: engine_backend_open / _follow check them */
 }
@@ -188,7 +187,7 @@ static ds_status check_options(const serving_options *o, char *msg, size_t msg_l
 ds_status serving_follow(const serving_options *o, char *msg, size_t msg_len) {
     ds_status st = check_options(o, msg, msg_len);
     if (st == DS_OK && o->node_rank == 0)
-        st = ds_fail(msg, msg_len, DS_EINVAL, "--node-rank 0 serves; the other nodes follow it");
+        st = ds_fail(msg, msg_len, DS_EINVAL, "node_rank 0 serves; the other nodes follow it");
     if (st != DS_OK) return st;
     llama_model model = {0};
     bpe_tokenizer *tok = NULL;
@@ -207,13 +206,13 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     ds_status st = check_options(o, msg, msg_len);
     if (st == DS_OK && o->node_rank != 0)
         st = ds_fail(msg, msg_len, DS_EINVAL,
-                     "--node-rank %d: only node 0 serves (the others follow: serving_follow)",
+                     "node_rank %d: only node 0 serves (the others follow: serving_follow)",
                      o->node_rank);
     if (st != DS_OK) return st;
     if (o->max_seqs <= 0 || o->max_batched_tokens <= 0 || o->max_waiting <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--max-seqs = %d, --max-batched-tokens = %d, --max-waiting = %d: all must "
-                       "be positive",
+                       "max_seqs = %d, max_batched_tokens = %d, max_waiting = %d: all must be "
+                       "positive",
                        o->max_seqs, o->max_batched_tokens, o->max_waiting);
     serving *s = calloc(1, sizeof *s);
     if (!s) return ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
@@ -376,7 +375,7 @@ static ds_status prepare(const serving *s, const serving_request *q, request *r,
     else if ((n + q->max_tokens - 1) / T > s->cache->config.n_full_blocks)
         st = ds_fail(msg, msg_len, DS_ERANGE,
                      "prompt (%d tokens) + max_tokens (%d) need %d KV blocks; the pool holds %d "
-                     "(raise --kv-memory)",
+                     "(raise kv_memory_bytes)",
                      n, q->max_tokens, (n + q->max_tokens - 1) / T, s->cache->config.n_full_blocks);
     if (st == DS_OK) st = bpe_decoder_create(s->tok, true, &r->dec, msg, msg_len);
     if (st == DS_OK) st = sched_seq_init(&r->seq, 0, ids ? ids : q->prompt_ids, n, r, msg, msg_len);
@@ -405,7 +404,7 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
     else if (!s->accepting)
         rc = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "server is shutting down");
     else if (s->n_intake + s->n_waiting >= s->options.max_waiting)
-        rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (--max-waiting)",
+        rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (max_waiting)",
                      s->n_intake + s->n_waiting);
     else if (!(r->stream = output_stream_create(s->next_id, r->seq.n_prompt, notify, notify_ctx,
                                                 wake_engine, s)))
@@ -629,7 +628,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
         char why[200];
         snprintf(why, sizeof why,
                  "the sequence (%d tokens) needs more KV blocks than the pool holds (%d); raise "
-                 "--kv-memory",
+                 "kv_memory_bytes",
                  r->seq.n_tokens, s->cache->config.n_full_blocks);
         finish(s, r, SERVING_ERROR, why);
         *did_work = 1;

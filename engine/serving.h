@@ -76,7 +76,8 @@ void serving_options_default(serving_options *o);
 /* Loads the model (or makes random weights), sizes the pools (open blocks = max_seqs +
  * max_batched_tokens / block + 1, the rest of the KV memory to full blocks) and opens the
  * backend: the CPU forward pass, or the CUDA one (pages in GPU memory; DS_EUNSUPPORTED in a build
- * without CUDA). Errors name the file or the option at fault. */
+ * without CUDA). Errors name the file or the option at fault, by its field name here
+ * (kv_memory_bytes, max_waiting): the CLI spells them as its flags (server/engine_flags.h). */
 ds_status serving_create(const serving_options *options, serving **out, char *msg, size_t msg_len);
 void serving_destroy(serving *s);
 
@@ -127,7 +128,9 @@ typedef void (*serving_notify_fn)(void *ctx);
  * (the proto's names: prompt, prompt_ids, max_tokens, temperature, top_k, top_p, seed, stop,
  * stop_token_ids): DS_EINVAL (bad value, empty prompt, both or neither of prompt/prompt_ids),
  * DS_ERANGE (token id outside the vocabulary; prompt + max_tokens over the context or over the
- * KV pool), DS_EBUSY (waiting queue full), DS_EUNAVAILABLE (shutting down). */
+ * KV pool), DS_EBUSY (waiting queue full), DS_EUNAVAILABLE (shutting down). Engine limits are
+ * named by their serving_options field (kv_memory_bytes, max_waiting), never a CLI flag: these
+ * messages reach gRPC clients. */
 ds_status serving_submit(serving *s, const serving_request *request, serving_notify_fn notify,
                          void *notify_ctx, serving_stream **out, char *msg, size_t msg_len);
 

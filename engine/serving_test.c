@@ -268,6 +268,7 @@ static void expect_reject(serving *s, const serving_request *q, ds_status want, 
     ds_status got = serving_submit(s, q, NULL, NULL, &st, msg, sizeof msg);
     if (got != want || !strstr(msg, field))
         fail_msg("want status %d naming '%s', got %d: %s", want, field, got, msg);
+    if (strstr(msg, "--")) fail_msg("a request error names a CLI flag: %s", msg);
     assert_null(st);
 }
 
@@ -319,8 +320,32 @@ static void test_bad_requests(void **state) {
     /* a pool of 5 full blocks (80 tokens) cannot hold 3 + 100 tokens; open pool 4 + 64/16 + 1 */
     serving *small = make_serving(g_tiny, 16, DQ_FP16, (9 + 5) * 4096, 4);
     q.max_tokens = 100;
-    expect_reject(small, &q, DS_ERANGE, "kv-memory");
+    expect_reject(small, &q, DS_ERANGE, "kv_memory_bytes");
     serving_destroy(small);
+}
+
+/* serving_create refuses bad options naming the serving_options field, not a CLI flag. */
+static void expect_create_error(const serving_options *o, const char *field) {
+    serving *s = NULL;
+    char msg[512] = "";
+    ds_status got = serving_create(o, &s, msg, sizeof msg);
+    if (got != DS_EINVAL || !strstr(msg, field) || strstr(msg, "--"))
+        fail_msg("want DS_EINVAL naming '%s' (no flag), got %d: %s", field, got, msg);
+    assert_null(s);
+}
+
+static void test_create_errors_name_options(void **state) {
+    (void)state;
+    serving_options o;
+    serving_options_default(&o);
+    o.model_path = g_tiny, o.random_weights = "tiny";
+    expect_create_error(&o, "model_path, random_weights: give exactly one");
+    o.random_weights = NULL, o.kv_bits = 3;
+    expect_create_error(&o, "kv_bits = 3");
+    o.kv_bits = 16, o.tensor_parallel = 2;
+    expect_create_error(&o, "tensor_parallel = 2, n_nodes = 1");
+    o.tensor_parallel = 1, o.max_waiting = 0;
+    expect_create_error(&o, "max_waiting = 0");
 }
 
 /* Queue limit: submit answers DS_EBUSY once max_waiting requests wait. */
@@ -341,7 +366,7 @@ static void test_queue_full(void **state) {
     serving_stream *st[3];
     for (int i = 0; i < 3; i++)
         st[i] = submit(s, &q);
-    expect_reject(s, &q, DS_EBUSY, "max-waiting");
+    expect_reject(s, &q, DS_EBUSY, "max_waiting");
     run_until_idle(s);
     for (int i = 0; i < 3; i++) {
         completion c;
@@ -537,6 +562,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_batch_equals_alone_real),
         cmocka_unit_test(test_cancel_and_pools_refill),
         cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_create_errors_name_options),
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_engine_thread_and_shutdown),
         cmocka_unit_test(test_device_failure),

@@ -135,6 +135,7 @@ static int run(const bench_options *o, serving *s) {
         q.sampling.temperature = 0.0f;
         q.sampling.seed = o->seed + i;
         if (serving_submit(s, &q, NULL, NULL, &streams[i], msg, sizeof msg) != DS_OK) {
+            engine_flags_spell(msg, sizeof msg);
             fprintf(stderr, "%s: request %d: %s\n", PROG, i, msg);
             rc = 2;
             break;
@@ -144,6 +145,7 @@ static int run(const bench_options *o, serving *s) {
     }
     for (int worked = 1; rc == 0 && worked;)
         if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) {
+            engine_flags_spell(msg, sizeof msg);
             fprintf(stderr, "%s: %s\n", PROG, msg);
             rc = 1;
         }
@@ -157,8 +159,10 @@ static int run(const bench_options *o, serving *s) {
             if (out.finish) fin = out.finish;
         output_tokens += out.completion_tokens;
         n_ok += fin == SERVING_LENGTH || fin == SERVING_STOP;
-        if (fin == SERVING_ERROR || fin == SERVING_UNAVAILABLE)
+        if (fin == SERVING_ERROR || fin == SERVING_UNAVAILABLE) {
+            engine_flags_spell(out.error, sizeof out.error);
             fprintf(stderr, "%s: request %d: %s\n", PROG, i, out.error);
+        }
         serving_stream_release(streams[i]);
     }
     serving_output_free(&out);

@@ -1,7 +1,9 @@
 /* server/engine_flags.c — the engine flags shared by serve, generate and bench-offline. */
 #include "server/engine_flags.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,6 +169,61 @@ int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_o
     return 1;
 }
 
+/* The serving_options fields the engine names in its messages, and the flag that sets each. */
+static const struct {
+    const char *option, *flag;
+} option_flags[] = {
+    {"model_path", "--model"},
+    {"random_weights", "--random-weights"},
+    {"kv_bits", "--kv-bits"},
+    {"kv_method", "--kv-method"},
+    {"kv_group_size", "--kv-group-size"},
+    {"block_size", "--block-size"},
+    {"kv_memory_bytes", "--kv-memory"},
+    {"gpu_memory_utilization", "--gpu-memory-utilization"},
+    {"max_seqs", "--max-seqs"},
+    {"max_batched_tokens", "--max-batched-tokens"},
+    {"max_waiting", "--max-waiting"},
+    {"tensor_parallel", "--tensor-parallel"},
+    {"n_nodes", "--nnodes"},
+    {"node_rank", "--node-rank"},
+    {"master_addr", "--master-addr"},
+    {"master_port", "--master-port"},
+    {"tp_timeout_s", "--tp-timeout"},
+    {"n_threads", "--threads"},
+};
+
+static int is_ident(char c) { return c == '_' || isalnum((unsigned char)c); }
+
+/* The option_flags entry whose option name is the whole identifier starting at p, or -1. */
+static int option_at(const char *p) {
+    for (size_t k = 0; k < sizeof option_flags / sizeof option_flags[0]; k++) {
+        size_t m = strlen(option_flags[k].option);
+        if (!strncmp(p, option_flags[k].option, m) && !is_ident(p[m])) return (int)k;
+    }
+    return -1;
+}
+
+void engine_flags_spell(char *msg, size_t msg_len) {
+    size_t len = strlen(msg);
+    char *out = malloc(2 * len + 1); /* a flag is at most 2 bytes longer than its >= 7-byte name */
+    if (!out) return;                /* the engine's spelling is still clear */
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        int k = i == 0 || !is_ident(msg[i - 1]) ? option_at(msg + i) : -1;
+        if (k < 0) {
+            out[n++] = msg[i++];
+            continue;
+        }
+        size_t f = strlen(option_flags[k].flag);
+        memcpy(out + n, option_flags[k].flag, f);
+        n += f, i += strlen(option_flags[k].option);
+    }
+    out[n] = 0;
+    snprintf(msg, msg_len, "%s", out);
+    free(out);
+}
+
 serving *engine_flags_open(const char *prog, const serving_options *o) {
     char msg[512];
     serving *s;
@@ -174,6 +231,7 @@ serving *engine_flags_open(const char *prog, const serving_options *o) {
         fprintf(stderr, "%s: node %d of %d: following node 0 at %s:%d\n", prog, o->node_rank,
                 o->n_nodes, o->master_addr ? o->master_addr : "?", o->master_port);
         ds_status st = serving_follow(o, msg, sizeof msg);
+        engine_flags_spell(msg, sizeof msg);
         if (st != DS_OK)
             fprintf(stderr, "%s: %s\n", prog, msg);
         else
@@ -181,6 +239,7 @@ serving *engine_flags_open(const char *prog, const serving_options *o) {
         exit(st == DS_OK ? 0 : 1);
     }
     if (serving_create(o, &s, msg, sizeof msg) == DS_OK) return s;
+    engine_flags_spell(msg, sizeof msg);
     fprintf(stderr, "%s: %s\n", prog, msg);
     return NULL;
 }

@@ -23,9 +23,16 @@ int engine_flags_next(const char *prog, int argc, char **argv, int *i, serving_o
 /* Checks the combination after parsing (model given); prints and returns -1 on error. */
 int engine_flags_check(const char *prog, const serving_options *o);
 
-/* serving_create, printing "PROG: why" on failure (NULL). With --node-rank > 0 the process is a
- * follower of node 0 instead: serving_follow runs until node 0 stops the group, then the process
- * exits (0 when node 0 stopped it, 1 on a failure); node 0 runs the command's own work. */
+/* Rewrites an engine message in place for a CLI user: each serving_options field it names
+ * (kv_memory_bytes, max_waiting, ...: a whole identifier) becomes the flag that sets it
+ * (--kv-memory, --max-waiting), truncated to msg_len. The engine names its options because its
+ * messages also reach gRPC clients; commands call this on what they print. */
+void engine_flags_spell(char *msg, size_t msg_len);
+
+/* serving_create, printing "PROG: why" (engine_flags_spell) on failure (NULL). With --node-rank > 0
+ * the process is a follower of node 0 instead: serving_follow runs until node 0 stops the group,
+ * then the process exits (0 when node 0 stopped it, 1 on a failure); node 0 runs the command's own
+ * work. */
 serving *engine_flags_open(const char *prog, const serving_options *o);
 
 /* Help text for the engine flags, one per line, indented like the commands' own. */

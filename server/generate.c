@@ -135,6 +135,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     serving_stream *st;
     double t0 = now_s();
     if (serving_submit(s, q, NULL, NULL, &st, msg, sizeof msg) != DS_OK) {
+        engine_flags_spell(msg, sizeof msg);
         fprintf(stderr, "%s: %s\n", PROG, msg);
         return 2;
     }
@@ -153,6 +154,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
             break;
         }
         if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) {
+            engine_flags_spell(msg, sizeof msg);
             fprintf(stderr, "%s: %s\n", PROG, msg);
             rc = 1;
             break;
@@ -162,6 +164,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     printf("\n");
     fflush(stdout);
     if (out.finish == SERVING_ERROR || out.finish == SERVING_UNAVAILABLE) {
+        engine_flags_spell(out.error, sizeof out.error);
         fprintf(stderr, "%s: %s\n", PROG, out.error);
         rc = 1;
     }

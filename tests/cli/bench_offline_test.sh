@@ -75,7 +75,7 @@ check "unknown device rejected" $?
 [ $? -eq 2 ] && grep -q -- "--dtype" "$tmp/err"
 check "unknown dtype rejected" $?
 "$decoserve" bench-offline --model "$tiny" --tensor-parallel 2 >/dev/null 2>"$tmp/err"
-[ $? -eq 1 ] && grep -q -- "--tensor-parallel = 2, --nnodes = 1: tensor parallelism needs --device cuda" "$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--tensor-parallel = 2, --nnodes = 1: tensor parallelism needs the CUDA device" "$tmp/err"
 check "tensor parallel without a GPU rejected" $?
 "$decoserve" bench-offline --model "$tiny" --device cuda --tensor-parallel 2 --nnodes 2 \
     --node-rank 2 --master-addr 127.0.0.1 --master-port 29500 >/dev/null 2>"$tmp/err"

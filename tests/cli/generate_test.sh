@@ -81,6 +81,9 @@ long=$(printf 'word %.0s' $(seq 1 400))
 expect_error "prompt over the context" 2 "context" -- --model "$tiny" --prompt "$long"
 expect_error "max tokens over the context" 2 "context" -- --model "$tiny" --prompt hi \
     --max-tokens 1000
+# The engine names its option (kv_memory_bytes); the CLI user reads the flag.
+expect_error "prompt + max tokens over the KV pool" 2 "(raise --kv-memory)" -- --model "$tiny" \
+    --prompt hi --max-tokens 200 --kv-memory 150K --block-size 16
 expect_error "top-p > 1" 2 "top-p" -- --model "$tiny" --prompt hi --top-p 1.5
 expect_error "top-p = 0" 2 "top_p" -- --model "$tiny" --prompt hi --top-p 0
 expect_error "negative temperature" 2 "temperature" -- --model "$tiny" --prompt hi \

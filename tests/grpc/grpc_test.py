@@ -113,6 +113,8 @@ def expect_status(code, fragment, fn):
     except grpc.RpcError as e:
         assert e.code() == code, "got %s (%s), want %s" % (e.code(), e.details(), code)
         assert fragment in (e.details() or ""), "details %r lack %r" % (e.details(), fragment)
+        # The engine names its options and the request's fields, never a CLI flag.
+        assert not re.search(r"--[a-z]", e.details() or ""), "details %r name a flag" % e.details()
         return
     raise AssertionError("succeeded, want %s" % code)
 
@@ -350,7 +352,7 @@ def check_queue_full():
                 break
             assert time.time() < deadline, "the second request never waited: %s" % s
             time.sleep(0.02)
-        expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-waiting",
+        expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "max_waiting",
                       lambda: generate(small.stub, timeout=30, prompt="x", max_tokens=1))
         running.cancel()
         waiting.cancel()
