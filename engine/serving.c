@@ -532,6 +532,12 @@ static void accept_token(serving *s, request *r, int32_t tok) {
 
 /* --- the step --------------------------------------------------------------------------------- */
 
+/* Both KV pools as sized (the automatic budget resolved). */
+static int64_t pool_bytes(const kv_cache *kc) {
+    return (int64_t)kc->config.n_open_blocks * (int64_t)kc->open_block_floats * 2 +
+           (int64_t)kc->config.n_full_blocks * (int64_t)kc->full_block_bytes;
+}
+
 static void snapshot_stats(serving *s) {
     sched_stats ss;
     sched_get_stats(s->sched, &ss);
@@ -552,8 +558,7 @@ static void snapshot_stats(serving *s) {
     o->kv_bytes_per_token = kv_cache_bytes_per_token(kc);
     o->fp16_bytes_per_token = 4.0 * c->n_layers * c->n_kv_heads * c->head_dim;
     o->compression_ratio = o->fp16_bytes_per_token / o->kv_bytes_per_token;
-    o->kv_memory_bytes = (int64_t)kc->config.n_open_blocks * (int64_t)kc->open_block_floats * 2 +
-                         (int64_t)kc->config.n_full_blocks * (int64_t)kc->full_block_bytes;
+    o->kv_memory_bytes = pool_bytes(kc);
     o->preemptions = ss.preemptions;
     o->prefix_cache_queries = ss.prefix_queries;
     o->prefix_cache_hits = ss.prefix_hits;
@@ -761,5 +766,5 @@ void serving_get_info(const serving *s, serving_info *out) {
         .max_batched_tokens = s->options.max_batched_tokens,
         .bos_id = bpe_bos_id(s->tok),
         .eos_id = bpe_eos_id(s->tok),
-        .kv_memory_bytes = s->options.kv_memory_bytes};
+        .kv_memory_bytes = pool_bytes(s->cache)};
 }

@@ -183,7 +183,7 @@ typedef struct serving_info {
     int context_length, vocab_size, n_layers, n_heads, n_kv_heads, head_dim, d_model;
     int kv_bits, block_size, tensor_parallel, max_seqs, max_batched_tokens;
     int32_t bos_id, eos_id;
-    int64_t kv_memory_bytes;
+    int64_t kv_memory_bytes; /* both pools as sized (kv_memory_bytes 0 resolved): as in stats */
 } serving_info;
 void serving_get_info(const serving *s, serving_info *out);
 

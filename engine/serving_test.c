@@ -348,6 +348,20 @@ static void test_create_errors_name_options(void **state) {
     expect_create_error(&o, "max_waiting = 0");
 }
 
+/* Automatic sizing (kv_memory_bytes 0: 1 GiB on the CPU): info reports the pools as sized. */
+static void test_info_automatic_kv_memory(void **state) {
+    (void)state;
+    serving *s = make_serving(g_tiny, 16, DQ_FP16, 0, 4);
+    serving_info info;
+    serving_stats stats;
+    serving_get_info(s, &info);
+    serving_get_stats(s, &stats);
+    assert_true(info.kv_memory_bytes > (int64_t)1 << 29);
+    assert_true(info.kv_memory_bytes <= (int64_t)1 << 30);
+    assert_int_equal(info.kv_memory_bytes, stats.kv_memory_bytes);
+    serving_destroy(s);
+}
+
 /* Queue limit: submit answers DS_EBUSY once max_waiting requests wait. */
 static void test_queue_full(void **state) {
     (void)state;
@@ -564,6 +578,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_create_errors_name_options),
         cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_info_automatic_kv_memory),
         cmocka_unit_test(test_engine_thread_and_shutdown),
         cmocka_unit_test(test_device_failure),
         cmocka_unit_test(test_idle_device_failure),
