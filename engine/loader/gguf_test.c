@@ -13,23 +13,19 @@
 
 #include <cmocka.h>
 
+#include "common/file.h"
 #include "common/half.h"
 #include "common/status.h"
 #include "engine/loader/gguf.h"
 #include "engine/loader/gguf_writer.h"
 #include "engine/loader/loader_test_util.h"
 
+#define READ_MAX_BYTES (64u << 20)
+
 static uint8_t *read_all(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(*size ? *size : 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, *size, f), *size);
-    fclose(f);
-    return buf;
+    char *bytes, msg[512];
+    if (ds_read_file(path, READ_MAX_BYTES, &bytes, size, msg, sizeof msg)) fail_msg("%s", msg);
+    return (uint8_t *)bytes;
 }
 
 static void write_all(const char *path, const void *data, size_t size) {

@@ -4,42 +4,23 @@
 #include "engine/loader/llama_hf.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
 #include "engine/loader/safetensors.h"
 
 #define CONFIG_MAX_BYTES (1u << 20)
 
 static ds_status read_config_json(const char *path, cJSON **out, char *msg, size_t msg_len) {
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return ds_fail(msg, msg_len, errno == ENOENT ? DS_ENOTFOUND : DS_EIO, "%s: cannot open: %s",
-                       path, strerror(errno));
-    char *text = malloc(CONFIG_MAX_BYTES + 1);
-    size_t n = text ? fread(text, 1, CONFIG_MAX_BYTES + 1, fp) : 0;
-    int err = ferror(fp);
-    fclose(fp);
-    ds_status st = DS_OK;
-    if (!text)
-        st = ds_fail(msg, msg_len, DS_ENOMEM, "%s: out of memory", path);
-    else if (err)
-        st = ds_fail(msg, msg_len, DS_EIO, "%s: read error", path);
-    else if (n > CONFIG_MAX_BYTES)
-        st = ds_fail(msg, msg_len, DS_EINVAL, "%s: larger than %u bytes", path, CONFIG_MAX_BYTES);
-    else if (!(*out = cJSON_ParseWithLength(text, n)))
-        st = ds_fail(msg, msg_len, DS_EINVAL, "%s: invalid JSON", path);
-    else if (!cJSON_IsObject(*out))
-        st = ds_fail(msg, msg_len, DS_EINVAL, "%s: not a JSON object", path);
-    free(text);
-    if (st != DS_OK) {
+    ds_status st = ds_read_json(path, CONFIG_MAX_BYTES, out, msg, msg_len);
+    if (st == DS_OK && !cJSON_IsObject(*out)) {
         cJSON_Delete(*out);
         *out = NULL;
+        st = ds_fail(msg, msg_len, DS_EINVAL, "%s: not a JSON object", path);
     }
     return st;
 }

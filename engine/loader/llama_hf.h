@@ -14,7 +14,9 @@
  * max_position_embeddings, rms_norm_eps required; num_key_value_heads, head_dim, rope_theta,
  * rope_scaling {rope_type|type: default|linear|llama3}, tie_word_embeddings optional) and
  * validates it. tied_embeddings reflects only the config; the loader also ties when the
- * checkpoint has no lm_head.weight. Errors name config.json and the field. */
+ * checkpoint has no lm_head.weight. Errors name config.json and the field: a missing, unreadable,
+ * too large (over 1 MiB) or unparsable file gets ds_read_json's status (common/file.h), a bad
+ * field DS_EINVAL. */
 ds_status llama_hf_read_config(const char *dir, llama_config *config, char *msg, size_t msg_len);
 
 /* Reads the config, checks every tensor's presence, dtype (F32/F16/BF16) and shape before

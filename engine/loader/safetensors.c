@@ -14,10 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "common/half.h"
 
 /* Tensor names and paths are cut in messages so the field that failed still fits. */
 #define NAME_FMT "%.160s"
+
+#define INDEX_MAX_BYTES (64u << 20) /* model.safetensors.index.json */
 
 struct safetensors_file {
     char *path;
@@ -343,32 +346,6 @@ ds_status safetensors_to_f32(const safetensors_tensor *t, float *dst, char *msg,
 
 /* ---- checkpoint directories ---- */
 
-static ds_status read_small_file(const char *path, size_t limit, char **out, char *msg,
-                                 size_t msg_len) {
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return open_error(path, errno, msg, msg_len);
-    char *buf = malloc(limit + 1);
-    if (!buf) {
-        fclose(fp);
-        return ds_fail(msg, msg_len, DS_ENOMEM, "%s: out of memory", path);
-    }
-    size_t n = fread(buf, 1, limit + 1, fp);
-    int err = ferror(fp);
-    fclose(fp);
-    if (err) {
-        free(buf);
-        return ds_fail(msg, msg_len, DS_EIO, "%s: read error", path);
-    }
-    if (n > limit) {
-        free(buf);
-        return ds_fail(msg, msg_len, DS_EINVAL, "%s: larger than %zu bytes", path, limit);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    return DS_OK;
-}
-
 static int plain_file_name(const char *s) {
     return s[0] && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/');
 }
@@ -391,15 +368,11 @@ static ds_status add_shard(safetensors_checkpoint *ck, const char *dir, const ch
 
 static ds_status open_index(safetensors_checkpoint *ck, const char *dir, char *msg,
                             size_t msg_len) {
-    char *text;
-    ds_status st = read_small_file(ck->path, 64u << 20, &text, msg, msg_len);
+    cJSON *root;
+    ds_status st = ds_read_json(ck->path, INDEX_MAX_BYTES, &root, msg, msg_len);
     if (st != DS_OK) return st;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    if (!root)
-        st = ds_fail(msg, msg_len, DS_ECORRUPT, "%s: invalid JSON", ck->path);
-    else if (!cJSON_IsObject(map) || !map->child)
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(map) || !map->child)
         st = ds_fail(msg, msg_len, DS_ECORRUPT,
                      "%s: field weight_map: missing, not an object or empty", ck->path);
 

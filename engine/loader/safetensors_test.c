@@ -16,11 +16,13 @@
 
 #include <cmocka.h>
 
+#include "common/file.h"
 #include "engine/loader/llama_hf.h"
 #include "engine/loader/model.h"
 #include "engine/loader/safetensors.h"
 
-#define PATH_LEN 4096
+#define PATH_LEN       4096
+#define READ_MAX_BYTES (64u << 20)
 
 static char fixture_dir[PATH_LEN];
 static char tmp_root[PATH_LEN];
@@ -38,18 +40,9 @@ static char *fx_config;
     } while (0)
 
 static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) fail_msg("cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    buf[n] = 0;
-    *len = (size_t)n;
-    return buf;
+    char *bytes, msg[512];
+    if (ds_read_file(path, READ_MAX_BYTES, &bytes, len, msg, sizeof msg)) fail_msg("%s", msg);
+    return (uint8_t *)bytes;
 }
 
 static void write_all(const char *path, const void *data, size_t len) {
@@ -424,6 +417,7 @@ static void test_sharded_checkpoint(void **state) {
     write_all(path, "{\"weight_map\": [", strlen("{\"weight_map\": ["));
     assert_int_equal(safetensors_checkpoint_open(dir, &ck, msg, sizeof msg), DS_ECORRUPT);
     assert_msg_has(msg, "model.safetensors.index.json");
+    assert_msg_has(msg, "invalid JSON at line 1, column 17");
     write_all(path, "{\"metadata\": {}}", strlen("{\"metadata\": {}}"));
     assert_int_equal(safetensors_checkpoint_open(dir, &ck, msg, sizeof msg), DS_ECORRUPT);
     assert_msg_has(msg, "weight_map");
@@ -752,7 +746,7 @@ static void test_hf_bad_config(void **state) {
     free(config);
 
     make_model_dir(dir, "bad_config", fx_header, fx_data(), fx_data_len(), "{\"model_type\": ");
-    expect_load_error(dir, DS_EINVAL, "config.json", "invalid JSON", NULL);
+    expect_load_error(dir, DS_ECORRUPT, "config.json", "invalid JSON at line 1", NULL);
     join(path, dir, "config.json");
     unlink(path);
     expect_load_error(dir, DS_ENOTFOUND, "config.json", "cannot open", NULL);

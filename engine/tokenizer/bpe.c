@@ -5,12 +5,12 @@
  */
 #include "engine/tokenizer/bpe.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "common/file.h"
 #include "engine/tokenizer/pretokenize.h"
 
 /* ---- GPT-2 byte <-> unicode alphabet ----------------------------------------------------------
@@ -737,6 +737,8 @@ void bpe_decoder_flush(bpe_decoder *dec, const char **text, size_t *len) {
 
 /* ---- tokenizer.json ------------------------------------------------------------------------ */
 
+#define JSON_MAX_BYTES (256u << 20) /* tokenizer.json and tokenizer_config.json */
+
 static const char LLAMA3_SPLIT[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -779,26 +781,6 @@ static const char *json_pre_name(const cJSON *pre) {
     return NULL;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long size = ftell(f);
-        if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)size + 1))) {
-            if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[size] = '\0';
-                *len = (size_t)size;
-            }
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 /* "<s>" or {"content": "<s>", ...} in tokenizer_config.json. */
 static const char *json_token_name(const cJSON *v) {
     if (cJSON_IsString(v)) return v->valuestring;
@@ -830,12 +812,10 @@ static void json_special_ids(bpe_tokenizer *tok, const char *path, const cJSON *
     if (!config_path) return;
     memcpy(config_path, path, dir_len);
     memcpy(config_path + dir_len, name, sizeof name);
-    size_t len = 0;
-    char *text = read_file(config_path, &len);
+    cJSON *config;
+    ds_status st = ds_read_json(config_path, JSON_MAX_BYTES, &config, NULL, 0);
     free(config_path);
-    cJSON *config = text ? cJSON_ParseWithLength(text, len) : NULL;
-    free(text);
-    if (!config) return;
+    if (st != DS_OK) return;
     int32_t bos =
         lookup_name(tok, json_token_name(cJSON_GetObjectItemCaseSensitive(config, "bos_token")));
     int32_t eos =
@@ -955,16 +935,13 @@ static ds_status load_json(const char *path, const cJSON *root, bpe_tokenizer **
 ds_status bpe_load_tokenizer_json(const char *path, bpe_tokenizer **out, char *msg,
                                   size_t msg_len) {
     *out = NULL;
-    size_t len = 0;
-    char *text = read_file(path, &len);
-    if (!text) return ds_fail(msg, msg_len, DS_EIO, "%s: cannot read", path);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!root) return ds_fail(msg, msg_len, DS_ECORRUPT, "%s: not valid JSON", path);
+    cJSON *root;
+    ds_status st = ds_read_json(path, JSON_MAX_BYTES, &root, msg, msg_len);
+    if (st != DS_OK) return st;
     const char **tokens = NULL;
     int32_t *types = NULL;
     merge_text *merges = NULL;
-    ds_status st = load_json(path, root, out, msg, msg_len, &tokens, &types, &merges);
+    st = load_json(path, root, out, msg, msg_len, &tokens, &types, &merges);
     free(tokens);
     free(types);
     free(merges);

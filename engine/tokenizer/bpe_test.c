@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "common/file.h"
 #include "engine/tokenizer/bpe.h"
 #include "engine/tokenizer/pretokenize.h"
 
@@ -530,8 +531,11 @@ static void test_tokenizer_json(void **state) {
     assert_non_null(strstr(msg, "pre_tokenizer"));
     write_file(json_path, "{\"model\": ");
     assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_ECORRUPT);
+    assert_non_null(strstr(msg, json_path));
+    assert_non_null(strstr(msg, "invalid JSON at line 1, column 11"));
     remove(json_path);
-    assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_EIO);
+    assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_ENOTFOUND);
+    assert_non_null(strstr(msg, json_path));
 }
 
 /* ---- GGUF metadata skimmer (test only): reads the tokenizer.ggml.* keys, skips the rest ---- */
@@ -753,17 +757,12 @@ static void test_model_encode_rate(void **state) {
     if (!path) skip();
     const char *corpus = getenv("DECOSERVE_CORPUS");
     if (!corpus) corpus = "/work/shared/corpora/janeausten/emma.txt";
-    FILE *f = fopen(corpus, "rb");
-    if (!f) {
-        print_message("%s not readable (set DECOSERVE_CORPUS): no timing\n", corpus);
+    char *text, msg[512];
+    size_t len;
+    if (ds_read_file(corpus, 1u << 30, &text, &len, msg, sizeof msg) != DS_OK) {
+        print_message("%s (set DECOSERVE_CORPUS): no timing\n", msg);
         skip();
     }
-    fseek(f, 0, SEEK_END);
-    size_t len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc(len);
-    assert_true(rd(f, text, len));
-    fclose(f);
     bpe_tokenizer *tok = smollm2_from_gguf(path);
     int32_t *ids = malloc(sizeof(int32_t) * len);
     int n_ids;

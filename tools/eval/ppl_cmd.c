@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/cli.h"
+#include "common/file.h"
 #include "engine/model_files.h"
 #include "tools/eval/commands.h"
 #include "tools/eval/perplexity.h"
@@ -12,6 +13,8 @@
 static const char *PROG = "decoserve-eval ppl";
 
 enum { MAX_CONFIGS = 32 };
+
+#define TEXT_MAX_BYTES ((size_t)1 << 30) /* --text; bpe_encode counts ids in an int */
 
 static const char *DEFAULT_CONFIGS = "fp16,decoquant:8,rtn:8,kivi:8,decoquant:4,rtn:4,kivi:4,"
                                      "decoquant:2,rtn:2,kivi:2";
@@ -66,18 +69,6 @@ static int parse_config(const char *item, ppl_config *c) {
         return -1;
     }
     return 0;
-}
-
-static char *read_text(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-    *len = buf ? fread(buf, 1, (size_t)size, fp) : 0;
-    fclose(fp);
-    return buf;
 }
 
 int cmd_ppl(int argc, char **argv) {
@@ -176,11 +167,14 @@ int cmd_ppl(int argc, char **argv) {
         return 1;
     }
     size_t text_len = 0;
-    char *text = read_text(text_path, &text_len);
-    int32_t *ids = text ? malloc((text_len + 1) * sizeof *ids) : NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
     int n_ids = 0, rc = 0;
-    if (!text || !ids) {
-        fprintf(stderr, "%s: %s: cannot read\n", PROG, text_path);
+    if (ds_read_file(text_path, TEXT_MAX_BYTES, &text, &text_len, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, msg);
+        rc = 1;
+    } else if (!(ids = malloc((text_len + 1) * sizeof *ids))) {
+        fprintf(stderr, "%s: %s: out of memory\n", PROG, text_path);
         rc = 1;
     } else if (bpe_encode(tok, text, text_len, false, ids, (int)text_len + 1, &n_ids, msg,
                           sizeof msg) != DS_OK) {

@@ -13,9 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/file.h"
+
 extern char **environ;
 
 enum { POLL_MS = 50, LOG_TAIL = 600 };
+
+#define LOG_MAX_BYTES ((size_t)1 << 30)
 
 static const char LISTENING[] = "listening on ";
 
@@ -29,23 +33,9 @@ static void sleep_ms(long ms) { nanosleep(&(struct timespec){0, ms * 1000000L}, 
 
 /* The log so far (malloc'ed, NUL-terminated), or NULL. */
 static char *read_log(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    size_t cap = 4096, n = 0;
-    char *text = malloc(cap);
-    for (size_t got = 1; text && got > 0;) {
-        if (n + 1 == cap) {
-            char *grown = realloc(text, cap *= 2);
-            if (!grown) free(text);
-            text = grown;
-            if (!text) break;
-        }
-        got = fread(text + n, 1, cap - n - 1, fp);
-        n += got;
-    }
-    fclose(fp);
-    if (text) text[n] = '\0';
-    return text;
+    char *text;
+    size_t len;
+    return ds_read_file(path, LOG_MAX_BYTES, &text, &len, NULL, 0) == DS_OK ? text : NULL;
 }
 
 /* "...: <the end of the log>", for error messages. */
