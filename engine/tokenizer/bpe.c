@@ -1,16 +1,16 @@
 /* engine/tokenizer/bpe.c — byte-level BPE: vocabulary and merge-rank hash tables, rank-ordered
  * merging with a heap over a linked list of symbols (O(n log n) per pre-token), special-token
- * splitting, decoding (whole and streaming, UTF-8 safe) and the tokenizer.json loader.
- * Semantics follow HF `tokenizers` (BPE model + ByteLevel pre-tokenizer/decoder, AddedVocabulary).
+ * splitting and whole-text decoding. The tokenizer.json loader (bpe_json.c), the streaming
+ * decoder (bpe_decoder.c) and the GGUF loader (bpe_gguf.c) build on it. Semantics follow HF
+ * `tokenizers` (BPE model + ByteLevel pre-tokenizer/decoder, AddedVocabulary).
  */
 #include "engine/tokenizer/bpe.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
-#include "common/file.h"
+#include "common/log.h"
+#include "engine/tokenizer/bpe_internal.h"
 #include "engine/tokenizer/pretokenize.h"
 
 /* ---- GPT-2 byte <-> unicode alphabet ----------------------------------------------------------
@@ -167,11 +167,6 @@ static void merge_insert(bpe_tokenizer *tok, int32_t left, int32_t right, int32_
 
 /* ---- construction ------------------------------------------------------------------------- */
 
-typedef struct merge_text {
-    const char *left, *right;
-    size_t left_len, right_len;
-} merge_text;
-
 /* HF ByteLevel decoding: a token spelled entirely in the alphabet becomes those bytes; any
  * other token (an added token with a raw space, say) is its own UTF-8 text. */
 static size_t decode_token_text(const byte_alphabet *a, const char *s, size_t n, char *out) {
@@ -207,8 +202,8 @@ static int compare_special(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-static ds_status create_impl(const bpe_spec *spec, const merge_text *merges, bpe_tokenizer **out,
-                             char *msg, size_t msg_len) {
+ds_status bpe_create_from_pairs(const bpe_spec *spec, const bpe_merge_text *merges,
+                                bpe_tokenizer **out, char *msg, size_t msg_len) {
     *out = NULL;
     if (spec->n_tokens <= 0 || !spec->tokens)
         return ds_fail(msg, msg_len, DS_EINVAL, "bpe: n_tokens=%d: expected a vocabulary",
@@ -305,7 +300,7 @@ static ds_status create_impl(const bpe_spec *spec, const merge_text *merges, bpe
     char *joined = NULL;
     size_t joined_cap = 0;
     for (int32_t r = 0; r < spec->n_merges; r++) {
-        const merge_text *m = &merges[r];
+        const bpe_merge_text *m = &merges[r];
         int32_t left = vocab_find(tok, m->left, m->left_len);
         int32_t right = vocab_find(tok, m->right, m->right_len);
         size_t jl = m->left_len + m->right_len;
@@ -360,7 +355,7 @@ ds_status bpe_create(const bpe_spec *spec, bpe_tokenizer **out, char *msg, size_
     if (!spec || !out) return ds_fail(msg, msg_len, DS_EINVAL, "bpe_create: NULL argument");
     if (spec->n_merges < 0 || (spec->n_merges > 0 && !spec->merges))
         return ds_fail(msg, msg_len, DS_EINVAL, "bpe: n_merges=%d without merges", spec->n_merges);
-    merge_text *merges = malloc(sizeof(merge_text) * ((size_t)spec->n_merges + 1));
+    bpe_merge_text *merges = malloc(sizeof(bpe_merge_text) * ((size_t)spec->n_merges + 1));
     if (!merges) return ds_fail(msg, msg_len, DS_ENOMEM, "bpe: %d merges", spec->n_merges);
     for (int32_t r = 0; r < spec->n_merges; r++) {
         const char *s = spec->merges[r];
@@ -373,9 +368,10 @@ ds_status bpe_create(const bpe_spec *spec, bpe_tokenizer **out, char *msg, size_
                            "bpe: merge %d \"%.*s\": expected \"left right\"", r, (int)len,
                            s ? s : "");
         }
-        merges[r] = (merge_text){s, space + 1, (size_t)(space - s), len - (size_t)(space - s) - 1};
+        merges[r] =
+            (bpe_merge_text){s, space + 1, (size_t)(space - s), len - (size_t)(space - s) - 1};
     }
-    ds_status st = create_impl(spec, merges, out, msg, msg_len);
+    ds_status st = bpe_create_from_pairs(spec, merges, out, msg, msg_len);
     free(merges);
     return st;
 }
@@ -608,6 +604,20 @@ int32_t bpe_token_id(const bpe_tokenizer *tok, const char *text, size_t len) {
     return vocab_find(tok, text, len);
 }
 
+size_t bpe_max_token_bytes(const bpe_tokenizer *tok) { return tok->max_token_bytes; }
+
+void bpe_set_special_ids(bpe_tokenizer *tok, int32_t bos_id, int32_t eos_id, int32_t unk_id,
+                         bool add_bos, bool emit_unk) {
+    DS_ASSERT(bos_id >= -1 && bos_id < tok->n_tokens && eos_id >= -1 && eos_id < tok->n_tokens &&
+              unk_id >= -1 && unk_id < tok->n_tokens);
+    DS_ASSERT((!add_bos || bos_id >= 0) && (!emit_unk || unk_id >= 0));
+    tok->bos_id = bos_id;
+    tok->eos_id = eos_id;
+    tok->unk_id = unk_id;
+    tok->add_bos = add_bos;
+    tok->emit_unk = emit_unk;
+}
+
 int32_t bpe_bos_id(const bpe_tokenizer *tok) { return tok->bos_id; }
 int32_t bpe_eos_id(const bpe_tokenizer *tok) { return tok->eos_id; }
 int32_t bpe_unk_id(const bpe_tokenizer *tok) { return tok->unk_id; }
@@ -629,322 +639,4 @@ ds_status bpe_decode(const bpe_tokenizer *tok, const int32_t *ids, int n_ids, ch
         return ds_fail(msg, msg_len, DS_ERANGE, "bpe_decode: needs %zu bytes, buffer holds %zu", o,
                        out_cap);
     return DS_OK;
-}
-
-struct bpe_decoder {
-    const bpe_tokenizer *tok;
-    bool skip_control;
-    uint8_t pending[4]; /* start of a UTF-8 character whose last bytes have not come yet */
-    int n_pending;
-    uint8_t *work; /* pending + one token */
-    char *out;     /* worst case: every byte of work becomes U+FFFD (3 bytes) */
-};
-
-ds_status bpe_decoder_create(const bpe_tokenizer *tok, bool skip_control, bpe_decoder **out,
-                             char *msg, size_t msg_len) {
-    *out = NULL;
-    bpe_decoder *dec = calloc(1, sizeof *dec);
-    if (dec) {
-        dec->tok = tok;
-        dec->skip_control = skip_control;
-        dec->work = malloc(tok->max_token_bytes + 4);
-        dec->out = malloc(3 * (tok->max_token_bytes + 4));
-    }
-    if (!dec || !dec->work || !dec->out) {
-        bpe_decoder_destroy(dec);
-        return ds_fail(msg, msg_len, DS_ENOMEM, "bpe_decoder_create");
-    }
-    *out = dec;
-    return DS_OK;
-}
-
-void bpe_decoder_destroy(bpe_decoder *dec) {
-    if (!dec) return;
-    free(dec->work);
-    free(dec->out);
-    free(dec);
-}
-
-/* Copies the valid UTF-8 of work[0..n) to out, U+FFFD for each maximal invalid subpart (as
- * String::from_utf8_lossy does). An unfinished character at the end is kept in pending unless
- * final. Returns the bytes written. */
-static size_t utf8_sanitize(bpe_decoder *dec, const uint8_t *w, size_t n, bool final) {
-    static const char replacement[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
-    char *out = dec->out;
-    size_t o = 0, i = 0;
-    dec->n_pending = 0;
-    while (i < n) {
-        uint8_t b = w[i];
-        if (b < 0x80) {
-            out[o++] = (char)b;
-            i++;
-            continue;
-        }
-        /* Continuation bytes needed, and the allowed range of the first one (RFC 3629 table:
-         * no overlong forms, no surrogates, nothing past U+10FFFF). */
-        int need = b >= 0xC2 && b <= 0xDF   ? 1
-                   : b >= 0xE0 && b <= 0xEF ? 2
-                   : b >= 0xF0 && b <= 0xF4 ? 3
-                                            : 0;
-        uint8_t lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
-        uint8_t hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
-        int j = 1;
-        if (need > 0) {
-            for (; j <= need; j++) {
-                if (i + (size_t)j >= n) break;
-                uint8_t c = w[i + (size_t)j];
-                if (c < (j == 1 ? lo : 0x80) || c > (j == 1 ? hi : 0xBF)) break;
-            }
-        }
-        if (need > 0 && j > need) { /* complete character */
-            memcpy(out + o, w + i, (size_t)need + 1);
-            o += (size_t)need + 1;
-            i += (size_t)need + 1;
-        } else if (need > 0 && i + (size_t)j >= n && !final) { /* unfinished: hold back */
-            dec->n_pending = (int)(n - i);
-            memcpy(dec->pending, w + i, n - i);
-            break;
-        } else {
-            memcpy(out + o, replacement, 3);
-            o += 3;
-            i += (size_t)j;
-        }
-    }
-    return o;
-}
-
-ds_status bpe_decoder_push(bpe_decoder *dec, int32_t id, const char **text, size_t *len, char *msg,
-                           size_t msg_len) {
-    const bpe_tokenizer *tok = dec->tok;
-    *text = dec->out;
-    *len = 0;
-    if (id < 0 || id >= tok->n_tokens)
-        return ds_fail(msg, msg_len, DS_EINVAL, "bpe_decoder_push: id %d outside vocab of %d", id,
-                       tok->n_tokens);
-    if (dec->skip_control && tok->types[id] == BPE_TOKEN_CONTROL) return DS_OK;
-    size_t bl = tok->bytes_len[id];
-    memcpy(dec->work, dec->pending, (size_t)dec->n_pending);
-    memcpy(dec->work + dec->n_pending, tok->bytes + tok->bytes_off[id], bl);
-    *len = utf8_sanitize(dec, dec->work, (size_t)dec->n_pending + bl, false);
-    return DS_OK;
-}
-
-void bpe_decoder_flush(bpe_decoder *dec, const char **text, size_t *len) {
-    memcpy(dec->work, dec->pending, (size_t)dec->n_pending);
-    *text = dec->out;
-    *len = utf8_sanitize(dec, dec->work, (size_t)dec->n_pending, true);
-}
-
-/* ---- tokenizer.json ------------------------------------------------------------------------ */
-
-#define JSON_MAX_BYTES (256u << 20) /* tokenizer.json and tokenizer_config.json */
-
-static const char LLAMA3_SPLIT[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-static bool json_flag(const cJSON *obj, const char *key, bool dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
-static bool json_type_is(const cJSON *obj, const char *type) {
-    const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, "type"));
-    return t && strcmp(t, type) == 0;
-}
-
-/* Names the pre-tokenizer kind a tokenizer.json describes, or NULL if it is not one we do. */
-static const char *json_pre_name(const cJSON *pre) {
-    if (json_type_is(pre, "ByteLevel"))
-        return json_flag(pre, "use_regex", true) && !json_flag(pre, "add_prefix_space", false)
-                   ? "gpt2"
-                   : NULL;
-    if (!json_type_is(pre, "Sequence")) return NULL;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
-    if (cJSON_GetArraySize(list) != 2) return NULL;
-    const cJSON *first = cJSON_GetArrayItem(list, 0), *second = cJSON_GetArrayItem(list, 1);
-    if (!json_type_is(second, "ByteLevel") || json_flag(second, "add_prefix_space", false))
-        return NULL;
-    bool byte_regex = json_flag(second, "use_regex", true);
-    if (json_type_is(first, "Digits") && json_flag(first, "individual_digits", false) && byte_regex)
-        return "smollm";
-    if (json_type_is(first, "Split") && !byte_regex) {
-        const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(first, "pattern");
-        const char *regex =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(pattern, "Regex"));
-        const char *behavior =
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(first, "behavior"));
-        if (regex && strcmp(regex, LLAMA3_SPLIT) == 0 && behavior &&
-            strcmp(behavior, "Isolated") == 0 && !json_flag(first, "invert", false))
-            return "llama3";
-    }
-    return NULL;
-}
-
-/* "<s>" or {"content": "<s>", ...} in tokenizer_config.json. */
-static const char *json_token_name(const cJSON *v) {
-    if (cJSON_IsString(v)) return v->valuestring;
-    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, "content"));
-}
-
-static int32_t lookup_name(const bpe_tokenizer *tok, const char *name) {
-    return name ? vocab_find(tok, name, strlen(name)) : -1;
-}
-
-/* bos/eos/add_bos from tokenizer_config.json beside path, else the post-processor template. */
-static void json_special_ids(bpe_tokenizer *tok, const char *path, const cJSON *root) {
-    const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
-    if (json_type_is(post, "TemplateProcessing")) {
-        const cJSON *first =
-            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(post, "single"), 0);
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(first, "SpecialToken");
-        int32_t id =
-            lookup_name(tok, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(sp, "id")));
-        if (id >= 0) {
-            tok->bos_id = id;
-            tok->add_bos = true;
-        }
-    }
-    const char *slash = strrchr(path, '/');
-    size_t dir_len = slash ? (size_t)(slash - path + 1) : 0;
-    static const char name[] = "tokenizer_config.json";
-    char *config_path = malloc(dir_len + sizeof name);
-    if (!config_path) return;
-    memcpy(config_path, path, dir_len);
-    memcpy(config_path + dir_len, name, sizeof name);
-    cJSON *config;
-    ds_status st = ds_read_json(config_path, JSON_MAX_BYTES, &config, NULL, 0);
-    free(config_path);
-    if (st != DS_OK) return;
-    int32_t bos =
-        lookup_name(tok, json_token_name(cJSON_GetObjectItemCaseSensitive(config, "bos_token")));
-    int32_t eos =
-        lookup_name(tok, json_token_name(cJSON_GetObjectItemCaseSensitive(config, "eos_token")));
-    if (bos >= 0) tok->bos_id = bos;
-    if (eos >= 0) tok->eos_id = eos;
-    const cJSON *add_bos = cJSON_GetObjectItemCaseSensitive(config, "add_bos_token");
-    if (cJSON_IsBool(add_bos)) tok->add_bos = cJSON_IsTrue(add_bos) && tok->bos_id >= 0;
-    cJSON_Delete(config);
-}
-
-static ds_status load_json(const char *path, const cJSON *root, bpe_tokenizer **out, char *msg,
-                           size_t msg_len, const char ***tokens_out, int32_t **types_out,
-                           merge_text **merges_out) {
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!json_type_is(model, "BPE"))
-        return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s: model.type: expected \"BPE\"", path);
-    if (json_flag(model, "byte_fallback", false))
-        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
-                       "%s: model.byte_fallback: SentencePiece-style BPE is not byte-level", path);
-    const cJSON *normalizer = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (normalizer && !cJSON_IsNull(normalizer))
-        return ds_fail(msg, msg_len, DS_EUNSUPPORTED, "%s: normalizer: expected null", path);
-    const char *pre = json_pre_name(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
-    if (!pre)
-        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
-                       "%s: pre_tokenizer: expected ByteLevel, Sequence[Digits, ByteLevel] or "
-                       "Sequence[Split(llama3), ByteLevel]",
-                       path);
-
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
-        return ds_fail(msg, msg_len, DS_ECORRUPT, "%s: model.vocab / model.merges missing", path);
-    int64_t n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8)
-            return ds_fail(msg, msg_len, DS_ECORRUPT, "%s: model.vocab[\"%s\"]: bad id", path,
-                           e->string);
-        if (e->valueint + 1 > n) n = e->valueint + 1;
-    }
-    cJSON_ArrayForEach(e, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 ||
-            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "content")))
-            return ds_fail(msg, msg_len, DS_ECORRUPT, "%s: added_tokens: bad entry", path);
-        if (id->valueint + 1 > n) n = id->valueint + 1;
-    }
-    int n_merges = cJSON_GetArraySize(merges);
-    const char **tokens = calloc((size_t)n + 1, sizeof *tokens);
-    int32_t *types = calloc((size_t)n + 1, sizeof *types);
-    merge_text *mt = calloc((size_t)n_merges + 1, sizeof *mt);
-    *tokens_out = tokens;
-    *types_out = types;
-    *merges_out = mt;
-    if (!tokens || !types || !mt) return ds_fail(msg, msg_len, DS_ENOMEM, "%s: vocab", path);
-    cJSON_ArrayForEach(e, vocab) {
-        tokens[e->valueint] = e->string;
-        types[e->valueint] = BPE_TOKEN_NORMAL;
-    }
-    cJSON_ArrayForEach(e, added) {
-        int id = cJSON_GetObjectItemCaseSensitive(e, "id")->valueint;
-        tokens[id] = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-        types[id] = json_flag(e, "special", false) ? BPE_TOKEN_CONTROL : BPE_TOKEN_USER_DEFINED;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        if (!tokens[i])
-            return ds_fail(msg, msg_len, DS_ECORRUPT, "%s: id %lld has no token", path,
-                           (long long)i);
-    }
-    int r = 0;
-    cJSON_ArrayForEach(e, merges) {
-        const char *l = NULL, *rt = NULL;
-        size_t ll = 0, rl = 0;
-        if (cJSON_IsString(e)) {
-            const char *s = e->valuestring;
-            size_t len = strlen(s);
-            const char *space = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
-            if (space) l = s, ll = (size_t)(space - s), rt = space + 1, rl = len - ll - 1;
-        } else if (cJSON_GetArraySize(e) == 2 && cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            l = cJSON_GetArrayItem(e, 0)->valuestring;
-            rt = cJSON_GetArrayItem(e, 1)->valuestring;
-            ll = strlen(l);
-            rl = strlen(rt);
-        }
-        if (!l)
-            return ds_fail(msg, msg_len, DS_ECORRUPT,
-                           "%s: model.merges[%d]: expected \"a b\" or [\"a\", \"b\"]", path, r);
-        mt[r++] = (merge_text){l, rt, ll, rl};
-    }
-
-    const char *unk = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "unk_token"));
-    bpe_spec spec = {
-        .n_tokens = (int32_t)n,
-        .tokens = tokens,
-        .token_types = types,
-        .n_merges = n_merges,
-        .pre = pre,
-        .bos_id = -1,
-        .eos_id = -1,
-        .unk_id = -1,
-        .ignore_merges = json_flag(model, "ignore_merges", false),
-    };
-    ds_status st = create_impl(&spec, mt, out, msg, msg_len);
-    if (st != DS_OK) return st;
-    if (unk) {
-        (*out)->unk_id = lookup_name(*out, unk);
-        (*out)->emit_unk = (*out)->unk_id >= 0;
-    }
-    json_special_ids(*out, path, root);
-    return DS_OK;
-}
-
-ds_status bpe_load_tokenizer_json(const char *path, bpe_tokenizer **out, char *msg,
-                                  size_t msg_len) {
-    *out = NULL;
-    cJSON *root;
-    ds_status st = ds_read_json(path, JSON_MAX_BYTES, &root, msg, msg_len);
-    if (st != DS_OK) return st;
-    const char **tokens = NULL;
-    int32_t *types = NULL;
-    merge_text *merges = NULL;
-    st = load_json(path, root, out, msg, msg_len, &tokens, &types, &merges);
-    free(tokens);
-    free(types);
-    free(merges);
-    cJSON_Delete(root);
-    return st;
 }

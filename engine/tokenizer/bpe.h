@@ -49,7 +49,11 @@ ds_status bpe_create(const bpe_spec *spec, bpe_tokenizer **out, char *msg, size_
 /* Loads an HF tokenizer.json (model.type "BPE", byte-level pre-tokenizer: ByteLevel,
  * Sequence[Digits, ByteLevel] or Sequence[Split(llama3 regex), ByteLevel]). bos/eos/add_bos come
  * from a tokenizer_config.json beside it when present, else from a TemplateProcessing
- * post-processor; they are -1 if neither names them. */
+ * post-processor; they are -1 if neither names them. Errors name the file at fault: tokenizer.json
+ * (missing, unreadable, too large or not JSON: ds_read_json's statuses, common/file.h), or a
+ * tokenizer_config.json that is there but unreadable, not JSON (the same statuses) or not a JSON
+ * object (DS_ECORRUPT). DS_EUNSUPPORTED for a model or pre-tokenizer other than the above,
+ * DS_ECORRUPT for a bad vocab, added token or merge. */
 ds_status bpe_load_tokenizer_json(const char *path, bpe_tokenizer **out, char *msg, size_t msg_len);
 
 void bpe_destroy(bpe_tokenizer *tok);

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -485,14 +487,16 @@ static void write_file(const char *path, const char *text) {
     fclose(f);
 }
 
-static void test_tokenizer_json(void **state) {
-    (void)state;
+/* TEST_TMPDIR/tokenizer.json and the tokenizer_config.json path beside it. */
+static void tokenizer_paths(char json_path[512], char config_path[512]) {
     const char *dir = getenv("TEST_TMPDIR");
-    char json_path[512], config_path[512];
-    snprintf(json_path, sizeof json_path, "%s/tokenizer.json", dir ? dir : "/tmp");
-    snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", dir ? dir : "/tmp");
-    /* Both merge spellings, an added special and a non-special token, SmolLM2's pre-tokenizer. */
-    write_file(json_path,
+    snprintf(json_path, 512, "%s/tokenizer.json", dir ? dir : "/tmp");
+    snprintf(config_path, 512, "%s/tokenizer_config.json", dir ? dir : "/tmp");
+}
+
+/* Both merge spellings, an added special and a non-special token, SmolLM2's pre-tokenizer. */
+static void write_tokenizer_json(const char *path) {
+    write_file(path,
                "{\"version\": \"1.0\", \"normalizer\": null,"
                " \"added_tokens\": [{\"id\": 0, \"content\": \"<|im_end|>\", \"special\": true},"
                "                    {\"id\": 9, \"content\": \"<x y>\", \"special\": false}],"
@@ -505,9 +509,16 @@ static void test_tokenizer_json(void **state) {
                "   \"vocab\": {\"<|im_end|>\": 0, \"a\": 1, \"b\": 2, \"\\u0120\": 3, \"ab\": 4,"
                "               \"\\u0120ab\": 5, \"1\": 6, \"2\": 7, \"12\": 8},"
                "   \"merges\": [\"a b\", [\"\\u0120\", \"ab\"], \"1 2\"]}}");
+}
+
+static void test_tokenizer_json(void **state) {
+    (void)state;
+    char json_path[512], config_path[512];
+    tokenizer_paths(json_path, config_path);
+    write_tokenizer_json(json_path);
     write_file(config_path, "{\"eos_token\": \"<|im_end|>\", \"bos_token\": {\"content\": \"a\"}}");
     bpe_tokenizer *tok = NULL;
-    char msg[256] = "";
+    char msg[1024] = "";
     ds_status st = bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg);
     if (st != DS_OK) fail_msg("load: %s", msg);
     assert_int_equal(bpe_vocab_size(tok), 10);
@@ -536,6 +547,43 @@ static void test_tokenizer_json(void **state) {
     remove(json_path);
     assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_ENOTFOUND);
     assert_non_null(strstr(msg, json_path));
+}
+
+/* A tokenizer_config.json that is there must be readable and a JSON object: the error names it.
+ * One that is absent is fine (bos/eos then come from tokenizer.json alone). */
+static void test_tokenizer_config_malformed(void **state) {
+    (void)state;
+    char json_path[512], config_path[512], msg[1024];
+    tokenizer_paths(json_path, config_path);
+    write_tokenizer_json(json_path);
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"{\"eos_token\": ", "invalid JSON at line 1, column 15"},
+        {"{\"eos_token\": \"<|im_end|>\"} x", "invalid JSON at line 1, column 29"},
+        {"[\"<|im_end|>\"]", "not a JSON object"},
+    };
+    bpe_tokenizer *tok;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(config_path, bad[i].text);
+        assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_ECORRUPT);
+        assert_null(tok);
+        if (!strstr(msg, config_path) || !strstr(msg, bad[i].needle))
+            fail_msg("config %s: message '%s' lacks the path or '%s'", bad[i].text, msg,
+                     bad[i].needle);
+    }
+    remove(config_path);
+    assert_int_equal(mkdir(config_path, 0755), 0); /* there, but not a readable file */
+    assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_EIO);
+    assert_null(tok);
+    assert_non_null(strstr(msg, config_path));
+    rmdir(config_path);
+
+    assert_int_equal(bpe_load_tokenizer_json(json_path, &tok, msg, sizeof msg), DS_OK);
+    assert_int_equal(bpe_eos_id(tok), -1);
+    assert_int_equal(bpe_bos_id(tok), -1);
+    bpe_destroy(tok);
+    remove(json_path);
 }
 
 /* ---- GGUF metadata skimmer (test only): reads the tokenizer.ggml.* keys, skips the rest ---- */
@@ -785,11 +833,16 @@ static void test_model_encode_rate(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
-        cmocka_unit_test(test_merges_by_rank),     cmocka_unit_test(test_ignore_merges_and_digits),
-        cmocka_unit_test(test_pretokenize_splits), cmocka_unit_test(test_special_tokens),
-        cmocka_unit_test(test_bad_specs),          cmocka_unit_test(test_invalid_utf8_round_trip),
-        cmocka_unit_test(test_fixture_round_trip), cmocka_unit_test(test_stream_decoder),
+        cmocka_unit_test(test_merges_by_rank),
+        cmocka_unit_test(test_ignore_merges_and_digits),
+        cmocka_unit_test(test_pretokenize_splits),
+        cmocka_unit_test(test_special_tokens),
+        cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_invalid_utf8_round_trip),
+        cmocka_unit_test(test_fixture_round_trip),
+        cmocka_unit_test(test_stream_decoder),
         cmocka_unit_test(test_tokenizer_json),
+        cmocka_unit_test(test_tokenizer_config_malformed),
     };
     const struct CMUnitTest model[] = {
         cmocka_unit_test(test_model_fixture_ids),
