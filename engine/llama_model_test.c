@@ -16,6 +16,7 @@
 
 #include "engine/llama.h"
 #include "engine/loader/llama_gguf.h"
+#include "engine/test_model.h"
 
 #define FIXTURE    "tests/fixtures/smollm2_logits.txt"
 #define N_PROMPTS  3
@@ -282,12 +283,8 @@ static int teardown(void **state) {
 }
 
 static void require_model(void) {
-    if (!g_have_model) {
-        print_message("DECOSERVE_MODEL is not set: skipping the SmolLM2 reference test "
-                      "(bazel test --test_env=DECOSERVE_MODEL=$(tools/fetch-model.sh) "
-                      "//engine:llama_model_test)\n");
-        skip();
-    }
+    test_model_path("the SmolLM2 reference test");
+    assert_true(g_have_model);
     assert_int_equal(g_model.config.vocab_size, 49152);
     load_fixture();
 }

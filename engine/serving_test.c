@@ -19,6 +19,7 @@
 #include "common/rng.h"
 #include "engine/backend.h"
 #include "engine/serving.h"
+#include "engine/test_model.h"
 
 enum { N_PROMPTS = 16, MAX_OUT = 64 };
 
@@ -186,11 +187,7 @@ static void test_preemption_changes_nothing(void **state) {
 /* Real text through SmolLM2 (DECOSERVE_MODEL): batch of 16 equals each alone. */
 static void test_batch_equals_alone_real(void **state) {
     (void)state;
-    const char *model = getenv("DECOSERVE_MODEL");
-    if (!model || !*model) {
-        printf("DECOSERVE_MODEL unset: real-model check skipped\n");
-        return;
-    }
+    const char *model = test_model_path("the SmolLM2 batch-equals-alone check");
     static const char *const PROMPTS[N_PROMPTS] = {
         "The capital of France is",
         "It is a truth universally acknowledged, that a single man in possession of a good "

@@ -21,6 +21,7 @@
 #include "engine/loader/loader_test_util.h"
 #include "engine/loader/llama_gguf.h"
 #include "engine/loader/model.h"
+#include "engine/test_model.h"
 
 static uint64_t rng = 42;
 static float rand_weight(void) {
@@ -365,12 +366,7 @@ static void test_named_errors(void **state) {
 
 static void test_real_smollm2(void **state) {
     (void)state;
-    const char *path = getenv("DECOSERVE_MODEL");
-    if (!path || !*path) {
-        print_message("DECOSERVE_MODEL is not set: skipping the SmolLM2 test "
-                      "(bazel test --test_env=DECOSERVE_MODEL=$(tools/fetch-model.sh) ...)\n");
-        skip();
-    }
+    const char *path = test_model_path("the SmolLM2 loader test");
     llama_model m;
     OK(llama_model_load_gguf(path, &m, M));
     const llama_config *c = &m.config;

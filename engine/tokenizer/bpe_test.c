@@ -17,6 +17,7 @@
 
 #include "common/file.h"
 #include "engine/tokenizer/bpe.h"
+#include "engine/test_model.h"
 #include "engine/tokenizer/pretokenize.h"
 
 #define FIXTURE_PATH "tests/fixtures/tokenizer_smollm2.tsv"
@@ -776,12 +777,7 @@ static double now_s(void) {
 
 static void test_model_fixture_ids(void **state) {
     (void)state;
-    const char *path = getenv("DECOSERVE_MODEL");
-    if (!path) {
-        print_message(
-            "DECOSERVE_MODEL unset: pass --test_env=DECOSERVE_MODEL=$(tools/fetch-model.sh)\n");
-        skip();
-    }
+    const char *path = test_model_path("SmolLM2's token ids against the fixture");
     bpe_tokenizer *tok = smollm2_from_gguf(path);
     assert_int_equal(bpe_vocab_size(tok), 49152);
     assert_string_equal(bpe_pre_name(tok), "smollm");
@@ -801,8 +797,7 @@ static void test_model_fixture_ids(void **state) {
 
 static void test_model_encode_rate(void **state) {
     (void)state;
-    const char *path = getenv("DECOSERVE_MODEL");
-    if (!path) skip();
+    const char *path = test_model_path("SmolLM2's encode rate");
     const char *corpus = getenv("DECOSERVE_CORPUS");
     if (!corpus) corpus = "/work/shared/corpora/janeausten/emma.txt";
     char *text, msg[512];

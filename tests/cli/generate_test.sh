@@ -124,7 +124,7 @@ if [ -n "${DECOSERVE_MODEL:-}" ]; then
     [ "$(cat "$tmp/stopped")" = "The capital of " ]
     check "stop string cuts the text" $?
 else
-    echo "DECOSERVE_MODEL unset: real-model checks skipped"
+    model_missing "the golden completions on SmolLM2"
 fi
 
 # decoserve-eval ppl: tensor parallelism needs the GPU build and --device cuda.
