@@ -153,7 +153,7 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static uint64_t block_hash(uint64_t parent, const int32_t *tokens, int n) {
+uint64_t kv_prefix_hash(uint64_t parent, const int32_t *tokens, int n) {
     uint64_t h = mix64(parent);
     for (int i = 0; i < n; i++)
         h = mix64(h ^ (uint32_t)tokens[i]);
@@ -285,7 +285,7 @@ int kv_seq_attach_prefix(kv_cache *kc, kv_seq *seq, const int32_t *tokens, int n
     int b = 0;
     for (; b < max_blocks; b++) {
         const int32_t *bt = tokens + (size_t)b * T;
-        uint64_t h = block_hash(parent, bt, T);
+        uint64_t h = kv_prefix_hash(parent, bt, T);
         int32_t id = map_find(kc, h, parent, bt);
         if (id < 0) break;
         if (kc->full_ref[id]++ == 0) lru_unlink(kc, id);
@@ -325,7 +325,7 @@ ds_status kv_seq_reserve(kv_cache *kc, kv_seq *seq, const int32_t *tokens, int n
         int b = pos / T;
         DS_ASSERT(seq->full_id[b] < 0);
         seq->full_id[b] = full_take(kc);
-        seq->hash[b] = block_hash(b ? seq->hash[b - 1] : ROOT_HASH, seq->tail, T);
+        seq->hash[b] = kv_prefix_hash(b ? seq->hash[b - 1] : ROOT_HASH, seq->tail, T);
         memcpy(kc->full_tokens + (size_t)seq->full_id[b] * T, seq->tail,
                (size_t)T * sizeof(int32_t));
     }

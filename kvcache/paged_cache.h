@@ -127,6 +127,12 @@ void kv_seq_commit(kv_cache *cache, kv_seq *seq);
 /* Drops the sequence's references, returns its open blocks and empties it. */
 void kv_seq_release(kv_cache *cache, kv_seq *seq);
 
+/* The prefix hash of a block of n tokens whose predecessor's hash is parent: h = mix(parent), then
+ * h = mix(h ^ (uint32_t)token) for each token, mix being splitmix64's finalizer (a bijection).
+ * Public only as a test seam: paged_cache_test builds from it blocks with equal hashes and other
+ * tokens. */
+uint64_t kv_prefix_hash(uint64_t parent, const int32_t *tokens, int n);
+
 /* Invariant check for tests: given every live sequence, verifies that no block is both free and
  * held, each full block's reference count equals the number of tables holding it, open blocks
  * have exactly one holder, cached blocks are registered and unheld, and free + held + cached
