@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Same values as kvcache/decoquant.h's dq_method. */
+/* The page methods of kvcache/decoquant.h's dq_method; kvcache/page_format.c maps one onto the
+ * other case by case: the values need not agree, and a dq_method added without a kv_method is a
+ * compile error there. */
 typedef enum kv_method { KV_FP16 = 0, KV_DECOQUANT = 1, KV_RTN = 2, KV_KIVI = 3 } kv_method;
 
 typedef struct kv_page_format {

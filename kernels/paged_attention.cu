@@ -33,6 +33,7 @@
 
 namespace {
 
+/* The kernel families (a template parameter), chosen from the page's kv_method by classify(). */
 enum { FMT_F16 = 0, FMT_KIVI = 1, FMT_DECO = 2 };
 constexpr int kMaxWarps = 8;
 constexpr int kMaxGroup = 8; /* query heads per kv head: the MMA's n = 8 */
@@ -719,9 +720,12 @@ ds_status classify(const paged_attention_params *p, int *fmt, int *ngv, char *ms
         }
         *fmt = FMT_DECO, *ngv = 1;
         return DS_OK;
+    case KV_RTN:
+        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                       "paged attention (cuda): rtn pages are not built");
     default:
         return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
-                       "paged attention (cuda): page method %d (rtn) is not built", kf->method);
+                       "paged attention (cuda): page method %d is unknown", kf->method);
     }
 }
 

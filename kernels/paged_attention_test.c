@@ -162,7 +162,7 @@ static void check_against_dense(const kv_fixture *fx) {
                 if (!(fabs(got - want[i]) <= fabs(want[i]) * (1.0 / 1024) + 1e-7))
                     fail_msg("%s %d-bit D=%d T=%d row %d (pos %d) head %d elem %d: got %.7g, "
                              "want %.7g",
-                             dq_method_name((dq_method)p->key_format.method), p->key_format.bits, D,
+                             dq_method_name(fx->dq_key.cfg.method), p->key_format.bits, D,
                              p->block_size, r, p->row_pos[r], h * G + i / D, i % D, got, want[i]);
             }
         }

@@ -36,10 +36,9 @@ static void *dev_copy(const void *host, size_t bytes) {
     return d;
 }
 
-static const char *method_label(int method, int bits, char *buf, size_t n) {
-    static const char *names[] = {"fp16", "decoquant", "rtn", "kivi"};
+static const char *method_label(dq_method method, int bits, char *buf, size_t n) {
     if (bits == 16) return "fp16";
-    snprintf(buf, n, "%s%d", names[method], bits);
+    snprintf(buf, n, "%s%d", dq_method_name(method), bits);
     return buf;
 }
 
