@@ -20,6 +20,7 @@ extern "C" {
 #endif
 
 #include "common/status.h"
+#include "kernels/forward_ops.h"
 #include "kernels/kv_write.h"
 #include "kernels/ops.h"
 #include "kernels/paged_attention.h"
@@ -63,9 +64,7 @@ ds_status reshape_and_cache_cuda(const reshape_and_cache_params *p, cudaStream_t
 ds_status kv_compress_cuda(const kv_compress_params *p, cudaStream_t stream, char *msg,
                            size_t msg_len);
 
-/* ---- element-wise and row-wise ops (references in kernels/ops.h), fp16 tensors, fp32 math ---- */
-ds_status ops_rmsnorm_cuda(uint16_t *out, const uint16_t *x, const float *weight, int n_rows,
-                           int dim, float eps, cudaStream_t stream, char *msg, size_t msg_len);
+/* ---- element-wise ops (references in kernels/ops.h), fp16 tensors, fp32 math ---- */
 
 /* ops_rope_ref on fp16 rows: x [n_rows][row_stride] rotated in place, heads at h * head_dim. */
 typedef struct ops_rope_cuda_params {
@@ -81,11 +80,21 @@ ds_status ops_rope_cuda(const ops_rope_cuda_params *p, cudaStream_t stream, char
 ds_status ops_swiglu_cuda(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n,
                           cudaStream_t stream, char *msg, size_t msg_len);
 
-/* Rows of an fp16 table [vocab][dim]. Ids must be in [0, vocab) (the host validates them, as
- * ops_embedding_ref does); an id outside writes a zero row rather than reading out of bounds. */
-ds_status ops_embedding_cuda(uint16_t *out, const uint16_t *table, int vocab, int dim,
-                             const int32_t *ids, int n_ids, cudaStream_t stream, char *msg,
-                             size_t msg_len);
+/* ---- the forward pass's mixed-dtype ops (references in kernels/forward_ops.h) ----
+ * RMSNorm sums squares in double as its reference; the conversions round to nearest even as
+ * fwd_store; SwiGLU and the fill compute in fp32 (tests/gpu/gpu_test.c gives the bounds). */
+ds_status fwd_embed_cuda(float *x, const void *table, fwd_dtype table_type, int dim,
+                         const int32_t *ids, int n_ids, cudaStream_t stream, char *msg,
+                         size_t msg_len);
+ds_status fwd_rmsnorm_cuda(const fwd_rmsnorm_params *p, cudaStream_t stream, char *msg,
+                           size_t msg_len);
+ds_status fwd_convert_cuda(void *dst, fwd_dtype dst_type, const void *src, fwd_dtype src_type,
+                           size_t n, cudaStream_t stream, char *msg, size_t msg_len);
+ds_status fwd_swiglu_bf16_cuda(uint16_t *out, const uint16_t *gate, const uint16_t *up, size_t n,
+                               cudaStream_t stream, char *msg, size_t msg_len);
+ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, const fwd_fill_block *block, float mean,
+                               float std, uint64_t seed, cudaStream_t stream, char *msg,
+                               size_t msg_len);
 
 /* ---- sampling helpers (references in kernels/sample.h) ---- */
 ds_status sample_argmax_cuda(int32_t *ids, const float *logits, int n_rows, int vocab,

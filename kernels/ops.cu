@@ -1,5 +1,5 @@
-/* kernels/ops.cu — the row-wise and element-wise ops of the forward pass on fp16 tensors with fp32
- * math (RMSNorm, RoPE, SwiGLU, embedding gather) and the sampling helpers (argmax, top-k).
+/* kernels/ops.cu — the element-wise ops of the forward pass on fp16 tensors with fp32 math (RoPE,
+ * SwiGLU) and the sampling helpers (argmax, top-k).
  * References: kernels/ops.h and kernels/sample.h; tests/gpu/ compares. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -13,36 +13,6 @@ namespace {
 constexpr int kThreads = 256;
 
 DS_DEV uint16_t to_half(float x) { return __half_as_ushort(__float2half_rn(x)); }
-
-/* Sum over the CTA (kThreads threads); every thread gets the total. */
-DS_DEV double block_sum(double x, double *sm) {
-    for (int o = 16; o; o >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, o);
-    if ((threadIdx.x & 31) == 0) sm[threadIdx.x >> 5] = x;
-    __syncthreads();
-    double total = 0.0;
-    for (int w = 0; w < kThreads / 32; w++)
-        total += sm[w];
-    __syncthreads();
-    return total;
-}
-
-/* One CTA per row; the sum of squares in double as ops_rmsnorm_ref. */
-__global__ void rmsnorm_kernel(uint16_t *out, const uint16_t *x, const float *weight, int dim,
-                               float eps) {
-    __shared__ double sm[kThreads / 32];
-    const uint16_t *xr = x + (size_t)blockIdx.x * dim;
-    uint16_t *yr = out + (size_t)blockIdx.x * dim;
-    double ss = 0.0;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        const double v = half_bits_to_float(xr[c]);
-        ss += v * v;
-    }
-    ss = block_sum(ss, sm);
-    const float scale = (float)(1.0 / sqrt(ss / dim + eps));
-    for (int c = threadIdx.x; c < dim; c += blockDim.x)
-        yr[c] = to_half(half_bits_to_float(xr[c]) * scale * weight[c]);
-}
 
 /* One thread per (row, pair i, head): the angle in fp32, cos/sin in double, as ops_rope_ref. */
 __global__ void rope_kernel(const ops_rope_cuda_params p) {
@@ -67,14 +37,6 @@ __global__ void swiglu_kernel(uint16_t *out, const uint16_t *gate, const uint16_
         const float g = half_bits_to_float(gate[i]);
         out[i] = to_half(g / (1.0f + expf(-g)) * half_bits_to_float(up[i]));
     }
-}
-
-__global__ void embedding_kernel(uint16_t *out, const uint16_t *table, int vocab, int dim,
-                                 const int32_t *ids) {
-    const int32_t id = ids[blockIdx.x];
-    uint16_t *o = out + (size_t)blockIdx.x * dim;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x)
-        o[c] = id >= 0 && id < vocab ? table[(size_t)id * dim + c] : (uint16_t)0;
 }
 
 /* ---- sampling ----------------------------------------------------------------------------- */
@@ -133,14 +95,6 @@ __global__ void topk_kernel(float *values, int32_t *ids, const float *logits, in
 
 } // namespace
 
-ds_status ops_rmsnorm_cuda(uint16_t *out, const uint16_t *x, const float *weight, int n_rows,
-                           int dim, float eps, cudaStream_t stream, char *msg, size_t msg_len) {
-    if (n_rows == 0) return DS_OK;
-    rmsnorm_kernel<<<n_rows, kThreads, 0, stream>>>(out, x, weight, dim, eps);
-    CUDA_CHECK(cudaGetLastError());
-    return DS_OK;
-}
-
 static int grid_for(size_t n) {
     const size_t blocks = (n + kThreads - 1) / kThreads;
     return (int)(blocks < 65536 ? (blocks ? blocks : 1) : 65536);
@@ -161,15 +115,6 @@ ds_status ops_swiglu_cuda(uint16_t *out, const uint16_t *gate, const uint16_t *u
                           cudaStream_t stream, char *msg, size_t msg_len) {
     if (n == 0) return DS_OK;
     swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, gate, up, n);
-    CUDA_CHECK(cudaGetLastError());
-    return DS_OK;
-}
-
-ds_status ops_embedding_cuda(uint16_t *out, const uint16_t *table, int vocab, int dim,
-                             const int32_t *ids, int n_ids, cudaStream_t stream, char *msg,
-                             size_t msg_len) {
-    if (n_ids == 0) return DS_OK;
-    embedding_kernel<<<n_ids, kThreads, 0, stream>>>(out, table, vocab, dim, ids);
     CUDA_CHECK(cudaGetLastError());
     return DS_OK;
 }

@@ -1,8 +1,9 @@
 /* kernels/ops.h — the element-wise and row-wise ops of the Llama forward pass (RMSNorm, RoPE,
- * SwiGLU, embedding gather) and the strided CPU GEMMs of attention. The `_ref` functions are plain
- * C and are the definition of correct: the CUDA kernels added later must match them (tests/gpu/
- * compares). All tensors are fp32, row-major, caller-owned; nothing here allocates or keeps a
- * pointer. */
+ * SwiGLU, embedding gather) and the strided CPU GEMMs of attention: what the CPU pass runs. The
+ * `_ref` functions are plain C and are the definition of correct: the fp16 CUDA RoPE and SwiGLU
+ * (kernels/cuda.h) must match them (tests/gpu/ compares), and kernels/forward_ops.h builds the
+ * CUDA pass's mixed-dtype ops on them. All tensors are fp32, row-major, caller-owned; nothing here
+ * allocates or keeps a pointer. */
 #ifndef DS_KERNELS_OPS_H
 #define DS_KERNELS_OPS_H
 
@@ -16,6 +17,9 @@
  * x, out: [n_rows][dim]; weight: [dim]. out may alias x (in place). */
 void ops_rmsnorm_ref(float *out, const float *x, const float *weight, int n_rows, int dim,
                      float eps);
+
+/* The factor of one row [dim]: 1 / sqrt(mean_c(x[c]^2) + eps), the sum of squares in double. */
+float ops_rmsnorm_scale(const float *x, int dim, float eps);
 
 /* ---- RoPE (HF / "neox" layout) ----
  * Within each head of head_dim values, pair i (0 <= i < head_dim/2) is (x[i], x[i + head_dim/2]),

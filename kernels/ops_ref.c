@@ -11,16 +11,20 @@
 
 static const double ops_pi = 3.14159265358979323846;
 
+float ops_rmsnorm_scale(const float *x, int dim, float eps) {
+    double sum_sq = 0.0;
+    for (int c = 0; c < dim; c++)
+        sum_sq += (double)x[c] * x[c];
+    return (float)(1.0 / sqrt(sum_sq / dim + eps));
+}
+
 void ops_rmsnorm_ref(float *out, const float *x, const float *weight, int n_rows, int dim,
                      float eps) {
     DS_ASSERT(out && x && weight && n_rows >= 0 && dim > 0);
     for (int r = 0; r < n_rows; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = out + (size_t)r * dim;
-        double sum_sq = 0.0;
-        for (int c = 0; c < dim; c++)
-            sum_sq += (double)xr[c] * xr[c];
-        float scale = (float)(1.0 / sqrt(sum_sq / dim + eps));
+        const float scale = ops_rmsnorm_scale(xr, dim, eps);
         /* Element c is read before it is written, so out == x is safe. */
         for (int c = 0; c < dim; c++)
             yr[c] = xr[c] * scale * weight[c];

@@ -13,7 +13,6 @@
 
 #include "common/rng.h"
 #include "engine/backend.h"
-#include "engine/cuda/forward_ops.h"
 #include "engine/cuda/plan.h"
 #include "engine/cuda/tp_comm.h"
 #include "engine/llama.h"
@@ -318,8 +317,14 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
     cudaStream_t stream = b->stream;
     const float zero = 0.0f, one = 1.0f;
 
-    ds_status st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->attn_norm), R, d,
-                                    c->rms_eps, stream, msg, msg_len);
+    fwd_rmsnorm_params norm = {.out = xn,
+                               .out_type = b->wtype,
+                               .x = x,
+                               .weight = (const float *)(w + L->attn_norm),
+                               .n_rows = R,
+                               .dim = d,
+                               .eps = c->rms_eps};
+    ds_status st = fwd_rmsnorm_cuda(&norm, stream, msg, msg_len);
     if (st != DS_OK) return st;
     if (bf16) {
         float *qkv32 = (float *)(s + L->qkv_f32);
@@ -398,9 +403,8 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
     const float beta = b->tp_rank == 0 ? 1.0f : 0.0f;
     st = gemm(b, x, CUDA_R_32F, w + L->wo, attn_in, d, R, qd, beta, msg, msg_len);
     if (st == DS_OK && b->tp) st = allreduce(b, x, (size_t)R * d, 2 * l, msg, msg_len);
-    if (st == DS_OK)
-        st = fwd_rmsnorm_cuda(xn, b->wtype, x, NULL, (const float *)(w + L->ffn_norm), R, d,
-                              c->rms_eps, stream, msg, msg_len);
+    norm.weight = (const float *)(w + L->ffn_norm);
+    if (st == DS_OK) st = fwd_rmsnorm_cuda(&norm, stream, msg, msg_len);
     if (st != DS_OK) return st;
     /* gate and up in one call: two GEMMs that share X, weights ff * d apart, outputs
      * max_rows * ff apart. */
@@ -470,9 +474,15 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
         const int n = n_logit_rows - r0 < L->logit_rows ? n_logit_rows - r0 : L->logit_rows;
         cudaEvent_t *head = b->events ? b->events + n_events(c) - 2 : NULL;
         if (head) CUDA_CHECK(cudaEventRecord(head[0], b->stream));
-        st = fwd_rmsnorm_cuda(b->scratch + L->logit_x, b->wtype, x, dp + p->logit_rows + r0,
-                              (const float *)(b->weights + L->output_norm), n, (int)d, c->rms_eps,
-                              b->stream, msg, msg_len);
+        const fwd_rmsnorm_params norm = {.out = b->scratch + L->logit_x,
+                                         .out_type = b->wtype,
+                                         .x = x,
+                                         .rows = dp + p->logit_rows + r0,
+                                         .weight = (const float *)(b->weights + L->output_norm),
+                                         .n_rows = n,
+                                         .dim = (int)d,
+                                         .eps = c->rms_eps};
+        st = fwd_rmsnorm_cuda(&norm, b->stream, msg, msg_len);
         if (st == DS_OK)
             st = gemm(b, dev_logits, CUDA_R_32F, b->weights + L->output, b->scratch + L->logit_x,
                       (int)V, n, (int)d, 0.0f, msg, msg_len);

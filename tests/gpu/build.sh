@@ -20,8 +20,9 @@ cuflags=(-std=c++17 -O3 -I. "${archs[@]}" -Werror all-warnings -Xcompiler -Wall,
 
 c_sources=(common/half.c common/log.c common/status.c kvcache/decoquant.c kvcache/page_format.c kernels/kv_pages_ref.c
     kernels/paged_attention_ref.c kernels/kv_write_ref.c kernels/sample_ref.c kernels/ops_ref.c
-    kernels/kv_fixture.c tests/gpu/gpu_test.c tools/bench-attention/bench_attention.c)
-cu_sources=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu)
+    kernels/forward_ops_ref.c kernels/kv_fixture.c tests/gpu/gpu_test.c
+    tools/bench-attention/bench_attention.c)
+cu_sources=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu kernels/forward_ops.cu)
 
 pids=()
 for f in "${cu_sources[@]}"; do
@@ -36,7 +37,7 @@ for p in "${pids[@]}"; do wait "$p"; done
 # The CUDA runtime is linked statically (nvcc's default): the binaries need only libc/libstdc++.
 common=(common/half common/log common/status kvcache/decoquant kvcache/page_format kernels/kv_pages_ref
     kernels/paged_attention_ref kernels/kv_write_ref kernels/sample_ref kernels/ops_ref
-    kernels/kv_fixture)
+    kernels/forward_ops_ref kernels/kv_fixture)
 objs=()
 for f in "${common[@]}"; do objs+=("$obj/$(basename "$f").o"); done
 for f in "${cu_sources[@]}"; do objs+=("$obj/$(basename "$f" .cu).cu.o"); done

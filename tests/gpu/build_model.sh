@@ -26,7 +26,7 @@ backend_c=(common/half.c common/log.c common/status.c common/cli.c kvcache/decoq
     kernels/paged_attention_ref.c engine/cuda/plan.c engine/cuda/cuda_backend.c engine/cuda/tp_backend.c engine/cuda/tp_comm.c engine/tp/shard.c engine/tp/bootstrap.c)
 cpu_c=(common/threadpool.c kernels/qmatmul.c engine/llama.c)
 main_c=(tests/gpu/model_test.c engine/cuda/bench_decode.c tests/gpu/tp_test.c)
-cu=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu engine/cuda/forward_ops.cu)
+cu=(kernels/paged_attention.cu kernels/kv_write.cu kernels/ops.cu kernels/forward_ops.cu)
 
 pids=()
 for f in "${cu[@]}"; do

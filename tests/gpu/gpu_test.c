@@ -387,21 +387,6 @@ static void check_ops(void) {
     /* one fp16 ulp (2^-11 relative) plus the fp32-vs-double slack */
     const double tol = 1.0 / 1024;
     {
-        const int rows = 7, dim = 4096;
-        float *x = malloc(rows * dim * 4), *w = malloc(dim * 4), *y = malloc(rows * dim * 4);
-        uint16_t *xh = random_half((size_t)rows * dim, 3.0f, x), *got = malloc(rows * dim * 2);
-        for (int i = 0; i < dim; i++)
-            w[i] = 1.0f + 0.1f * ds_rng_gauss(&g_rng);
-        uint16_t *dx = dev_copy(xh, rows * dim * 2), *dy = dev_copy(NULL, rows * dim * 2);
-        float *dw = dev_copy(w, dim * 4);
-        ds_status st = ops_rmsnorm_cuda(dy, dx, dw, rows, dim, 1e-5f, 0, msg, sizeof msg);
-        CK(cudaMemcpy(got, dy, rows * dim * 2, cudaMemcpyDeviceToHost));
-        ops_rmsnorm_ref(y, x, w, rows, dim, 1e-5f);
-        const double e = rel_err_f16(got, y, (size_t)rows * dim, 1e-3);
-        report(st == DS_OK && e <= tol, "rmsnorm rows=%d dim=%d max_rel_err=%.2e", rows, dim, e);
-        cudaFree(dx), cudaFree(dy), cudaFree(dw), free(x), free(w), free(y), free(xh), free(got);
-    }
-    {
         const int rows = 5, heads = 12, hd = 128;
         const size_t stride = (size_t)(heads + 4) * hd; /* heads inside a wider fused row */
         ops_rope_config rc = {.head_dim = hd,
@@ -449,23 +434,6 @@ static void check_ops(void) {
         free(got);
     }
     {
-        const int vocab = 1000, dim = 576, n = 9;
-        uint16_t *table = malloc((size_t)vocab * dim * 2), *got = malloc((size_t)n * dim * 2);
-        for (size_t i = 0; i < (size_t)vocab * dim; i++)
-            table[i] = (uint16_t)ds_rng_u64(&g_rng);
-        const int32_t ids[] = {0, 999, 5, 5, 123, 1, 998, 500, 42};
-        uint16_t *dt = dev_copy(table, (size_t)vocab * dim * 2), *dy = dev_copy(NULL, n * dim * 2);
-        int32_t *di = dev_copy(ids, sizeof ids);
-        ds_status st = ops_embedding_cuda(dy, dt, vocab, dim, di, n, 0, msg, sizeof msg);
-        CK(cudaMemcpy(got, dy, (size_t)n * dim * 2, cudaMemcpyDeviceToHost));
-        int same = 1;
-        for (int i = 0; i < n; i++)
-            same &= !memcmp(got + (size_t)i * dim, table + (size_t)ids[i] * dim, dim * 2);
-        report(st == DS_OK && same, "embedding vocab=%d dim=%d ids=%d exact=%d", vocab, dim, n,
-               same);
-        cudaFree(dt), cudaFree(dy), cudaFree(di), free(table), free(got);
-    }
-    {
         const int rows = 4, vocab = 50000, k = 50;
         float *x = malloc((size_t)rows * vocab * 4), vals[4 * 50], got_vals[4 * 50];
         int32_t ids[4 * 50], got_ids[4 * 50], best[4], got_best[4];
@@ -490,6 +458,278 @@ static void check_ops(void) {
     }
 }
 
+/* ---- the forward pass's mixed-dtype ops (kernels/forward_ops.h) -------------------------------
+ * Outputs are allocated with a tail past what the op writes; output and tail are 0xff (NaN)
+ * before the launch and the tail must still be after it. */
+
+static const char *dtype_name(fwd_dtype type) {
+    return type == FWD_F32 ? "f32" : type == FWD_F16 ? "f16" : "bf16";
+}
+
+static int is_nan_at(const void *p, fwd_dtype type, size_t i) {
+    const float v = fwd_load(p, type, i);
+    return v != v;
+}
+
+/* Distance in units in the last place of the type between element i of got and want (the bit
+ * patterns as ordered integers); 0 if both are NaN, a huge number if only one is. */
+static long ulp_diff(const void *got, const void *want, fwd_dtype type, size_t i) {
+    const int a_nan = is_nan_at(got, type, i), b_nan = is_nan_at(want, type, i);
+    if (a_nan || b_nan) return a_nan && b_nan ? 0 : 1L << 40;
+    int64_t a, b;
+    if (type == FWD_F32) {
+        uint32_t x, y;
+        memcpy(&x, (const float *)got + i, 4), memcpy(&y, (const float *)want + i, 4);
+        a = x >> 31 ? -(int64_t)(x & 0x7fffffffu) : (int64_t)x;
+        b = y >> 31 ? -(int64_t)(y & 0x7fffffffu) : (int64_t)y;
+    } else {
+        const uint16_t x = ((const uint16_t *)got)[i], y = ((const uint16_t *)want)[i];
+        a = x >> 15 ? -(int64_t)(x & 0x7fffu) : (int64_t)x;
+        b = y >> 15 ? -(int64_t)(y & 0x7fffu) : (int64_t)y;
+    }
+    return (long)(a > b ? a - b : b - a);
+}
+
+static long max_ulp_diff(const void *got, const void *want, fwd_dtype type, size_t n) {
+    long worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const long d = ulp_diff(got, want, type, i);
+        worst = d > worst ? d : worst;
+    }
+    return worst;
+}
+
+/* Host values of a type: Gaussian * scale, rounded into it. */
+static void *random_values(fwd_dtype type, size_t n, float scale) {
+    void *p = malloc(n * fwd_dtype_bytes(type));
+    for (size_t i = 0; i < n; i++)
+        fwd_store(p, type, i, ds_rng_gauss(&g_rng) * scale);
+    return p;
+}
+
+/* A poisoned device output of body + tail bytes. */
+static void *dev_poisoned(size_t bytes) {
+    void *d = dev_copy(NULL, bytes);
+    CK(cudaMemset(d, 0xff, bytes));
+    return d;
+}
+
+/* Copies body + tail bytes back into host (the body); 1 if the tail is still all 0xff. */
+static int fetch_tail_untouched(void *host, const void *dev, size_t body, size_t tail) {
+    uint8_t *t = malloc(tail);
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(host, dev, body, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(t, (const uint8_t *)dev + body, tail, cudaMemcpyDeviceToHost));
+    int ok = 1;
+    for (size_t i = 0; i < tail; i++)
+        ok &= t[i] == 0xff;
+    free(t);
+    return ok;
+}
+
+/* Rows of an fp16 / bf16 table into fp32: a widening, so exact; every finite bit pattern. */
+static void check_fwd_embed(void) {
+    const int vocab = 1000, dim = 1029, n = 9;
+    const int32_t ids[] = {0, 999, 5, 5, 123, 1, 998, 500, 42};
+    const fwd_dtype types[] = {FWD_F16, FWD_BF16};
+    char msg[256];
+    for (int t = 0; t < 2; t++) {
+        const size_t n_table = (size_t)vocab * dim, body = (size_t)n * dim * 4, tail = dim * 4;
+        uint16_t *table = malloc(n_table * 2);
+        for (size_t i = 0; i < n_table; i++)
+            do
+                table[i] = (uint16_t)ds_rng_u64(&g_rng);
+            while (is_nan_at(table, types[t], i) || isinf(fwd_load(table, types[t], i)));
+        float *want = malloc(body), *got = malloc(body);
+        fwd_embed_ref(want, table, types[t], dim, ids, n);
+        void *dt = dev_copy(table, n_table * 2);
+        int32_t *di = dev_copy(ids, sizeof ids);
+        float *dx = dev_poisoned(body + tail);
+        ds_status st = fwd_embed_cuda(dx, dt, types[t], dim, di, n, 0, msg, sizeof msg);
+        const int tail_ok = fetch_tail_untouched(got, dx, body, tail);
+        const int exact = !memcmp(got, want, body);
+        report(st == DS_OK && exact && tail_ok,
+               "fwd_embed table=%-4s vocab=%d dim=%d ids=%d exact=%d tail_untouched=%d %s",
+               dtype_name(types[t]), vocab, dim, n, exact, tail_ok, st == DS_OK ? "" : msg);
+        cudaFree(dt), cudaFree(di), cudaFree(dx), free(table), free(want), free(got);
+    }
+}
+
+/* fp32 rows into each type, all rows or a gather; every row of x that the op should not read is
+ * NaN, so reading one shows. Tolerance: one ulp of a 16-bit output (the same fp32 value may
+ * round the other way if the double sums, added in another order, give another fp32 scale);
+ * two for fp32 (that scale's ulp, then the products' rounding). */
+static void check_fwd_rmsnorm(void) {
+    const int n_x = 13, n_gather = 5, n_plain = 7;
+    const int32_t gather[] = {12, 0, 5, 5, 9};
+    const int dims[] = {576, 4096};
+    const fwd_dtype types[] = {FWD_F16, FWD_BF16, FWD_F32};
+    char msg[256];
+    for (int di = 0; di < 2; di++)
+        for (int gi = 0; gi < 2; gi++) {
+            const int dim = dims[di], n = gi ? n_gather : n_plain;
+            float *x = malloc((size_t)n_x * dim * 4), *w = malloc(dim * 4);
+            for (int r = 0; r < n_x; r++) {
+                int used = !gi && r < n_plain;
+                for (int i = 0; gi && i < n_gather; i++)
+                    used |= gather[i] == r;
+                for (int c = 0; c < dim; c++)
+                    x[(size_t)r * dim + c] = used ? ds_rng_gauss(&g_rng) * 3.0f : NAN;
+            }
+            for (int c = 0; c < dim; c++)
+                w[c] = 1.0f + 0.1f * ds_rng_gauss(&g_rng);
+            float *dx = dev_copy(x, (size_t)n_x * dim * 4), *dw = dev_copy(w, dim * 4);
+            int32_t *drows = dev_copy(gather, sizeof gather);
+            for (int t = 0; t < 3; t++) {
+                const size_t esize = fwd_dtype_bytes(types[t]);
+                const size_t body = (size_t)n * dim * esize, tail = dim * esize;
+                void *want = malloc(body), *got = malloc(body), *dout = dev_poisoned(body + tail);
+                fwd_rmsnorm_params p = {.out = want,
+                                        .out_type = types[t],
+                                        .x = x,
+                                        .rows = gi ? gather : NULL,
+                                        .weight = w,
+                                        .n_rows = n,
+                                        .dim = dim,
+                                        .eps = 1e-5f};
+                fwd_rmsnorm_ref(&p);
+                p.out = dout, p.x = dx, p.rows = gi ? drows : NULL, p.weight = dw;
+                ds_status st = fwd_rmsnorm_cuda(&p, 0, msg, sizeof msg);
+                const int tail_ok = fetch_tail_untouched(got, dout, body, tail);
+                size_t n_nan = 0;
+                for (size_t i = 0; i < (size_t)n * dim; i++)
+                    n_nan += is_nan_at(got, types[t], i);
+                const long ulps = max_ulp_diff(got, want, types[t], (size_t)n * dim);
+                const long tol = types[t] == FWD_F32 ? 2 : 1;
+                report(st == DS_OK && n_nan == 0 && ulps <= tol && tail_ok,
+                       "fwd_rmsnorm out=%-4s rows=%s dim=%-4d max_ulp=%ld (tol %ld) nan=%zu "
+                       "tail_untouched=%d %s",
+                       dtype_name(types[t]), gi ? "gathered(5 of 13)" : "0..6 of 13", dim, ulps,
+                       tol, n_nan, tail_ok, st == DS_OK ? "" : msg);
+                cudaFree(dout), free(want), free(got);
+            }
+            cudaFree(dx), cudaFree(dw), cudaFree(drows), free(x), free(w);
+        }
+}
+
+/* Every pair of types, round to nearest even: bit-exact (NaN for NaN, whatever its payload; -0
+ * is not +0). The
+ * 16-bit sources are every bit pattern at random (NaN, inf, subnormals); fp32 sources are random
+ * bits and Gaussians across 2^-30..2^20 (fp16 overflow and subnormals, bf16 ties). n is past
+ * the kernel's grid (8192 x 256 threads), so the grid-stride loop runs. */
+static void check_fwd_convert(void) {
+    const size_t n = 2500009, tail = 64;
+    const fwd_dtype types[] = {FWD_F32, FWD_F16, FWD_BF16};
+    char msg[256];
+    for (int si = 0; si < 3; si++) {
+        const fwd_dtype src_type = types[si];
+        void *src = malloc(n * fwd_dtype_bytes(src_type));
+        for (size_t i = 0; i < n; i++) {
+            if (src_type != FWD_F32) {
+                ((uint16_t *)src)[i] = (uint16_t)ds_rng_u64(&g_rng);
+            } else if (i % 4 == 0) {
+                const uint32_t bits = (uint32_t)ds_rng_u64(&g_rng);
+                memcpy((float *)src + i, &bits, 4);
+            } else {
+                const int e = (int)(ds_rng_u64(&g_rng) % 51) - 30;
+                ((float *)src)[i] = ldexpf(ds_rng_gauss(&g_rng), e);
+            }
+        }
+        void *dsrc = dev_copy(src, n * fwd_dtype_bytes(src_type));
+        for (int ti = 0; ti < 3; ti++) {
+            const fwd_dtype dst_type = types[ti];
+            if (dst_type == src_type) continue;
+            const size_t body = n * fwd_dtype_bytes(dst_type);
+            void *want = malloc(body), *got = malloc(body), *ddst = dev_poisoned(body + tail);
+            fwd_convert_ref(want, dst_type, src, src_type, n);
+            ds_status st = fwd_convert_cuda(ddst, dst_type, dsrc, src_type, n, 0, msg, sizeof msg);
+            const int tail_ok = fetch_tail_untouched(got, ddst, body, tail);
+            const size_t esize = fwd_dtype_bytes(dst_type);
+            size_t differing = 0;
+            for (size_t i = 0; i < n; i++)
+                differing +=
+                    memcmp((uint8_t *)got + i * esize, (uint8_t *)want + i * esize, esize) &&
+                    !(is_nan_at(got, dst_type, i) && is_nan_at(want, dst_type, i));
+            report(st == DS_OK && differing == 0 && tail_ok,
+                   "fwd_convert %s->%-4s n=%zu differing=%zu tail_untouched=%d %s",
+                   dtype_name(src_type), dtype_name(dst_type), n, differing, tail_ok,
+                   st == DS_OK ? "" : msg);
+            cudaFree(ddst), free(want), free(got);
+        }
+        cudaFree(dsrc), free(src);
+    }
+}
+
+/* bf16 in and out, fp32 math: one bf16 ulp (expf on the GPU and in libm may differ in the last
+ * fp32 bit, which can move the result across a bf16 rounding boundary). Out separate and out
+ * aliasing gate (as the backend runs it); n past the grid. */
+static void check_fwd_swiglu_bf16(void) {
+    const size_t n = 3000017, body = n * 2, tail = 64;
+    char msg[256];
+    uint16_t *gate = random_values(FWD_BF16, n, 4.0f), *up = random_values(FWD_BF16, n, 1.0f);
+    uint16_t *want = malloc(body), *got = malloc(body);
+    fwd_swiglu_bf16_ref(want, gate, up, n);
+    uint16_t *du = dev_copy(up, body);
+    for (int alias = 0; alias < 2; alias++) {
+        uint16_t *dg = dev_poisoned(body + tail);
+        CK(cudaMemcpy(dg, gate, body, cudaMemcpyHostToDevice));
+        uint16_t *dout = alias ? dg : dev_poisoned(body + tail);
+        ds_status st = fwd_swiglu_bf16_cuda(dout, dg, du, n, 0, msg, sizeof msg);
+        const int tail_ok = fetch_tail_untouched(got, dout, body, tail);
+        const long ulps = max_ulp_diff(got, want, FWD_BF16, n);
+        report(st == DS_OK && ulps <= 1 && tail_ok,
+               "fwd_swiglu_bf16 n=%zu out=%s max_ulp=%ld (tol 1) tail_untouched=%d %s", n,
+               alias ? "gate" : "own", ulps, tail_ok, st == DS_OK ? "" : msg);
+        if (!alias) cudaFree(dout);
+        cudaFree(dg);
+    }
+    cudaFree(du), free(gate), free(up), free(want), free(got);
+}
+
+/* The seeded fill against its double-precision reference: a whole tensor past the grid, and a
+ * block cut out of a wider matrix (what a tensor-parallel rank fills). Tolerance: 8 fp32 ulps
+ * (logf, sqrtf, cospif and the product in fp32, each within an ulp or two) and one ulp of a
+ * 16-bit output (a rounding boundary between the two). */
+static void check_fwd_fill_normal(void) {
+    const fwd_fill_block blocks[] = {
+        {.rows = 1, .cols = 3000017, .global_cols = 3000017},
+        {.rows = 37, .cols = 129, .global_cols = 1000, .row0 = 11, .col0 = 300}};
+    const float means[] = {0.0f, 1.0f}, stds[] = {0.02f, 0.1f};
+    const fwd_dtype types[] = {FWD_F32, FWD_F16, FWD_BF16};
+    char msg[256];
+    for (int bi = 0; bi < 2; bi++)
+        for (int t = 0; t < 3; t++) {
+            const fwd_fill_block *b = &blocks[bi];
+            const size_t n = b->rows * b->cols, body = n * fwd_dtype_bytes(types[t]), tail = 64;
+            const uint64_t seed = ds_rng_u64(&g_rng);
+            void *want = malloc(body), *got = malloc(body), *d = dev_poisoned(body + tail);
+            fwd_fill_normal_ref(want, types[t], b, means[bi], stds[bi], seed);
+            ds_status st =
+                fwd_fill_normal_cuda(d, types[t], b, means[bi], stds[bi], seed, 0, msg, sizeof msg);
+            const int tail_ok = fetch_tail_untouched(got, d, body, tail);
+            size_t n_nan = 0;
+            for (size_t i = 0; i < n; i++)
+                n_nan += is_nan_at(got, types[t], i);
+            const long ulps = max_ulp_diff(got, want, types[t], n);
+            const long tol = types[t] == FWD_F32 ? 8 : 1;
+            report(st == DS_OK && n_nan == 0 && ulps <= tol && tail_ok,
+                   "fwd_fill_normal %-4s %zux%zu of [.][%zu] at (%zu,%zu) mean=%g std=%g "
+                   "max_ulp=%ld (tol %ld) nan=%zu tail_untouched=%d %s",
+                   dtype_name(types[t]), b->rows, b->cols, b->global_cols, b->row0, b->col0,
+                   (double)means[bi], (double)stds[bi], ulps, tol, n_nan, tail_ok,
+                   st == DS_OK ? "" : msg);
+            cudaFree(d), free(want), free(got);
+        }
+}
+
+static void check_forward_ops(void) {
+    check_fwd_embed();
+    check_fwd_rmsnorm();
+    check_fwd_convert();
+    check_fwd_swiglu_bf16();
+    check_fwd_fill_normal();
+}
+
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : "all"; /* attention | compress | ops | all */
     struct cudaDeviceProp prop;
@@ -497,6 +737,7 @@ int main(int argc, char **argv) {
     printf("gpu_test on %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
     if (!strcmp(only, "all") || !strcmp(only, "ops")) {
         check_ops();
+        check_forward_ops();
         check_reshape_and_cache();
     }
     if (!strcmp(only, "all") || !strcmp(only, "compress")) compress_grid();

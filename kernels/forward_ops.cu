@@ -1,11 +1,11 @@
-/* engine/cuda/forward_ops.cu — embedding into fp32, RMSNorm of fp32 rows, dtype conversion, bf16
- * SwiGLU and seeded Gaussian fill for the CUDA forward pass (see forward_ops.h). */
-#include "engine/cuda/forward_ops.h"
-
+/* kernels/forward_ops.cu — embedding into fp32, RMSNorm of fp32 rows, dtype conversion, bf16
+ * SwiGLU and seeded Gaussian fill for the CUDA forward pass. References and formulas:
+ * kernels/forward_ops.h; launchers declared in kernels/cuda.h; tests/gpu/ compares. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
 
+#include "kernels/cuda.h"
 #include "kernels/cuda_check.h"
 
 namespace {
@@ -34,11 +34,11 @@ __global__ void embed_kernel(float *x, const void *table, int type, int dim, con
         x[dst + c] = load_as_float(table, type, src + c);
 }
 
-/* One CTA per output row. */
-__global__ void rmsnorm_kernel(void *out, int type, const float *x, const int32_t *rows,
-                               const float *weight, int dim, float eps) {
+/* One CTA per output row; the sum of squares in double, as ops_rmsnorm_scale. */
+__global__ void rmsnorm_kernel(const fwd_rmsnorm_params p) {
     __shared__ double partial[kThreads / 32];
-    const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * dim;
+    const int dim = p.dim;
+    const float *xr = p.x + (size_t)(p.rows ? p.rows[blockIdx.x] : blockIdx.x) * dim;
     double ss = 0.0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x)
         ss += (double)xr[c] * xr[c];
@@ -49,10 +49,10 @@ __global__ void rmsnorm_kernel(void *out, int type, const float *x, const int32_
     double total = 0.0;
     for (int w = 0; w < kThreads / 32; w++)
         total += partial[w];
-    const float scale = (float)(1.0 / sqrt(total / dim + eps));
+    const float scale = (float)(1.0 / sqrt(total / dim + p.eps));
     const size_t base = (size_t)blockIdx.x * dim;
     for (int c = threadIdx.x; c < dim; c += blockDim.x)
-        store_float(out, type, base + c, xr[c] * scale * weight[c]);
+        store_float(p.out, p.out_type, base + c, xr[c] * scale * p.weight[c]);
 }
 
 __global__ void convert_kernel(void *dst, int dst_type, const void *src, int src_type, size_t n) {
@@ -70,7 +70,8 @@ __global__ void swiglu_bf16_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *gate
     }
 }
 
-/* splitmix64's finaliser: a bijective hash, so (seed, i) -> independent-looking bits. */
+/* splitmix64's finaliser: a bijective hash, so (seed, i) -> independent-looking bits
+ * (common/rng.h's ds_rng_u64 is this of its advanced state). */
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -108,11 +109,10 @@ ds_status fwd_embed_cuda(float *x, const void *table, fwd_dtype table_type, int 
     return DS_OK;
 }
 
-ds_status fwd_rmsnorm_cuda(void *out, fwd_dtype out_type, const float *x, const int32_t *rows,
-                           const float *weight, int n_rows, int dim, float eps, cudaStream_t stream,
-                           char *msg, size_t msg_len) {
-    if (n_rows == 0) return DS_OK;
-    rmsnorm_kernel<<<n_rows, kThreads, 0, stream>>>(out, out_type, x, rows, weight, dim, eps);
+ds_status fwd_rmsnorm_cuda(const fwd_rmsnorm_params *p, cudaStream_t stream, char *msg,
+                           size_t msg_len) {
+    if (p->n_rows == 0) return DS_OK;
+    rmsnorm_kernel<<<p->n_rows, kThreads, 0, stream>>>(*p);
     CUDA_CHECK(cudaGetLastError());
     return DS_OK;
 }
