@@ -66,6 +66,15 @@ static inline float ds_bf16_to_float(uint16_t b) {
     return f;
 }
 
+/* Round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t ds_float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
 /* Rows of n values, vectorised where the CPU allows (common/half.c); same rounding as above. */
 void ds_half_to_float_n(const uint16_t *src, float *dst, size_t n);
 void ds_float_to_half_n(const float *src, uint16_t *dst, size_t n);

@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "engine/llama.h"
+#include "kernels/sample.h"
 
 typedef struct engine_backend {
     void *impl;
@@ -22,6 +23,14 @@ typedef struct engine_backend {
      * rolls back. */
     ds_status (*forward)(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
                          char *msg, size_t msg_len);
+    /* Optional (NULL: the caller samples forward's logits itself): forward, then one token for
+     * every sequence that wants logits (each LLAMA_LOGITS_LAST or NONE), drawn where the logits
+     * are by kernels/sample.h from rows[i] (i counts those sequences in batch order) into
+     * tokens[i], with its log-probability in logprobs[i] (may be NULL): only these leave the
+     * device. */
+    ds_status (*forward_sample)(void *impl, const llama_step_seq *seqs, int n_seqs,
+                                const sample_row *rows, int32_t *tokens, float *logprobs, char *msg,
+                                size_t msg_len);
     void (*destroy)(void *impl);
     /* Optional (NULL: never fails by itself): NULL while the device is healthy, else why it is
      * not (a tensor-parallel peer died, noticed between steps); the string stays valid until

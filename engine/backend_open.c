@@ -18,6 +18,7 @@ static cuda_backend_options cuda_options(const engine_backend_options *o) {
                                   .max_seqs = o->max_seqs,
                                   .weight_type = o->gpu_bf16 ? CUDA_WEIGHTS_BF16 : CUDA_WEIGHTS_F16,
                                   .random_weights = o->random_weights,
+                                  .enforce_eager = o->enforce_eager,
                                   .seed = o->seed};
 }
 

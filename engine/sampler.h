@@ -1,13 +1,10 @@
-/* engine/sampler.h — turns one row of logits into a token id for one sequence: temperature, then
- * top-k, then top-p (nucleus), then a draw from the sequence's own RNG, so the same seed gives the
- * same tokens whatever else is in the batch. Called by the engine thread once per sequence per
- * step; the per-token path allocates nothing (the caller owns a scratch buffer, one per thread).
- *
- *   p_i  = exp((l_i - max l) / T) over the candidates (T = temperature)
- *   top-k: keep the k largest p_i (0 = off); ties broken by lower token id
- *   top-p: among those, sorted by p descending, keep the shortest prefix whose mass reaches
- *          top_p * (mass of the kept set), always at least one token (1 = off)
- *   draw : token i with probability p_i / sum of kept p                                       */
+/* engine/sampler.h — one sequence's sampling: its parameters (temperature, top-k, top-p, seed)
+ * and its own generator (xoshiro256**, seeded by splitmix64), so the same seed gives the same
+ * tokens whatever else is in the batch. The arithmetic (temperature, top-k, top-p, the draw) is
+ * kernels/sample.h's: the CPU backend runs its C reference here (sampler_sample), a GPU backend
+ * its kernel on rows that sampler_next_row fills, and both pick the same token from the same
+ * logits. Called by the engine thread once per sequence per step; nothing allocates (the caller
+ * owns a scratch buffer, one per thread). */
 #ifndef DS_ENGINE_SAMPLER_H
 #define DS_ENGINE_SAMPLER_H
 
@@ -15,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "kernels/sample.h"
 
 #define SAMPLER_SEED_RANDOM (-1) /* seed picked from the clock; see sampler.seed_used */
 
@@ -46,10 +44,16 @@ ds_status sampler_init(sampler *s, const sampler_params *params, char *msg, size
  * buffer may be shared by every sequence sampled on the same thread; malloc alignment suffices. */
 size_t sampler_scratch_size(int vocab);
 
-/* Samples one token id in [0, vocab) from logits [vocab]. NaN logits are never chosen, +inf ones
- * win. Returns -1 only if no logit is above -inf (every token masked). Cost: O(vocab) exps, plus
- * O(vocab log k) for top-k, or for top-p alone O(vocab) per pre-filter pass and O(c + m log c) to
- * rank the c candidates the pre-filter keeps until the m nucleus tokens are found. */
+/* The next draw's row for kernels/sample.h: the parameters and, unless greedy, the next uniform
+ * of the sequence's generator (greedy rows take none, so the generator advances exactly as
+ * sampler_sample's does). */
+sample_row sampler_next_row(sampler *s);
+
+/* Samples one token id in [0, vocab) from logits [vocab]: sample_row_ref on sampler_next_row.
+ * NaN logits are never chosen, +inf ones win. Returns -1 only if no logit is above -inf (every
+ * token masked). Cost: O(vocab) exps, plus O(vocab log k) for top-k, or for top-p alone O(vocab)
+ * per pre-filter pass and O(c + m log c) to rank the c candidates the pre-filter keeps until the
+ * m nucleus tokens are found. */
 int sampler_sample(sampler *s, const float *logits, int vocab, void *scratch);
 
 /* argmax of logits [vocab], lowest id on ties, NaN skipped; -1 if none is above -inf. */

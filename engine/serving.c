@@ -41,7 +41,9 @@ struct serving {
     kv_cache *cache;
     engine_backend backend; /* the CPU forward pass (engine/llama.h) or a GPU's */
     sched *sched;
-    float *logits;
+    float *logits;           /* the CPU path's: [max_seqs][vocab] */
+    sample_row *sample_rows; /* a device-sampling backend's: [max_seqs] rows, and the tokens */
+    int32_t *sampled;
     void *sample_scratch;
     llama_step_seq *step;
     char *text_buf; /* stop matcher output */
@@ -119,6 +121,7 @@ void serving_destroy(serving *s) {
     bpe_destroy(s->tok);
     llama_model_free(&s->model);
     free(s->logits), free(s->sample_scratch), free(s->step), free(s->text_buf);
+    free(s->sample_rows), free(s->sampled);
     free(s->model_path);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
@@ -159,6 +162,7 @@ static engine_backend_options backend_options(const serving_options *o) {
                                     .master_port = o->master_port,
                                     .tp_timeout_ms = o->tp_timeout_s * 1000,
                                     .random_weights = o->random_weights != NULL,
+                                    .enforce_eager = o->enforce_eager,
                                     .seed = o->seed};
 }
 
@@ -257,12 +261,17 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     sched_config sc = {.max_seqs = o->max_seqs, .max_batched_tokens = o->max_batched_tokens};
     if (st == DS_OK) st = sched_create(&sc, s->cache, &s->sched, msg, msg_len);
     if (st == DS_OK) {
-        s->logits = malloc((size_t)o->max_seqs * c->vocab_size * sizeof(float));
-        s->sample_scratch = malloc(sampler_scratch_size(c->vocab_size));
+        /* A backend that samples on its device returns token ids only. */
+        const int on_device = s->backend.forward_sample != NULL;
+        s->logits = on_device ? NULL : malloc((size_t)o->max_seqs * c->vocab_size * sizeof(float));
+        s->sample_scratch = on_device ? NULL : malloc(sampler_scratch_size(c->vocab_size));
+        s->sample_rows = on_device ? malloc((size_t)o->max_seqs * sizeof *s->sample_rows) : NULL;
+        s->sampled = on_device ? malloc((size_t)o->max_seqs * sizeof *s->sampled) : NULL;
         s->step = malloc((size_t)o->max_seqs * sizeof *s->step);
         s->text_cap = STOP_OUT_CAP(256);
         s->text_buf = malloc(s->text_cap);
-        if (!s->logits || !s->sample_scratch || !s->step || !s->text_buf)
+        if ((on_device ? !s->sample_rows || !s->sampled : !s->logits || !s->sample_scratch) ||
+            !s->step || !s->text_buf)
             st = ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
     }
     if (st != DS_OK) {
@@ -653,7 +662,18 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
                                  .n_tokens = it->n,
                                  .logits = it->sample ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE};
         }
-        st = s->backend.forward(s->backend.impl, s->step, b->n_items, s->logits, msg, msg_len);
+        const int on_device = s->backend.forward_sample != NULL;
+        if (on_device) {
+            int n_rows = 0;
+            for (int i = 0; i < b->n_items; i++)
+                if (b->items[i].sample)
+                    s->sample_rows[n_rows++] =
+                        sampler_next_row(&((request *)b->items[i].seq->user)->smp);
+            st = s->backend.forward_sample(s->backend.impl, s->step, b->n_items, s->sample_rows,
+                                           s->sampled, NULL, msg, msg_len);
+        } else {
+            st = s->backend.forward(s->backend.impl, s->step, b->n_items, s->logits, msg, msg_len);
+        }
         if (st != DS_OK) {
             sched_abort_step(s->sched);
             if (st == DS_EUNAVAILABLE) fail_device(s, msg);
@@ -667,8 +687,9 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             if (!(it->n == 1 && it->first >= it->seq->n_prompt)) prompt += it->n;
             if (!it->sample) continue;
             request *r = it->seq->user;
-            int tok = sampler_sample(&r->smp, s->logits + (size_t)row++ * vocab, vocab,
-                                     s->sample_scratch);
+            int tok = on_device ? s->sampled[row++]
+                                : sampler_sample(&r->smp, s->logits + (size_t)row++ * vocab, vocab,
+                                                 s->sample_scratch);
             generated++;
             accept_token(s, r, tok);
         }

@@ -65,7 +65,8 @@ typedef struct serving_options {
      * fault injection in tests); the wrapper must call and destroy the original. */
     ds_status (*wrap_backend)(void *ctx, engine_backend *backend, char *msg, size_t msg_len);
     void *wrap_ctx;
-    int n_threads; /* 0: DECOSERVE_THREADS or the online CPUs */
+    int n_threads;     /* 0: DECOSERVE_THREADS or the online CPUs */
+    int enforce_eager; /* CUDA: no graphs, every step launched kernel by kernel */
 } serving_options;
 
 /* CPU, kv 16-bit (kivi when compressed), block 32, group 64, KV memory 0 (automatic), 64

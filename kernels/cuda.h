@@ -21,6 +21,7 @@ extern "C" {
 
 #include "common/status.h"
 #include "kernels/forward_ops.h"
+#include "kernels/gemv.h"
 #include "kernels/kv_write.h"
 #include "kernels/ops.h"
 #include "kernels/paged_attention.h"
@@ -42,7 +43,27 @@ typedef struct paged_attention_tuning {
     int ctas_per_sm;   /* split-K aims at this many CTAs per multiprocessor (0: 4) */
     int warps_per_cta; /* 1..8 (0: 4; fewer if the stages do not fit); each streams its pages */
     int stages;        /* pages in flight per warp, 2..8 (0: 2..4, ~56 KB of stages per CTA) */
+    /* The device's multiprocessors and opt-in shared memory per CTA (paged_attention_cuda_prepare
+     * fills them once; 0: asked of the device at every launch), and 1 once prepare raised the
+     * shared-memory limit of the kernel for p's shape and formats (no attribute call per launch,
+     * as a CUDA graph capture needs). */
+    int n_sms, smem_optin, smem_ready;
+    /* CUDA graphs: the grid is sized for p->max_pos, and the kernels read the blocks per split
+     * from here at run time (paged_attention_cuda_blocks_per_split for the replay's rows); NULL:
+     * fixed at launch. */
+    const int32_t *blocks_per_split_dev;
 } paged_attention_tuning;
+
+/* Fills t's device fields and raises the shared-memory limit of the kernel p selects (whose
+ * n_rows and max_pos do not matter here). Once per backend, on its device. */
+ds_status paged_attention_cuda_prepare(const paged_attention_params *p, paged_attention_tuning *t,
+                                       char *msg, size_t msg_len);
+
+/* The blocks per split a launch for p would use (t prepared), at most the split count of a
+ * launch with t->blocks_per_split_dev for the same rows and a larger max_pos: the value to write
+ * to *t->blocks_per_split_dev before a replay. */
+int paged_attention_cuda_blocks_per_split(const paged_attention_params *p,
+                                          const paged_attention_tuning *t, size_t workspace_bytes);
 
 /* Workspace bytes for rows x q heads x splits partial results (head_dim fp32 + max + sum). */
 size_t paged_attention_workspace_bytes(int max_rows, int n_q_heads, int head_dim, int max_splits);
@@ -63,6 +84,10 @@ ds_status reshape_and_cache_cuda(const reshape_and_cache_params *p, cudaStream_t
  * the codec), arithmetic ordered as kvcache/decoquant.c so the pages match it byte for byte. */
 ds_status kv_compress_cuda(const kv_compress_params *p, cudaStream_t stream, char *msg,
                            size_t msg_len);
+/* Once per device and formats (a backend at start-up): checks p's formats fit the device's shared
+ * memory, raises the kernel's limit and sets p->smem_ready, so that launches with p's formats
+ * make no attribute calls (as a CUDA graph capture needs). */
+ds_status kv_compress_cuda_prepare(kv_compress_params *p, char *msg, size_t msg_len);
 
 /* ---- element-wise ops (references in kernels/ops.h), fp16 tensors, fp32 math ---- */
 
@@ -96,11 +121,16 @@ ds_status fwd_fill_normal_cuda(void *dst, fwd_dtype type, const fwd_fill_block *
                                float std, uint64_t seed, cudaStream_t stream, char *msg,
                                size_t msg_len);
 
-/* ---- sampling helpers (references in kernels/sample.h) ---- */
-ds_status sample_argmax_cuda(int32_t *ids, const float *logits, int n_rows, int vocab,
-                             cudaStream_t stream, char *msg, size_t msg_len);
-ds_status sample_topk_cuda(float *values, int32_t *ids, const float *logits, int n_rows, int vocab,
-                           int k, cudaStream_t stream, char *msg, size_t msg_len);
+/* ---- small-batch matrix products (kernels/gemv.h) ----
+ * DS_EINVAL for more than GEMV_MAX_ROWS rows, k or ldx not a multiple of 8 (16-byte loads). */
+ds_status gemv_cuda(const gemv_params *p, cudaStream_t stream, char *msg, size_t msg_len);
+
+/* ---- sampling (kernels/sample.h) ----
+ * One CTA per row: the token of sample_row_ref for each row's parameters and uniform, and its
+ * log-probability; only ids and log-probabilities are written, p->probs is the workspace. Rows at
+ * or past *p->n_rows_dev (when set) are skipped, so a graph captured for n_rows replays smaller
+ * batches. */
+ds_status sample_cuda(const sample_params *p, cudaStream_t stream, char *msg, size_t msg_len);
 
 #ifdef __cplusplus
 }

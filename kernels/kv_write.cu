@@ -324,6 +324,7 @@ DS_DEV void refit_small(const kv_page_format &f, page_work &w) {
 __global__ void __launch_bounds__(kThreads) kv_compress_kernel(const kv_compress_params p) {
     extern __shared__ __align__(16) uint8_t smem[];
     const int which = blockIdx.x & 1, h = blockIdx.x >> 1, b = blockIdx.y;
+    if (p.n_blocks_dev && b >= *p.n_blocks_dev) return;
     const kv_page_format &f = which ? p.value_format : p.key_format;
     const int T = f.block_size, D = f.head_dim, H = p.n_kv_heads;
     const uint16_t *src = p.cache.open + (size_t)p.open_ids[b] * p.cache.open_block_stride +
@@ -395,28 +396,56 @@ ds_status reshape_and_cache_cuda(const reshape_and_cache_params *p, cudaStream_t
     return DS_OK;
 }
 
-ds_status kv_compress_cuda(const kv_compress_params *p, cudaStream_t stream, char *msg,
-                           size_t msg_len) {
-    if (p->n_blocks == 0) return DS_OK;
-    size_t smem = 0;
+/* Dynamic shared memory the formats need, or DS_EUNSUPPORTED past the device's opt-in. */
+static ds_status compress_smem(const kv_compress_params *p, size_t *smem, int *optin, char *msg,
+                               size_t msg_len) {
+    *smem = 0;
     for (int i = 0; i < 2; i++) {
         const kv_page_format *f = i ? &p->value_format : &p->key_format;
         if (f->method == KV_FP16) continue;
         if (f->bits != 8 && f->bits != 4 && f->bits != 2)
             return ds_fail(msg, msg_len, DS_EINVAL, "kv compress (cuda): bits = %d", f->bits);
         const size_t need = work_bytes(f);
-        smem = need > smem ? need : smem;
+        *smem = need > *smem ? need : *smem;
     }
-    int dev, optin;
+    int dev;
     CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (smem > (size_t)optin)
+    CUDA_CHECK(cudaDeviceGetAttribute(optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (*smem > (size_t)*optin)
         return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
                        "kv compress (cuda): a %dx%d page needs %zu bytes of shared memory (the "
                        "device has %d)",
-                       p->key_format.block_size, p->key_format.head_dim, smem, optin);
+                       p->key_format.block_size, p->key_format.head_dim, *smem, *optin);
+    return DS_OK;
+}
+
+ds_status kv_compress_cuda_prepare(kv_compress_params *p, char *msg, size_t msg_len) {
+    size_t smem;
+    int optin;
+    ds_status st = compress_smem(p, &smem, &optin, msg, msg_len);
+    if (st != DS_OK) return st;
     CUDA_CHECK(cudaFuncSetAttribute(kv_compress_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem));
+    p->smem_ready = 1;
+    return DS_OK;
+}
+
+ds_status kv_compress_cuda(const kv_compress_params *p, cudaStream_t stream, char *msg,
+                           size_t msg_len) {
+    if (p->n_blocks == 0) return DS_OK;
+    size_t smem = 0;
+    if (p->smem_ready) {
+        for (int i = 0; i < 2; i++) {
+            const kv_page_format *f = i ? &p->value_format : &p->key_format;
+            if (f->method != KV_FP16 && work_bytes(f) > smem) smem = work_bytes(f);
+        }
+    } else {
+        int optin;
+        ds_status st = compress_smem(p, &smem, &optin, msg, msg_len);
+        if (st != DS_OK) return st;
+        CUDA_CHECK(cudaFuncSetAttribute(kv_compress_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    }
     kv_compress_kernel<<<dim3(2 * p->n_kv_heads, p->n_blocks), kThreads, smem, stream>>>(*p);
     CUDA_CHECK(cudaGetLastError());
     return DS_OK;

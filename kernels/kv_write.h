@@ -32,6 +32,12 @@ typedef struct kv_compress_params {
     const int32_t *open_ids; /* [n_blocks] */
     const int32_t *full_ids; /* [n_blocks] */
     int n_blocks, n_kv_heads;
+    /* kv_compress_cuda only (the reference ignores them): the blocks to compress read from the
+     * device (<= n_blocks, for graph replays; NULL: n_blocks), and 1 once
+     * kv_compress_cuda_prepare raised the kernel's shared-memory limit on this device (no
+     * attribute calls per launch). */
+    const int32_t *n_blocks_dev;
+    int smem_ready;
     kv_layer_view cache;
     kv_page_format key_format, value_format;
 } kv_compress_params;

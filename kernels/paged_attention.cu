@@ -41,11 +41,12 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 /* What the host decides per launch. */
 struct pa_plan {
-    int blocks_per_split, n_splits, stages;
-    uint32_t stage_bytes; /* one page pair (key + value), 16-byte multiple */
-    float scale_log2;     /* scale * log2(e): the softmax runs in base 2 */
-    float *part_o;        /* [n_rows][n_q_heads][n_splits][D] */
-    float *part_ml;       /* [n_rows][n_q_heads][n_splits][2] (max, sum), base 2 */
+    int blocks_per_split, n_splits, stages; /* n_splits: the grid's (the partials' stride) */
+    const int32_t *bps_dev; /* CUDA graphs: blocks_per_split read here at run time (or NULL) */
+    uint32_t stage_bytes;   /* one page pair (key + value), 16-byte multiple */
+    float scale_log2;       /* scale * log2(e): the softmax runs in base 2 */
+    float *part_o;          /* [n_rows][n_q_heads][n_splits][D] */
+    float *part_ml;         /* [n_rows][n_q_heads][n_splits][2] (max, sum), base 2 */
 };
 
 /* A run of NB <= 128 bits starting at a multiple of NB bits (so it never straddles a load of its
@@ -465,8 +466,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     const int H = p.n_kv_heads, G = p.n_q_heads / H;
     const int pos = p.row_pos[row], seq = p.row_seq[row];
     const int n_full = pos / T;
-    const int b0 = split * plan.blocks_per_split;
-    const int b1 = min(b0 + plan.blocks_per_split, n_full + 1);
+    const int bps = plan.bps_dev ? *plan.bps_dev : plan.blocks_per_split;
+    const int b0 = split * bps;
+    const int b1 = min(b0 + bps, n_full + 1);
     if (b0 >= b1) return; /* this row has fewer blocks than the split plan */
 
     /* Query of head gid as the B operand (zero for padding heads g >= G). */
@@ -634,7 +636,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
 __global__ void paged_attention_reduce_kernel(const paged_attention_params p, const pa_plan plan) {
     const int row = blockIdx.y, qh = blockIdx.x, c = threadIdx.x, D = p.head_dim;
     const int n_blocks = p.row_pos[row] / p.block_size + 1;
-    const int used = (n_blocks + plan.blocks_per_split - 1) / plan.blocks_per_split;
+    const int bps = plan.bps_dev ? *plan.bps_dev : plan.blocks_per_split;
+    const int used = (n_blocks + bps - 1) / bps;
     const size_t base = ((size_t)row * p.n_q_heads + qh) * plan.n_splits;
     float mx = -INFINITY;
     for (int s = 0; s < used; s++)
@@ -735,10 +738,19 @@ size_t paged_attention_workspace_bytes(int max_rows, int n_q_heads, int head_dim
     return (size_t)max_rows * n_q_heads * max_splits * (head_dim + 2) * sizeof(float);
 }
 
-ds_status paged_attention_cuda(const paged_attention_params *p,
-                               const paged_attention_tuning *tuning, void *workspace,
-                               size_t workspace_bytes, int *n_splits_out, cudaStream_t stream,
-                               char *msg, size_t msg_len) {
+namespace {
+
+/* Everything a launch decides: the kernel for p's shape and formats, warps, stages, shared memory
+ * and the split plan for p's rows and max_pos. */
+struct pa_launch {
+    pa_kernel_fn kernel;
+    pa_plan plan;
+    int n_warps;
+    size_t smem;
+};
+
+ds_status pick_kernel(const paged_attention_params *p, pa_kernel_fn *out, char *msg,
+                      size_t msg_len) {
     ds_status st = paged_attention_validate(p, msg, msg_len);
     if (st != DS_OK) return st;
     const int D = p->head_dim, T = p->block_size, H = p->n_kv_heads;
@@ -767,26 +779,38 @@ ds_status paged_attention_cuda(const paged_attention_params *p,
         return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
                        "paged attention (cuda): %d-bit pages of method %d", p->key_format.bits,
                        p->key_format.method);
-    if (n_splits_out) *n_splits_out = 0;
-    if (p->n_rows == 0) return DS_OK;
+    *out = kernel;
+    return DS_OK;
+}
 
-    const paged_attention_tuning none = {0, 0, 0, 0};
-    const paged_attention_tuning *tu = tuning ? tuning : &none;
+/* The device's multiprocessors and opt-in shared memory: tu's when prepared, else asked. */
+ds_status device_limits(const paged_attention_tuning *tu, int *n_sm, int *smem_optin, char *msg,
+                        size_t msg_len) {
+    if (tu->n_sms > 0 && tu->smem_optin > 0) {
+        *n_sm = tu->n_sms, *smem_optin = tu->smem_optin;
+        return DS_OK;
+    }
     int dev;
     CUDA_CHECK(cudaGetDevice(&dev));
-    /* Asked once per device: attribute queries add microseconds to every launch. */
-    static int cached_sm[16], cached_smem[16];
-    int n_sm = dev < 16 ? cached_sm[dev] : 0, smem_optin = dev < 16 ? cached_smem[dev] : 0;
-    if (!n_sm) {
-        CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(
-            cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        if (dev < 16) cached_sm[dev] = n_sm, cached_smem[dev] = smem_optin;
-    }
+    CUDA_CHECK(cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return DS_OK;
+}
 
-    pa_plan plan;
-    plan.stage_bytes =
-        fmt == FMT_F16 ? 4u * T * D : p->key_format.page_bytes + p->value_format.page_bytes;
+ds_status plan_launch(const paged_attention_params *p, const paged_attention_tuning *tu,
+                      void *workspace, size_t workspace_bytes, pa_launch *out, char *msg,
+                      size_t msg_len) {
+    ds_status st = pick_kernel(p, &out->kernel, msg, msg_len);
+    if (st != DS_OK) return st;
+    int n_sm, smem_optin;
+    st = device_limits(tu, &n_sm, &smem_optin, msg, msg_len);
+    if (st != DS_OK) return st;
+    const int D = p->head_dim, T = p->block_size, H = p->n_kv_heads;
+    pa_plan &plan = out->plan;
+    plan.bps_dev = tu->blocks_per_split_dev;
+    plan.stage_bytes = p->key_format.method == KV_FP16
+                           ? 4u * T * D
+                           : p->key_format.page_bytes + p->value_format.page_bytes;
     int n_warps = tu->warps_per_cta > 0 ? tu->warps_per_cta : 4;
     n_warps = n_warps > kMaxWarps ? kMaxWarps : n_warps;
     plan.stages = tu->stages;
@@ -807,12 +831,13 @@ ds_status paged_attention_cuda(const paged_attention_params *p,
                        "paged attention (cuda): %d stages of %u-byte pages need %zu bytes of "
                        "shared memory (the device has %d)",
                        plan.stages, plan.stage_bytes, smem, smem_optin);
+    out->n_warps = n_warps, out->smem = smem;
 
-    const int n_blocks = p->max_pos / T + 1, base_ctas = p->n_rows * H;
+    const int n_blocks = p->max_pos / T + 1, base_ctas = p->n_rows > 0 ? p->n_rows * H : H;
     const int ctas_per_sm = tu->ctas_per_sm > 0 ? tu->ctas_per_sm : 4;
     int splits = (ctas_per_sm * n_sm + base_ctas - 1) / base_ctas;
-    const int per_ws =
-        (int)(workspace_bytes / paged_attention_workspace_bytes(p->n_rows, p->n_q_heads, D, 1));
+    const size_t per_split = paged_attention_workspace_bytes(p->n_rows, p->n_q_heads, D, 1);
+    const int per_ws = per_split ? (int)(workspace_bytes / per_split) : 0;
     if (tu->max_splits > 0 && splits > tu->max_splits) splits = tu->max_splits;
     if (splits > per_ws) splits = per_ws;
     if (splits > (n_blocks + n_warps - 1) / n_warps) splits = (n_blocks + n_warps - 1) / n_warps;
@@ -822,19 +847,65 @@ ds_status paged_attention_cuda(const paged_attention_params *p,
     plan.scale_log2 = p->scale * kLog2e;
     plan.part_o = (float *)workspace;
     plan.part_ml = plan.part_o + (size_t)p->n_rows * p->n_q_heads * plan.n_splits * D;
-    if (plan.n_splits > 1 && !workspace)
+    if (plan.n_splits > 1 && !workspace && p->n_rows > 0)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "paged attention (cuda): split-K needs a workspace");
+    return DS_OK;
+}
 
+} // namespace
+
+ds_status paged_attention_cuda_prepare(const paged_attention_params *p, paged_attention_tuning *t,
+                                       char *msg, size_t msg_len) {
+    t->n_sms = t->smem_optin = t->smem_ready = 0;
+    int n_sm, optin;
+    ds_status st = device_limits(t, &n_sm, &optin, msg, msg_len);
+    if (st != DS_OK) return st;
+    t->n_sms = n_sm, t->smem_optin = optin;
+    pa_launch la;
+    paged_attention_params probe = *p;
+    probe.n_rows = 0;
+    st = plan_launch(&probe, t, NULL, 0, &la, msg, msg_len);
+    if (st != DS_OK) return st;
     CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid(plan.n_splits, H, p->n_rows);
-    kernel<<<grid, n_warps * 32, smem, stream>>>(*p, plan);
+        cudaFuncSetAttribute(la.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)la.smem));
+    t->smem_ready = 1;
+    return DS_OK;
+}
+
+int paged_attention_cuda_blocks_per_split(const paged_attention_params *p,
+                                          const paged_attention_tuning *t, size_t workspace_bytes) {
+    pa_launch la;
+    paged_attention_tuning fixed = *t;
+    fixed.blocks_per_split_dev = NULL;
+    char msg[16];
+    /* a dummy workspace pointer: only the arithmetic runs */
+    if (plan_launch(p, &fixed, (void *)16, workspace_bytes, &la, msg, sizeof msg) != DS_OK)
+        return 1;
+    return la.plan.blocks_per_split;
+}
+
+ds_status paged_attention_cuda(const paged_attention_params *p,
+                               const paged_attention_tuning *tuning, void *workspace,
+                               size_t workspace_bytes, int *n_splits_out, cudaStream_t stream,
+                               char *msg, size_t msg_len) {
+    const paged_attention_tuning none = {};
+    const paged_attention_tuning *tu = tuning ? tuning : &none;
+    if (n_splits_out) *n_splits_out = 0;
+    pa_launch la;
+    ds_status st = plan_launch(p, tu, workspace, workspace_bytes, &la, msg, msg_len);
+    if (st != DS_OK || p->n_rows == 0) return st;
+    if (!tu->smem_ready)
+        CUDA_CHECK(cudaFuncSetAttribute(la.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)la.smem));
+    const dim3 grid(la.plan.n_splits, p->n_kv_heads, p->n_rows);
+    la.kernel<<<grid, la.n_warps * 32, la.smem, stream>>>(*p, la.plan);
     CUDA_CHECK(cudaGetLastError());
-    if (plan.n_splits > 1) {
-        paged_attention_reduce_kernel<<<dim3(p->n_q_heads, p->n_rows), D, 0, stream>>>(*p, plan);
+    if (la.plan.n_splits > 1) { /* (a graph's capacity of 1 split covers any replay's rows) */
+        paged_attention_reduce_kernel<<<dim3(p->n_q_heads, p->n_rows), p->head_dim, 0, stream>>>(
+            *p, la.plan);
         CUDA_CHECK(cudaGetLastError());
     }
-    if (n_splits_out) *n_splits_out = plan.n_splits;
+    if (n_splits_out) *n_splits_out = la.plan.n_splits;
     return DS_OK;
 }

@@ -57,6 +57,10 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         o->prefix_cache = 0;
         return 1;
     }
+    if (!strcmp(a, "--enforce-eager")) {
+        o->enforce_eager = 1;
+        return 1;
+    }
     static const char *const with_value[] = {"--model",
                                              "--random-weights",
                                              "--kv-bits",
@@ -301,6 +305,7 @@ void engine_flags_usage(FILE *out) {
         "  --max-waiting N          queued requests before new ones are refused (default "
         "1024)\n"
         "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
+        "  --enforce-eager          CUDA: launch every step kernel by kernel (no CUDA graphs)\n"
         "  --weights F              f32 or q8_0 compute weights (default q8_0)\n"
         "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");
 }

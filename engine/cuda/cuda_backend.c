@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "common/log.h"
 #include "common/rng.h"
 #include "engine/backend.h"
 #include "engine/cuda/plan.h"
@@ -26,6 +27,8 @@
 
 /* Weights of a real checkpoint travel through pinned fp32 chunks of this many values. */
 enum { UPLOAD_CHUNK = 4 << 20 };
+/* Padded batch sizes with a graph: 1, 2, 4, ... and the largest batch itself (vLLM's buckets). */
+enum { GRAPH_BUCKETS = 16 };
 
 typedef struct cuda_backend {
     llama_config config; /* with tensor parallelism, this rank's heads, KV heads and d_ff */
@@ -42,11 +45,24 @@ typedef struct cuda_backend {
     uint16_t *kv_open;          /* [n_layers][n_open_blocks][2][T][H][D] */
     size_t full_layer_bytes, open_layer_elems;
     int32_t *plan_host;          /* pinned, lay.plan_words */
+    sample_row *sample_host;     /* pinned, [lay.logit_rows]: the step's sampling rows */
+    int32_t *sample_out_host;    /* pinned, [lay.logit_rows][2]: token ids, log-probabilities */
     int32_t *hdr_host, *hdr_dev; /* the step header rank 0 broadcasts (pinned; device) */
     float *logits_host;          /* pinned, [lay.logit_rows][vocab] */
     cudaStream_t stream;         /* every launch and copy */
     cublasHandle_t cublas;
-    tp_comm *tp; /* borrowed; NULL without tensor parallelism */
+    /* Device limits asked once (no attribute call per launch) and the kernels' shared-memory
+     * limits raised at start-up. */
+    paged_attention_tuning attn_tuning;
+    int compress_ready;
+    /* CUDA graphs of decode-only steps, one per padded batch size (graph_rows[i] rows), captured
+     * on first use; 0 graphs with enforce_eager, tensor parallelism or time_parts. */
+    int n_graphs;
+    int graph_rows[GRAPH_BUCKETS];
+    cudaGraphExec_t graph_exec[GRAPH_BUCKETS];
+    int graphs_off; /* a capture failed: eager from then on */
+    int gemv_rows;  /* steps of at most this many rows use kernels/gemv.h */
+    tp_comm *tp;    /* borrowed; NULL without tensor parallelism */
     int tp_rank;
     tp_dims dims; /* this rank's heads and d_ff in the whole model's (rank 0 of 1 without tp) */
     /* time_parts: [2 all-reduces per layer][start, end], then the LM head's [start, end] */
@@ -95,6 +111,8 @@ static int n_events(const llama_config *c) { return 4 * c->n_layers + 2; }
 static void backend_destroy(void *impl) {
     cuda_backend *b = impl;
     if (!b) return;
+    for (int i = 0; i < b->n_graphs; i++)
+        if (b->graph_exec[i]) cudaGraphExecDestroy(b->graph_exec[i]);
     if (b->cublas) cublasDestroy(b->cublas);
     if (b->stream) cudaStreamDestroy(b->stream);
     for (int i = 0; b->events && i < n_events(&b->config); i++)
@@ -103,6 +121,7 @@ static void backend_destroy(void *impl) {
     cudaFree(b->weights), cudaFree(b->scratch), cudaFree(b->kv_full), cudaFree(b->kv_open);
     cudaFree(b->hdr_dev);
     cudaFreeHost(b->plan_host), cudaFreeHost(b->logits_host), cudaFreeHost(b->hdr_host);
+    cudaFreeHost(b->sample_host), cudaFreeHost(b->sample_out_host);
     free(b);
 }
 
@@ -111,6 +130,23 @@ static void backend_destroy(void *impl) {
 static ds_status gemm(cuda_backend *b, void *y, cudaDataType_t ytype, const void *w, const void *x,
                       int n_out, int rows, int k, float beta, char *msg, size_t msg_len) {
     const float one = 1.0f;
+    if (rows <= b->gemv_rows && k % 8 == 0) { /* a few rows: stream W once (kernels/gemv.h) */
+        const gemv_params g = {.w = w,
+                               .x = x,
+                               .out = y,
+                               .w_type = b->wtype == FWD_BF16 ? GEMV_BF16 : GEMV_F16,
+                               .out_type = ytype == CUDA_R_32F    ? GEMV_F32
+                                           : ytype == CUDA_R_16BF ? GEMV_BF16
+                                                                  : GEMV_F16,
+                               .n_rows = rows,
+                               .n_out = n_out,
+                               .k = k,
+                               .ldx = (size_t)k,
+                               .ldo = (size_t)n_out,
+                               .split = n_out,
+                               .beta = beta};
+        return gemv_cuda(&g, b->stream, msg, msg_len);
+    }
     CUBLAS_CHECK(cublasGemmEx(b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, rows, k, &one, w, b->wdt,
                               k, x, b->wdt, k, &beta, y, ytype, n_out, CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
@@ -300,8 +336,10 @@ static ds_status add_allreduce_time(cuda_backend *b, char *msg, size_t msg_len) 
     return DS_OK;
 }
 
-static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int l, char *msg,
-                           size_t msg_len) {
+/* graph: p is a padded plan being captured (plan.h): kv_compress and attention read their sizes
+ * from its run-time words, and the attention grid covers the whole context. */
+static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int l, int graph,
+                           char *msg, size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
     const int R = p->n_rows, d = c->d_model, D = c->head_dim, H = c->n_kv_heads;
@@ -363,6 +401,9 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
                                              .full_ids = dp + p->fill_full,
                                              .n_blocks = p->n_fill,
                                              .n_kv_heads = H,
+                                             .n_blocks_dev =
+                                                 graph ? dp + p->dyn + CUDA_PLAN_DYN_FILLS : NULL,
+                                             .smem_ready = b->compress_ready,
                                              .cache = view,
                                              .key_format = b->key_format,
                                              .value_format = b->value_format};
@@ -383,12 +424,14 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
                                        .n_kv_heads = H,
                                        .head_dim = D,
                                        .block_size = b->cache->config.block_size,
-                                       .max_pos = p->max_pos,
+                                       .max_pos = graph ? c->context_length - 1 : p->max_pos,
                                        .scale = 1.0f / sqrtf((float)D),
                                        .cache = view,
                                        .key_format = b->key_format,
                                        .value_format = b->value_format};
-    st = paged_attention_cuda(&ap, NULL, s + L->attn_ws, L->attn_ws_bytes, NULL, stream, msg,
+    paged_attention_tuning tuning = b->attn_tuning;
+    if (graph) tuning.blocks_per_split_dev = dp + p->dyn + CUDA_PLAN_DYN_SPLIT;
+    st = paged_attention_cuda(&ap, &tuning, s + L->attn_ws, L->attn_ws_bytes, NULL, stream, msg,
                               msg_len);
     if (st != DS_OK) return st;
     const void *attn_in = attn;
@@ -408,10 +451,27 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
     if (st != DS_OK) return st;
     /* gate and up in one call: two GEMMs that share X, weights ff * d apart, outputs
      * max_rows * ff apart. */
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, ff, R, d, &one, w + L->wgu, b->wdt, d,
-        (long long)ff * d, xn, b->wdt, d, 0, &zero, gate, b->wdt, ff,
-        (long long)b->limits.max_rows * ff, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (R <= b->gemv_rows && d % 8 == 0) { /* w_gate and w_up are one [2 d_ff][d] matrix */
+        const gemv_params g = {.w = (const uint16_t *)(w + L->wgu),
+                               .x = xn,
+                               .out = gate,
+                               .w_type = bf16 ? GEMV_BF16 : GEMV_F16,
+                               .out_type = bf16 ? GEMV_BF16 : GEMV_F16,
+                               .n_rows = R,
+                               .n_out = 2 * ff,
+                               .k = d,
+                               .ldx = (size_t)d,
+                               .ldo = (size_t)ff,
+                               .split = ff,
+                               .split_stride = (size_t)b->limits.max_rows * ff};
+        st = gemv_cuda(&g, stream, msg, msg_len);
+        if (st != DS_OK) return st;
+    } else {
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+            b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, ff, R, d, &one, w + L->wgu, b->wdt, d,
+            (long long)ff * d, xn, b->wdt, d, 0, &zero, gate, b->wdt, ff,
+            (long long)b->limits.max_rows * ff, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
     st = bf16 ? fwd_swiglu_bf16_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len)
               : ops_swiglu_cuda(gate, gate, up, (size_t)R * ff, stream, msg, msg_len);
     if (st == DS_OK) st = gemm(b, x, CUDA_R_32F, w + L->wdown, gate, d, R, ff, beta, msg, msg_len);
@@ -441,7 +501,54 @@ static ds_status send_header(cuda_backend *b, cuda_plan_command command, const c
                              msg, msg_len);
 }
 
-static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, char *msg,
+/* Final norm over logit rows r0 .. r0 + n of the plan, and the LM head in fp32 into the logits
+ * buffer. */
+static ds_status lm_head(cuda_backend *b, const cuda_plan *p, const int32_t *dp, int r0, int n,
+                         char *msg, size_t msg_len) {
+    const llama_config *c = &b->config;
+    const cuda_layout *L = &b->lay;
+    const fwd_rmsnorm_params norm = {.out = b->scratch + L->logit_x,
+                                     .out_type = b->wtype,
+                                     .x = (const float *)(b->scratch + L->x),
+                                     .rows = dp + p->logit_rows + r0,
+                                     .weight = (const float *)(b->weights + L->output_norm),
+                                     .n_rows = n,
+                                     .dim = c->d_model,
+                                     .eps = c->rms_eps};
+    ds_status st = fwd_rmsnorm_cuda(&norm, b->stream, msg, msg_len);
+    return st == DS_OK
+               ? gemm(b, b->scratch + L->logits, CUDA_R_32F, b->weights + L->output,
+                      b->scratch + L->logit_x, c->vocab_size, n, c->d_model, 0.0f, msg, msg_len)
+               : st;
+}
+
+/* Samples the first n rows of the logits buffer with the rows at L->sample_rows into
+ * L->sample_out (ids, then log-probabilities); n_rows_dev: the count read at run time. */
+static ds_status sample_rows(cuda_backend *b, int n, const int32_t *n_rows_dev, char *msg,
+                             size_t msg_len) {
+    const cuda_layout *L = &b->lay;
+    int32_t *ids = (int32_t *)(b->scratch + L->sample_out);
+    const sample_params sp = {.logits = (const float *)(b->scratch + L->logits),
+                              .rows = (const sample_row *)(b->scratch + L->sample_rows),
+                              .ids = ids,
+                              .logprobs = (float *)(ids + L->logit_rows),
+                              .probs = (float *)(b->scratch + L->probs),
+                              .n_rows_dev = n_rows_dev,
+                              .n_rows = n,
+                              .vocab = b->config.vocab_size};
+    return sample_cuda(&sp, b->stream, msg, msg_len);
+}
+
+/* What a step hands back: logits [n_logit_rows][vocab] to the host, or (rows set) one token and
+ * log-probability per logit row sampled on the device; neither on a following rank. */
+typedef struct step_out {
+    float *logits;
+    const sample_row *rows;
+    int32_t *tokens;
+    float *logprobs;
+} step_out;
+
+static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *out, char *msg,
                           size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
@@ -464,32 +571,38 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
         st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, (int)d, dp + p->tokens,
                             p->n_rows, b->stream, msg, msg_len);
     for (int l = 0; st == DS_OK && l < c->n_layers; l++)
-        st = in_layer(run_layer(b, p, dp, l, msg, msg_len), l, msg, msg_len);
+        st = in_layer(run_layer(b, p, dp, l, 0, msg, msg_len), l, msg, msg_len);
     if (st != DS_OK) return st;
-    /* Final norm over the gathered rows, LM head in fp32, to the host a chunk at a time (on rank 0
-     * alone: the head is replicated, every rank's x is the same). */
+    /* Final norm over the gathered rows, LM head in fp32 (on rank 0 alone: the head is
+     * replicated, every rank's x is the same), then either sampled on the device (one chunk:
+     * forward_sample asks for at most one row per sequence) or to the host a chunk at a time. */
     float *dev_logits = (float *)(b->scratch + L->logits);
     const int n_logit_rows = b->tp_rank == 0 ? p->n_logit_rows : 0;
+    (void)d;
+    const int sampling = out && out->rows;
+    if (sampling && n_logit_rows) {
+        memcpy(b->sample_host, out->rows, (size_t)n_logit_rows * sizeof(sample_row));
+        CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, b->sample_host,
+                                   (size_t)n_logit_rows * sizeof(sample_row),
+                                   cudaMemcpyHostToDevice, b->stream));
+    }
     for (int r0 = 0; r0 < n_logit_rows; r0 += L->logit_rows) {
         const int n = n_logit_rows - r0 < L->logit_rows ? n_logit_rows - r0 : L->logit_rows;
         cudaEvent_t *head = b->events ? b->events + n_events(c) - 2 : NULL;
         if (head) CUDA_CHECK(cudaEventRecord(head[0], b->stream));
-        const fwd_rmsnorm_params norm = {.out = b->scratch + L->logit_x,
-                                         .out_type = b->wtype,
-                                         .x = x,
-                                         .rows = dp + p->logit_rows + r0,
-                                         .weight = (const float *)(b->weights + L->output_norm),
-                                         .n_rows = n,
-                                         .dim = (int)d,
-                                         .eps = c->rms_eps};
-        st = fwd_rmsnorm_cuda(&norm, b->stream, msg, msg_len);
-        if (st == DS_OK)
-            st = gemm(b, dev_logits, CUDA_R_32F, b->weights + L->output, b->scratch + L->logit_x,
-                      (int)V, n, (int)d, 0.0f, msg, msg_len);
+        st = lm_head(b, p, dp, r0, n, msg, msg_len);
         if (st != DS_OK) return st;
         if (head) CUDA_CHECK(cudaEventRecord(head[1], b->stream));
-        CUDA_CHECK(cudaMemcpyAsync(b->logits_host, dev_logits, (size_t)n * V * sizeof(float),
-                                   cudaMemcpyDeviceToHost, b->stream));
+        if (sampling) {
+            st = sample_rows(b, n, NULL, msg, msg_len);
+            if (st != DS_OK) return st;
+            CUDA_CHECK(cudaMemcpyAsync(b->sample_out_host, b->scratch + L->sample_out,
+                                       2 * L->logit_rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                       b->stream));
+        } else {
+            CUDA_CHECK(cudaMemcpyAsync(b->logits_host, dev_logits, (size_t)n * V * sizeof(float),
+                                       cudaMemcpyDeviceToHost, b->stream));
+        }
         st = wait_stream(b, msg, msg_len);
         if (st != DS_OK) return st;
         if (head) {
@@ -497,7 +610,14 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, float *logits, ch
             CUDA_CHECK(cudaEventElapsedTime(&ms, head[0], head[1]));
             b->lm_head_ms += ms;
         }
-        memcpy(logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
+        if (sampling) {
+            memcpy(out->tokens, b->sample_out_host, (size_t)n * sizeof(int32_t));
+            if (out->logprobs)
+                memcpy(out->logprobs, b->sample_out_host + L->logit_rows,
+                       (size_t)n * sizeof(float));
+        } else {
+            memcpy(out->logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
+        }
     }
     /* Also when no row wants logits: the next step rewrites the pinned plan buffer. */
     st = wait_stream(b, msg, msg_len);
@@ -509,20 +629,146 @@ void cuda_backend_part_ms(const engine_backend *rank, double *allreduce_ms, doub
     *allreduce_ms = b->allreduce_ms, *lm_head_ms = b->lm_head_ms;
 }
 
-static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
-                                 char *msg, size_t msg_len) {
-    cuda_backend *b = impl;
+/* ---- CUDA graphs of decode-only steps ---- */
+
+/* The graph slot for n sequences: the smallest bucket that holds them, or -1. */
+static int graph_slot(const cuda_backend *b, int n) {
+    for (int i = 0; i < b->n_graphs; i++)
+        if (n <= b->graph_rows[i]) return i;
+    return -1;
+}
+
+/* Everything a padded plan's step enqueues, from the embedding to the sampled ids. */
+static ds_status enqueue_padded(cuda_backend *b, const cuda_plan *p, char *msg, size_t msg_len) {
+    const cuda_layout *L = &b->lay;
+    const int32_t *dp = (const int32_t *)(b->scratch + L->plan);
+    ds_status st =
+        fwd_embed_cuda((float *)(b->scratch + L->x), b->weights + L->tok_embd, b->wtype,
+                       b->config.d_model, dp + p->tokens, p->n_rows, b->stream, msg, msg_len);
+    for (int l = 0; st == DS_OK && l < b->config.n_layers; l++)
+        st = in_layer(run_layer(b, p, dp, l, 1, msg, msg_len), l, msg, msg_len);
+    if (st == DS_OK) st = lm_head(b, p, dp, 0, p->n_rows, msg, msg_len);
+    if (st == DS_OK) st = sample_rows(b, p->n_rows, dp + p->dyn + CUDA_PLAN_DYN_ROWS, msg, msg_len);
+    return st;
+}
+
+/* Captures slot's graph from a padded plan of its size; on failure graphs stay off and the
+ * caller runs the step eagerly (st is then DS_OK and *exec NULL). */
+static ds_status capture(cuda_backend *b, const cuda_plan *p, cudaGraphExec_t *exec, char *msg,
+                         size_t msg_len) {
+    *exec = NULL;
+    cudaGraph_t graph = NULL;
+    CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    char why[512] = "";
+    ds_status st = enqueue_padded(b, p, why, sizeof why);
+    cudaError_t e = cudaStreamEndCapture(b->stream, &graph);
+    if (st == DS_OK && e == cudaSuccess) e = cudaGraphInstantiate(exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (st == DS_OK && e == cudaSuccess) return DS_OK;
+    (void)cudaGetLastError();
+    *exec = NULL;
+    b->graphs_off = 1;
+    DS_LOG_W("cuda:%d: CUDA graph capture of a %d-row decode step failed (%s); running every step "
+             "eagerly",
+             b->device, p->n_rows, st != DS_OK ? why : cudaGetErrorString(e));
+    (void)msg, (void)msg_len;
+    return DS_OK;
+}
+
+/* A decode-only step through its bucket's graph (captured on first use). *ran = 0: graphs are
+ * off after a failed capture; nothing ran and the caller goes eager. */
+static ds_status run_graph_step(cuda_backend *b, const llama_step_seq *seqs, int n_seqs, int slot,
+                                const step_out *out, int *ran, char *msg, size_t msg_len) {
+    const cuda_layout *L = &b->lay;
+    *ran = 0;
+    cuda_plan p;
+    ds_status st = cuda_plan_build_padded(b->cache, seqs, n_seqs, b->graph_rows[slot], &b->limits,
+                                          b->plan_host, &p, msg, msg_len);
+    if (st != DS_OK) return st;
+    /* The attention's split size for this step's context, in the graph's grid. */
+    const llama_config *c = &b->config;
+    const paged_attention_params ap = {.table_stride = p.table_stride,
+                                       .n_rows = p.n_rows,
+                                       .n_q_heads = c->n_heads,
+                                       .n_kv_heads = c->n_kv_heads,
+                                       .head_dim = c->head_dim,
+                                       .block_size = b->cache->config.block_size,
+                                       .max_pos = p.max_pos,
+                                       .scale = 1.0f,
+                                       .cache = layer_view(b, 0),
+                                       .key_format = b->key_format,
+                                       .value_format = b->value_format};
+    b->plan_host[p.dyn + CUDA_PLAN_DYN_SPLIT] =
+        paged_attention_cuda_blocks_per_split(&ap, &b->attn_tuning, L->attn_ws_bytes);
+    CUDA_CHECK(cudaSetDevice(b->device));
+    CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->plan, b->plan_host, p.n_words * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, b->stream));
+    memcpy(b->sample_host, out->rows, (size_t)n_seqs * sizeof(sample_row));
+    CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, b->sample_host,
+                               (size_t)n_seqs * sizeof(sample_row), cudaMemcpyHostToDevice,
+                               b->stream));
+    if (!b->graph_exec[slot]) {
+        st = capture(b, &p, &b->graph_exec[slot], msg, msg_len);
+        if (st != DS_OK || !b->graph_exec[slot]) return wait_stream(b, msg, msg_len);
+    }
+    CUDA_CHECK(cudaGraphLaunch(b->graph_exec[slot], b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(b->sample_out_host, b->scratch + L->sample_out,
+                               2 * L->logit_rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               b->stream));
+    st = wait_stream(b, msg, msg_len);
+    if (st != DS_OK) return st;
+    *ran = 1;
+    memcpy(out->tokens, b->sample_out_host, (size_t)n_seqs * sizeof(int32_t));
+    if (out->logprobs)
+        memcpy(out->logprobs, b->sample_out_host + L->logit_rows, (size_t)n_seqs * sizeof(float));
+    return DS_OK;
+}
+
+/* The bucket for a step that a graph can run (decode-only, sampled on the device), or -1. */
+static int graph_slot_for(const cuda_backend *b, const llama_step_seq *seqs, int n_seqs,
+                          const step_out *out) {
+    if (!b->n_graphs || b->graphs_off || !out || !out->rows || n_seqs < 1) return -1;
+    for (int i = 0; i < n_seqs; i++)
+        if (seqs[i].n_tokens != 1 || seqs[i].logits != LLAMA_LOGITS_LAST) return -1;
+    return graph_slot(b, n_seqs);
+}
+
+static ds_status forward_step(cuda_backend *b, const llama_step_seq *seqs, int n_seqs,
+                              const step_out *out, char *msg, size_t msg_len) {
+    const int slot = graph_slot_for(b, seqs, n_seqs, out);
+    if (slot >= 0) {
+        int ran;
+        ds_status st = run_graph_step(b, seqs, n_seqs, slot, out, &ran, msg, msg_len);
+        if (st != DS_OK || ran) return st;
+    }
     cuda_plan p;
     ds_status st =
         cuda_plan_build(b->cache, seqs, n_seqs, &b->limits, b->plan_host, &p, msg, msg_len);
     if (st != DS_OK || p.n_rows == 0) return st;
-    st = run_step(b, &p, logits, msg, msg_len);
+    st = run_step(b, &p, out, msg, msg_len);
     if (st != DS_OK && st != DS_EUNAVAILABLE && leads(b)) { /* the others ran on, or wait */
         char inner[512];
         snprintf(inner, sizeof inner, "%s", msg);
         st = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "tensor-parallel ranks out of step: %s", inner);
     }
     return st;
+}
+
+static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                                 char *msg, size_t msg_len) {
+    const step_out out = {.logits = logits};
+    return forward_step(impl, seqs, n_seqs, &out, msg, msg_len);
+}
+
+static ds_status backend_forward_sample(void *impl, const llama_step_seq *seqs, int n_seqs,
+                                        const sample_row *rows, int32_t *tokens, float *logprobs,
+                                        char *msg, size_t msg_len) {
+    for (int i = 0; i < n_seqs; i++)
+        if (seqs[i].logits != LLAMA_LOGITS_LAST && seqs[i].logits != LLAMA_LOGITS_NONE)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "sequence %d: device sampling takes its last row's logits or none", i);
+    const step_out out = {.rows = rows, .tokens = tokens, .logprobs = logprobs};
+    return forward_step(impl, seqs, n_seqs, &out, msg, msg_len);
 }
 
 ds_status cuda_backend_follow(const engine_backend *rank, int *stop, char *msg, size_t msg_len) {
@@ -612,6 +858,28 @@ static ds_status check_attention(cuda_backend *b, char *msg, size_t msg_len) {
     return paged_attention_cuda(&probe, NULL, NULL, 0, NULL, b->stream, msg, msg_len);
 }
 
+/* Device limits asked once, the kernels' shared-memory limits raised once: no attribute call is
+ * left on a step's path (CUDA graph captures refuse them, and each costs microseconds). */
+static ds_status prepare_kernels(cuda_backend *b, char *msg, size_t msg_len) {
+    const llama_config *c = &b->config;
+    const paged_attention_params probe = {.table_stride = 1,
+                                          .n_q_heads = c->n_heads,
+                                          .n_kv_heads = c->n_kv_heads,
+                                          .head_dim = c->head_dim,
+                                          .block_size = b->cache->config.block_size,
+                                          .scale = 1.0f,
+                                          .cache = layer_view(b, 0),
+                                          .key_format = b->key_format,
+                                          .value_format = b->value_format};
+    ds_status st = paged_attention_cuda_prepare(&probe, &b->attn_tuning, msg, msg_len);
+    if (st != DS_OK) return st;
+    kv_compress_params compress = {
+        .n_kv_heads = c->n_kv_heads, .key_format = b->key_format, .value_format = b->value_format};
+    st = kv_compress_cuda_prepare(&compress, msg, msg_len);
+    b->compress_ready = compress.smem_ready;
+    return st;
+}
+
 static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *msg,
                           size_t msg_len) {
     const kv_cache_config *kc = &b->cache->config;
@@ -643,6 +911,13 @@ static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *
     if (st == DS_OK)
         st = dev_alloc((void **)&b->hdr_dev, CUDA_PLAN_HEADER_WORDS * sizeof(int32_t),
                        "step header", msg, msg_len);
+    if (st != DS_OK) return st;
+    st = host_alloc((void **)&b->sample_host, (size_t)b->lay.logit_rows * sizeof(sample_row),
+                    "sampling rows", msg, msg_len);
+    if (st == DS_OK)
+        st = host_alloc((void **)&b->sample_out_host,
+                        (size_t)b->lay.logit_rows * 2 * sizeof(int32_t), "sampled tokens", msg,
+                        msg_len);
     if (st != DS_OK) return st;
     st = host_alloc((void **)&b->logits_host,
                     (size_t)b->lay.logit_rows * b->config.vocab_size * sizeof(float),
@@ -689,6 +964,10 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
     b->tp_rank = o->tp ? tp_comm_rank(o->tp) : 0;
     b->cache = cache;
     b->device = o->device;
+    b->gemv_rows = o->gemv_rows == 0 ? CUDA_GEMV_ROWS
+                   : o->gemv_rows < 0
+                       ? 0
+                       : (o->gemv_rows < GEMV_MAX_ROWS ? o->gemv_rows : GEMV_MAX_ROWS);
     if (o->tp)
         snprintf(b->device_name, sizeof b->device_name,
                  "cuda:%d (%s), tensor-parallel rank %d of %d", o->device, name, b->tp_rank,
@@ -725,6 +1004,13 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
         }
     }
     if (st == DS_OK) st = check_attention(b, msg, msg_len);
+    if (st == DS_OK) st = prepare_kernels(b, msg, msg_len);
+    if (st == DS_OK && !o->enforce_eager && !o->tp && !o->time_parts) {
+        const int cap = o->max_seqs < o->max_step_tokens ? o->max_seqs : o->max_step_tokens;
+        for (int rows = 1; b->n_graphs < GRAPH_BUCKETS - 1 && rows < cap; rows *= 2)
+            b->graph_rows[b->n_graphs++] = rows;
+        b->graph_rows[b->n_graphs++] = cap;
+    }
     tp_shard shard = {0};
     const int sharded = o->tp && !o->random_weights;
     if (st == DS_OK && sharded)
@@ -740,6 +1026,38 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
     *out = (engine_backend){.impl = b,
                             .device = b->device_name,
                             .forward = backend_forward,
+                            .forward_sample = backend_forward_sample,
                             .destroy = backend_destroy};
     return DS_OK;
+}
+
+ds_status cuda_device_copy_rate(int device, double *bytes_per_s, char *msg, size_t msg_len) {
+    const size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    *bytes_per_s = 0;
+    CUDA_CHECK(cudaSetDevice(device));
+    ds_status st = dev_alloc(&a, n, "copy-rate buffer", msg, msg_len);
+    if (st == DS_OK) st = dev_alloc(&b, n, "copy-rate buffer", msg, msg_len);
+    cudaError_t e = cudaSuccess;
+    if (st == DS_OK) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    if (e == cudaSuccess) e = cudaMemset(a, 1, n);
+    float best = 0.0f;
+    for (int i = 0; st == DS_OK && e == cudaSuccess && i < 6; i++) {
+        float ms = 0.0f;
+        if (e == cudaSuccess) e = cudaEventRecord(e0, 0);
+        if (e == cudaSuccess) e = cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, 0);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        if (e == cudaSuccess && i > 0 && (best == 0.0f || ms < best)) best = ms;
+    }
+    if (st == DS_OK && e != cudaSuccess)
+        st = ds_fail(msg, msg_len, DS_EINTERNAL, "copy rate: %s", cudaGetErrorString(e));
+    if (st == DS_OK) *bytes_per_s = 2.0 * (double)n / (best * 1e-3);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaFree(a), cudaFree(b);
+    return st;
 }

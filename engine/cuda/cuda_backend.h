@@ -31,6 +31,10 @@
 typedef struct engine_backend engine_backend;
 typedef struct tp_comm tp_comm; /* engine/cuda/tp_comm.h */
 
+/* Rows up to which the backend's matrix products use kernels/gemv.h by default (measured on the
+ * H200: BENCHMARKS.md §14). */
+#define CUDA_GEMV_ROWS 1
+
 typedef enum cuda_weight_type { CUDA_WEIGHTS_F16 = 0, CUDA_WEIGHTS_BF16 } cuda_weight_type;
 
 typedef struct cuda_backend_options {
@@ -58,6 +62,13 @@ typedef struct cuda_backend_options {
     /* CUDA events around every all-reduce (with tp) and the LM head, summed after each step
      * (costs a little; for benchmarks): cuda_backend_part_ms, cuda_tp_part_ms. */
     int time_parts;
+    /* 0: decode-only steps sampled on the device run as CUDA graphs, one per padded batch size
+     * (1, 2, 4, ... up to min(max_seqs, max_step_tokens)), captured on first use (not with tp or
+     * time_parts); 1: every step is launched kernel by kernel (vLLM's --enforce-eager). */
+    int enforce_eager;
+    /* Steps of at most this many rows multiply by the weights with kernels/gemv.h instead of
+     * cuBLAS (0: the default, CUDA_GEMV_ROWS; -1: never; at most GEMV_MAX_ROWS). For benchmarks. */
+    int gemv_rows;
 } cuda_backend_options;
 
 /* Creates the backend on options->device and fills *out (only on success). Borrows model (read
@@ -125,5 +136,9 @@ ds_status cuda_tp_follow_node(const llama_model *model, const cuda_backend_optio
  * take: cuda_layout's weights_bytes + scratch_bytes (engine/cuda/plan.h). */
 ds_status cuda_device_memory(int device, size_t *free_bytes, size_t *total_bytes, char *name,
                              size_t name_len, char *msg, size_t msg_len);
+
+/* The device-to-device copy rate (bytes read + written per second, the best of a few 1 GiB
+ * copies): the physical limit's denominator in benchmarks. */
+ds_status cuda_device_copy_rate(int device, double *bytes_per_s, char *msg, size_t msg_len);
 
 #endif

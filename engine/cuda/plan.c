@@ -60,6 +60,9 @@ void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cu
     out->gu = take(&top, 2 * R * ff * W);
     out->logit_x = take(&top, (size_t)out->logit_rows * d * W);
     out->logits = take(&top, (size_t)out->logit_rows * V * sizeof(float));
+    out->probs = take(&top, (size_t)out->logit_rows * V * sizeof(float));
+    out->sample_rows = take(&top, (size_t)out->logit_rows * sizeof(sample_row));
+    out->sample_out = take(&top, (size_t)out->logit_rows * 2 * sizeof(int32_t));
     out->attn_ws = take(&top, out->attn_ws_bytes);
     out->cublas_ws = take(&top, out->cublas_ws_bytes);
     out->plan = take(&top, out->plan_words * sizeof(int32_t));
@@ -72,8 +75,10 @@ void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cu
 
 size_t cuda_plan_capacity(const cuda_plan_limits *lim) {
     /* 5 row arrays (with logit_rows), 2 fill arrays (a block that fills holds at least one new
-     * row, so at most one per row), 2 tables. */
-    return 7 * (size_t)lim->max_rows + 2 * (size_t)lim->max_seqs * lim->max_blocks;
+     * row, so at most one per row), 2 tables (a padded plan's with one more sequence), and a
+     * padded plan's run-time words. */
+    return 7 * (size_t)lim->max_rows + 2 * ((size_t)lim->max_seqs + 1) * lim->max_blocks +
+           CUDA_PLAN_DYN_WORDS;
 }
 
 /* The arrays' offsets from the sizes (the order of plan.h). */
@@ -89,6 +94,7 @@ static void lay_out(cuda_plan *p) {
     p->fill_open = top, top += (size_t)p->n_fill;
     p->fill_full = top, top += (size_t)p->n_fill;
     p->logit_rows = top, top += (size_t)p->n_logit_rows;
+    p->dyn = top;
     p->n_words = top;
 }
 
@@ -203,5 +209,68 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
             p->max_pos = pos > p->max_pos ? pos : p->max_pos;
         }
     }
+    return DS_OK;
+}
+
+ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
+                                 int bucket, const cuda_plan_limits *lim, int32_t *buf,
+                                 cuda_plan *p, char *msg, size_t msg_len) {
+    if (n_seqs < 1 || n_seqs > bucket || bucket > lim->max_seqs || bucket > lim->max_rows)
+        return ds_fail(
+            msg, msg_len, DS_EINVAL,
+            "padded step: %d sequences in a bucket of %d (at most %d sequences, %d rows)", n_seqs,
+            bucket, lim->max_seqs, lim->max_rows);
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].n_tokens != 1 || seqs[s].logits != LLAMA_LOGITS_LAST)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "padded step: sequence %d brings %d tokens (logits mode %d): only "
+                           "decodes are padded",
+                           s, seqs[s].n_tokens, (int)seqs[s].logits);
+    cuda_plan real;
+    ds_status st = cuda_plan_build(cache, seqs, n_seqs, lim, buf, &real, msg, msg_len);
+    if (st != DS_OK) return st;
+    const int T = cache->config.block_size, stride = lim->max_blocks, pad_seq = bucket;
+    memset(p, 0, sizeof *p);
+    p->n_rows = bucket, p->n_seqs = bucket + 1, p->table_stride = stride;
+    p->n_fill = bucket, p->n_logit_rows = bucket, p->max_pos = real.max_pos;
+    lay_out(p);
+    p->n_words += CUDA_PLAN_DYN_WORDS;
+    /* buf held the real plan; the padded one is written from the sequences again (the real
+     * arrays only told us the sizes were valid). */
+    memset(buf, 0, p->n_words * sizeof *buf);
+    int fill = 0;
+    for (int s = 0; s < bucket; s++) {
+        int32_t *ft = buf + p->full_table + (size_t)s * stride;
+        int32_t *ot = buf + p->open_table + (size_t)s * stride;
+        const kv_seq *kv = s < n_seqs ? seqs[s].kv : NULL;
+        for (int b = 0; b < stride; b++) {
+            ft[b] = kv && b < kv->n_blocks ? kv->full_id[b] : -1;
+            ot[b] = kv && b < kv->n_blocks ? kv->open_id[b] : -1;
+        }
+        buf[p->logit_rows + s] = s;
+        if (!kv) { /* padding: one token at position 0 of the pad sequence, nothing written */
+            buf[p->tokens + s] = 0, buf[p->positions + s] = 0;
+            buf[p->row_seq + s] = pad_seq, buf[p->slots + s] = -1;
+            continue;
+        }
+        const int pos = kv->n_tokens;
+        buf[p->tokens + s] = seqs[s].tokens[0], buf[p->positions + s] = pos;
+        buf[p->row_seq + s] = s, buf[p->slots + s] = kv->open_id[pos / T] * T + pos % T;
+        int first, end;
+        kv_seq_filling(cache, kv, &first, &end);
+        for (int b = first; b < end; b++, fill++) {
+            buf[p->fill_open + fill] = kv->open_id[b];
+            buf[p->fill_full + fill] = kv->full_id[b];
+        }
+    }
+    /* The pad sequence's only block: sequence 0's open block, whose slot 0 holds finite fp16
+     * (written before or by this very step) that padding rows attend to and nobody keeps. */
+    int32_t *pad_ft = buf + p->full_table + (size_t)pad_seq * stride;
+    int32_t *pad_ot = buf + p->open_table + (size_t)pad_seq * stride;
+    for (int b = 0; b < stride; b++)
+        pad_ft[b] = -1, pad_ot[b] = -1;
+    pad_ot[0] = seqs[0].kv->open_id[seqs[0].kv->n_tokens / T];
+    buf[p->dyn + CUDA_PLAN_DYN_ROWS] = n_seqs;
+    buf[p->dyn + CUDA_PLAN_DYN_FILLS] = fill;
     return DS_OK;
 }

@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "engine/llama.h"
 #include "engine/loader/model.h"
+#include "kernels/sample.h"
 #include "kvcache/paged_cache.h"
 
 /* ---- device memory layout ----
@@ -26,7 +27,9 @@
  * Scratch arena (R = max_rows, L = logit_rows):
  *     x [R][d] fp32 (the residual stream), xn [R][d] W (normalised GEMM input),
  *     qkv [R][qd + 2 kvd] fp16, attn [R][qd] fp16, gu [2][R][d_ff] W (gate, up; SwiGLU writes
- *     the gate half), logit_x [L][d] W, logits [L][vocab] fp32, the attention split-K
+ *     the gate half), logit_x [L][d] W, logits [L][vocab] fp32, probs [L][vocab] fp32 (the
+ *     sampler's workspace), sample_rows [L] sample_row, sample_out [L][2] int32 (each sampled
+ *     row's token id, then its log-probability's fp32 bits), the attention split-K
  *     workspace, the cuBLAS workspace, the step plan [plan_words] int32; with bf16 weights also
  *     qkv_f32 [R][qd + 2 kvd] fp32 and attn_w [R][qd] bf16 (the fp16-only kernels sit between
  *     bf16 GEMMs).
@@ -37,7 +40,8 @@ typedef struct cuda_layout {
     size_t tok_embd, output, output_norm, inv_freq, layer0, layer_stride;
     size_t attn_norm, ffn_norm, wqkv, wo, wgu, wdown; /* within a layer */
     /* scratch */
-    size_t x, xn, qkv, qkv_f32, attn, attn_w, gu, logit_x, logits, attn_ws, cublas_ws, plan;
+    size_t x, xn, qkv, qkv_f32, attn, attn_w, gu, logit_x, logits, probs, sample_rows, sample_out;
+    size_t attn_ws, cublas_ws, plan;
     size_t attn_ws_bytes, cublas_ws_bytes, plan_words;
     int logit_rows; /* rows of logits one LM-head GEMM produces; larger steps loop */
     int max_blocks; /* block-table width: blocks of the longest context */
@@ -66,6 +70,7 @@ typedef struct cuda_plan {
     int n_rows, n_seqs, table_stride, n_fill, n_logit_rows, max_pos;
     size_t tokens, positions, row_seq, slots, full_table, open_table, fill_open, fill_full,
         logit_rows;
+    size_t dyn;     /* a padded plan's CUDA_PLAN_DYN_WORDS run-time words (after logit_rows) */
     size_t n_words; /* int32 values in use: what the copy moves */
 } cuda_plan;
 
@@ -78,6 +83,27 @@ size_t cuda_plan_capacity(const cuda_plan_limits *limits);
 ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
                           const cuda_plan_limits *limits, int32_t *buf, cuda_plan *plan, char *msg,
                           size_t msg_len);
+
+/* ---- padded plans (CUDA graphs) ----
+ * A decode-only step (every sequence one token, logits LAST) laid out for a graph captured for
+ * `bucket` rows: every size is the bucket's (n_rows = n_fill = n_logit_rows = bucket, n_seqs =
+ * bucket + 1, table_stride = limits->max_blocks), so each array sits where the graph's kernels
+ * read it whatever the batch; what changes between replays is read from the run-time words at
+ * dyn. Rows past the real sequences are padding: token 0 at position 0 of the extra, last
+ * sequence (one token of sequence 0's open block as its whole context), slot -1 (nothing is
+ * written), logits computed but not sampled. */
+enum {
+    CUDA_PLAN_DYN_ROWS = 0,  /* real rows: the sampler stops there */
+    CUDA_PLAN_DYN_FILLS = 1, /* real fills: kv_compress stops there */
+    CUDA_PLAN_DYN_SPLIT = 2, /* attention blocks per split (the backend writes it) */
+    CUDA_PLAN_DYN_WORDS = 4
+};
+
+/* Validates as cuda_plan_build does and writes the padded plan; DS_EINVAL for a step that is
+ * not decode-only or does not fit the bucket (1 <= n_seqs <= bucket <= max_seqs, max_rows). */
+ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
+                                 int bucket, const cuda_plan_limits *limits, int32_t *buf,
+                                 cuda_plan *plan, char *msg, size_t msg_len);
 
 /* ---- the plan on the wire (tensor parallelism) ----
  * Rank 0 builds the plan and broadcasts it: first a header of CUDA_PLAN_HEADER_WORDS int32

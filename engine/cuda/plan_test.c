@@ -210,6 +210,81 @@ static void test_plan_mixed_batch(void **state) {
     assert_false(in_order);
 }
 
+/* A padded plan (CUDA graphs): the bucket's fixed sizes and offsets whatever the batch, the real
+ * rows as in the plain plan, padding rows that write nothing and read one token of sequence 0's
+ * open block, and the run-time words. */
+static void test_plan_padded(void **state) {
+    fixture *f = *state;
+    char msg[256];
+    reserve(f, 0, 47), kv_seq_commit(f->cache, &f->seqs[0]);
+    reserve(f, 2, 15), kv_seq_commit(f->cache, &f->seqs[2]);
+    reserve(f, 0, 1), reserve(f, 2, 1); /* both decodes fill their block (positions 47, 15) */
+    llama_step_seq step[2] = {{.kv = &f->seqs[0], .tokens = f->tokens[0] + 47, .n_tokens = 1},
+                              {.kv = &f->seqs[2], .tokens = f->tokens[2] + 15, .n_tokens = 1}};
+    cuda_plan p, one;
+    assert_int_equal(
+        cuda_plan_build_padded(f->cache, step, 1, 4, &f->limits, f->buf, &one, msg, sizeof msg),
+        DS_OK);
+    assert_int_equal(
+        cuda_plan_build_padded(f->cache, step, 2, 4, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_OK);
+    assert_memory_equal(&one, &p, offsetof(cuda_plan, max_pos)); /* sizes: the bucket's */
+    assert_true(one.tokens == p.tokens && one.slots == p.slots && one.open_table == p.open_table &&
+                one.fill_full == p.fill_full && one.logit_rows == p.logit_rows &&
+                one.dyn == p.dyn && one.n_words == p.n_words);
+    assert_int_equal(p.n_rows, 4);
+    assert_int_equal(p.n_seqs, 5);
+    assert_int_equal(p.table_stride, f->limits.max_blocks);
+    assert_int_equal(p.n_fill, 4);
+    assert_int_equal(p.n_logit_rows, 4);
+    assert_int_equal(p.max_pos, 47);
+    assert_true(p.n_words <= cuda_plan_capacity(&f->limits));
+    assert_int_equal(f->buf[p.dyn + CUDA_PLAN_DYN_ROWS], 2);
+    assert_int_equal(f->buf[p.dyn + CUDA_PLAN_DYN_FILLS], 2);
+    const int S = p.table_stride;
+    for (int s = 0; s < 2; s++) {
+        const kv_seq *kv = step[s].kv;
+        const int pos = kv->n_tokens;
+        assert_int_equal(f->buf[p.tokens + s], step[s].tokens[0]);
+        assert_int_equal(f->buf[p.positions + s], pos);
+        assert_int_equal(f->buf[p.row_seq + s], s);
+        assert_int_equal(f->buf[p.slots + s], kv->open_id[pos / T] * T + pos % T);
+        assert_int_equal(f->buf[p.fill_open + s], kv->open_id[pos / T]);
+        assert_int_equal(f->buf[p.fill_full + s], kv->full_id[pos / T]);
+        for (int b = 0; b < S; b++) {
+            assert_int_equal(f->buf[p.full_table + s * S + b],
+                             b < kv->n_blocks ? kv->full_id[b] : -1);
+            assert_int_equal(f->buf[p.open_table + s * S + b],
+                             b < kv->n_blocks ? kv->open_id[b] : -1);
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        assert_int_equal(f->buf[p.logit_rows + r], r);
+    for (int r = 2; r < 4; r++) { /* padding */
+        assert_int_equal(f->buf[p.slots + r], -1);
+        assert_int_equal(f->buf[p.positions + r], 0);
+        assert_int_equal(f->buf[p.row_seq + r], 4);
+        assert_int_equal(f->buf[p.tokens + r], 0);
+    }
+    assert_int_equal(f->buf[p.open_table + 4 * S], f->seqs[0].open_id[47 / T]);
+    assert_int_equal(f->buf[p.full_table + 4 * S], -1);
+    for (int b = 1; b < S; b++)
+        assert_int_equal(f->buf[p.open_table + 4 * S + b], -1);
+    /* not decode-only, or not in the bucket */
+    llama_step_seq two = step[0];
+    two.n_tokens = 2;
+    assert_int_equal(
+        cuda_plan_build_padded(f->cache, &two, 1, 4, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_EINVAL);
+    assert_non_null(strstr(msg, "only decodes are padded"));
+    assert_int_equal(
+        cuda_plan_build_padded(f->cache, step, 2, 1, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_EINVAL);
+    assert_int_equal(
+        cuda_plan_build_padded(f->cache, step, 2, 8, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_EINVAL);
+}
+
 static void test_plan_errors(void **state) {
     fixture *f = *state;
     char msg[256];
@@ -293,6 +368,7 @@ int main(void) {
         cmocka_unit_test(test_layout_weights),
         cmocka_unit_test(test_layout_scratch),
         cmocka_unit_test_setup_teardown(test_plan_mixed_batch, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_plan_padded, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_header, fixture_setup, fixture_teardown),
     };

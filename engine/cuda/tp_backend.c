@@ -420,16 +420,18 @@ static void *keepalive_main(void *arg) {
     return NULL;
 }
 
-static ds_status tp_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
-                            char *msg, size_t msg_len) {
-    tp_group *g = impl;
+/* Rank 0's step under the group's lock: its logits (rows NULL) or tokens sampled on its GPU. */
+static ds_status tp_step(tp_group *g, const llama_step_seq *seqs, int n_seqs, float *logits,
+                         const sample_row *rows, int32_t *tokens, float *logprobs, char *msg,
+                         size_t msg_len) {
     pthread_mutex_lock(&g->mu);
     ds_status st = g->failed;
     if (st != DS_OK) {
         ds_fail(msg, msg_len, st, "tensor-parallel group failed earlier: %s", g->failure);
     } else {
         const engine_backend *r0 = &g->ranks[0].backend;
-        st = r0->forward(r0->impl, seqs, n_seqs, logits, msg, msg_len);
+        st = rows ? r0->forward_sample(r0->impl, seqs, n_seqs, rows, tokens, logprobs, msg, msg_len)
+                  : r0->forward(r0->impl, seqs, n_seqs, logits, msg, msg_len);
         g->last_ms = now_ms();
         /* DS_EUNAVAILABLE: a rank died or the ranks are out of step (cuda_backend.h); the group
          * is gone. Anything else was refused before the step reached the others. */
@@ -437,6 +439,17 @@ static ds_status tp_forward(void *impl, const llama_step_seq *seqs, int n_seqs, 
     }
     pthread_mutex_unlock(&g->mu);
     return st;
+}
+
+static ds_status tp_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
+                            char *msg, size_t msg_len) {
+    return tp_step(impl, seqs, n_seqs, logits, NULL, NULL, NULL, msg, msg_len);
+}
+
+static ds_status tp_forward_sample(void *impl, const llama_step_seq *seqs, int n_seqs,
+                                   const sample_row *rows, int32_t *tokens, float *logprobs,
+                                   char *msg, size_t msg_len) {
+    return tp_step(impl, seqs, n_seqs, NULL, rows, tokens, logprobs, msg, msg_len);
 }
 
 static const char *tp_failure(void *impl) {
@@ -492,6 +505,7 @@ ds_status cuda_tp_backend_create(const llama_model *model, kv_cache *cache,
     *out = (engine_backend){.impl = g,
                             .device = g->ranks[0].backend.device,
                             .forward = tp_forward,
+                            .forward_sample = tp_forward_sample,
                             .destroy = tp_destroy,
                             .failure = tp_failure};
     return DS_OK;

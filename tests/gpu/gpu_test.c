@@ -95,7 +95,8 @@ static void check_attention(const attn_case *c, int n_seqs, const int *first, co
     void *ws;
     CK(cudaMalloc(&ws, ws_bytes));
 
-    const paged_attention_tuning plans[] = {{0, 0, 0, 0}, {1, 0, 0, 0}, {0, 8, 2, 3}};
+    const paged_attention_tuning plans[] = {
+        {0}, {.max_splits = 1}, {.ctas_per_sm = 8, .warps_per_cta = 2, .stages = 3}};
     const char *plan_names[] = {"auto", "1split", "2warps"};
     for (int pi = 0; pi < 3; pi++) {
         CK(cudaMemset((void *)dp.out, 0xff, out_elems * 2));
@@ -359,8 +360,7 @@ static void check_reshape_and_cache(void) {
     free(open), free(got), free(k), free(v);
 }
 
-/* ---- element-wise ops and sampling ------------------------------------------------------------
- */
+/* ---- element-wise and row-wise ops -------------------------------------------------------- */
 
 /* max |got - want| / (|want| + floor) over n: fp16 outputs of fp32 math. */
 static double rel_err_f16(const uint16_t *got, const float *want, size_t n, double floor) {
@@ -432,29 +432,6 @@ static void check_ops(void) {
         report(st == DS_OK && e <= tol, "swiglu n=%zu max_rel_err=%.2e", n, e);
         cudaFree(dg), cudaFree(du), cudaFree(dy), free(g), free(u), free(y), free(gh), free(uh);
         free(got);
-    }
-    {
-        const int rows = 4, vocab = 50000, k = 50;
-        float *x = malloc((size_t)rows * vocab * 4), vals[4 * 50], got_vals[4 * 50];
-        int32_t ids[4 * 50], got_ids[4 * 50], best[4], got_best[4];
-        for (int i = 0; i < rows * vocab; i++)
-            x[i] = (float)(ds_rng_u64(&g_rng) % 4000) * 0.01f; /* ties */
-        x[vocab + 17] = NAN, x[2 * vocab] = INFINITY;
-        float *dx = dev_copy(x, (size_t)rows * vocab * 4), *dv = dev_copy(NULL, sizeof vals);
-        int32_t *di = dev_copy(NULL, sizeof ids), *db = dev_copy(NULL, sizeof best);
-        ds_status st = sample_topk_cuda(dv, di, dx, rows, vocab, k, 0, msg, sizeof msg);
-        ds_status st2 = sample_argmax_cuda(db, dx, rows, vocab, 0, msg, sizeof msg);
-        CK(cudaMemcpy(got_vals, dv, sizeof vals, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(got_ids, di, sizeof ids, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(got_best, db, sizeof best, cudaMemcpyDeviceToHost));
-        sample_topk_ref(vals, ids, x, rows, vocab, k);
-        sample_argmax_ref(best, x, rows, vocab);
-        const int same = !memcmp(ids, got_ids, sizeof ids) && !memcmp(vals, got_vals, sizeof vals);
-        report(st == DS_OK && same, "topk rows=%d vocab=%d k=%d exact=%d", rows, vocab, k, same);
-        report(st2 == DS_OK && !memcmp(best, got_best, sizeof best),
-               "argmax rows=%d vocab=%d exact=%d", rows, vocab,
-               !memcmp(best, got_best, sizeof best));
-        cudaFree(dx), cudaFree(dv), cudaFree(di), cudaFree(db), free(x);
     }
 }
 
@@ -730,8 +707,240 @@ static void check_forward_ops(void) {
     check_fwd_fill_normal();
 }
 
+/* ---- small-batch matrix products -------------------------------------------------------- */
+
+/* gemv_cuda against gemv_ref: every output within 1e-3 of the largest |y| (fp32 outputs; fp16 /
+ * bf16 outputs add their rounding), the fp32 residual form (beta 1) adding to what was there,
+ * the split form landing in two buffers; and the weight-streaming rate at batch 1 and 8. */
+static double gemv_value(const uint8_t *v, size_t i, gemv_type t) {
+    return t == GEMV_F32    ? ((const float *)v)[i]
+           : t == GEMV_BF16 ? ds_bf16_to_float(((const uint16_t *)v)[i])
+                            : ds_half_to_float(((const uint16_t *)v)[i]);
+}
+
+static void check_gemv_case(int rows, int n_out, int k, gemv_type wt, gemv_type ot, int split,
+                            float beta) {
+    char msg[256];
+    const size_t nw = (size_t)n_out * k, nx = (size_t)rows * k;
+    /* both halves of a split output use ldo = split: the second may not be wider */
+    const size_t split_stride = split < n_out ? (size_t)rows * split + 64 : 0;
+    const size_t no = split < n_out ? split_stride + (size_t)rows * split : (size_t)rows * n_out;
+    const size_t esz = ot == GEMV_F32 ? 4 : 2;
+    uint16_t *w = malloc(nw * 2), *x = malloc(nx * 2);
+    for (size_t i = 0; i < nw; i++) {
+        const float v = ds_rng_gauss(&g_rng) * 0.05f;
+        w[i] = wt == GEMV_BF16 ? ds_float_to_bf16(v) : ds_float_to_half(v);
+    }
+    for (size_t i = 0; i < nx; i++) {
+        const float v = ds_rng_gauss(&g_rng);
+        x[i] = wt == GEMV_BF16 ? ds_float_to_bf16(v) : ds_float_to_half(v);
+    }
+    uint8_t *init = malloc(no * esz), *want = malloc(no * esz), *got = malloc(no * esz);
+    for (size_t i = 0; i < no; i++) {
+        if (ot == GEMV_F32)
+            ((float *)init)[i] = ds_rng_gauss(&g_rng);
+        else
+            ((uint16_t *)init)[i] = 0; /* the gap between split halves stays 0 */
+    }
+    memcpy(want, init, no * esz);
+    gemv_params p = {.w = w,
+                     .x = x,
+                     .out = want,
+                     .w_type = wt,
+                     .out_type = ot,
+                     .n_rows = rows,
+                     .n_out = n_out,
+                     .k = k,
+                     .ldx = (size_t)k,
+                     .ldo = (size_t)split,
+                     .split = split,
+                     .split_stride = split_stride,
+                     .beta = beta};
+    gemv_ref(&p);
+    uint16_t *dw = dev_copy(w, nw * 2), *dx = dev_copy(x, nx * 2);
+    void *dout = dev_copy(init, no * esz);
+    gemv_params d = p;
+    d.w = dw, d.x = dx, d.out = dout;
+    ds_status st = gemv_cuda(&d, 0, msg, sizeof msg);
+    CK(cudaMemcpy(got, dout, no * esz, cudaMemcpyDeviceToHost));
+    double scale = 0.0, worst = 0.0;
+    for (size_t i = 0; i < no; i++)
+        scale = fmax(scale, fabs(gemv_value(want, i, ot)));
+    for (size_t i = 0; i < no; i++) {
+        const double e = fabs(gemv_value(want, i, ot) - gemv_value(got, i, ot)) / scale;
+        worst = e > worst || e != e ? e : worst;
+    }
+    const double tol = ot == GEMV_F32 ? 1e-3 : ot == GEMV_F16 ? 2e-3 : 1e-2;
+    report(st == DS_OK && worst <= tol,
+           "gemv rows=%d n_out=%d k=%d w=%s out=%s split=%d beta=%g max_err/scale=%.2e (%s)", rows,
+           n_out, k, wt == GEMV_BF16 ? "bf16" : "fp16",
+           ot == GEMV_F32   ? "f32"
+           : ot == GEMV_F16 ? "f16"
+                            : "bf16",
+           split, (double)beta, worst, st == DS_OK ? "ok" : msg);
+    if (rows == 1 || rows == 8) { /* weight-streaming rate */
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        CK(cudaEventRecord(e0, 0));
+        for (int i = 0; i < 20; i++)
+            (void)gemv_cuda(&d, 0, msg, sizeof msg);
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        printf("INFO gemv rows=%d n_out=%d k=%d: %.1f us, weights at %.0f GB/s\n", rows, n_out, k,
+               ms * 50.0f, (double)nw * 2 * 20 / (ms * 1e-3) / 1e9);
+        cudaEventDestroy(e0), cudaEventDestroy(e1);
+    }
+    cudaFree(dw), cudaFree(dx), cudaFree(dout);
+    free(w), free(x), free(init), free(want), free(got);
+}
+
+static void check_gemv(void) {
+    check_gemv_case(1, 4096, 4096, GEMV_F16, GEMV_F32, 4096, 1.0f);    /* O: into the residual */
+    check_gemv_case(3, 6144, 4096, GEMV_F16, GEMV_F16, 6144, 0.0f);    /* QKV */
+    check_gemv_case(8, 4096, 14336, GEMV_F16, GEMV_F32, 4096, 1.0f);   /* down */
+    check_gemv_case(5, 2 * 1536, 576, GEMV_F16, GEMV_F16, 1536, 0.0f); /* gate|up, split */
+    check_gemv_case(2, 2 * 1536, 576, GEMV_BF16, GEMV_BF16, 1536, 0.0f);
+    check_gemv_case(7, 6144, 4096, GEMV_BF16, GEMV_F32, 6144, 0.0f);  /* bf16 QKV in fp32 */
+    check_gemv_case(1, 28672, 4096, GEMV_F16, GEMV_F16, 14336, 0.0f); /* Llama-3-8B gate|up */
+    check_gemv_case(8, 28672, 4096, GEMV_F16, GEMV_F16, 14336, 0.0f);
+    check_gemv_case(1, 128256, 4096, GEMV_F16, GEMV_F32, 128256, 0.0f); /* LM head */
+    char msg[256];
+    const gemv_params bad = {.n_rows = 9, .n_out = 8, .k = 8, .w_type = GEMV_F16};
+    report(gemv_cuda(&bad, 0, msg, sizeof msg) == DS_EINVAL && strstr(msg, "9 rows"),
+           "gemv refuses 9 rows: %s", msg);
+}
+
+/* ---- sampling ------------------------------------------------------------------------------ */
+
+/* Logits for row r: a smooth spread, many ties, NaN and -inf sprinkled, +inf present, one
+ * dominant token, or all masked. */
+static void sample_logits(float *x, int vocab, int r) {
+    const int kind = (r + r / 8) % 6;
+    for (int i = 0; i < vocab; i++) {
+        const double g = (double)(ds_rng_u64(&g_rng) >> 11) * 0x1.0p-53;
+        x[i] = kind == 1 ? (float)(ds_rng_u64(&g_rng) % 16) * 0.5f : (float)(12.0 * g - 6.0);
+        if (kind == 2 && i % 5 == 1) x[i] = i % 2 ? NAN : -INFINITY;
+        if (kind == 5) x[i] = i % 3 ? -INFINITY : NAN;
+    }
+    if (kind == 3) x[vocab / 5] = INFINITY, x[vocab / 2] = INFINITY;
+    if (kind == 4) x[vocab - 2] = 30.0f;
+}
+
+/* Parameters for row r: greedy, plain, top-k, top-p, both, tiny top-p, top-k >= vocab. */
+static sample_row sample_params_for(int r, int vocab) {
+    static const struct {
+        float t;
+        int k;
+        float p;
+    } grid[] = {
+        {0.0f, 0, 1.0f},  {0.7f, 0, 1.0f},  {1.0f, 40, 1.0f}, {1.0f, 0, 0.9f},
+        {0.8f, 50, 0.8f}, {1.3f, 0, 0.01f}, {1.5f, 0, 1.0f},  {1.0f, 1, 1.0f},
+    };
+    const int g = r % 8;
+    sample_row row = {.temperature = grid[g].t, .top_k = grid[g].k, .top_p = grid[g].p};
+    if (r % 11 == 10) row.top_k = vocab;
+    row.u = (double)(ds_rng_u64(&g_rng) >> 11) * 0x1.0p-53;
+    return row;
+}
+
+/* sample_cuda against sample_row_ref (which the CPU backend's sampler runs): the same token on
+ * every row, the log-probability within 1e-4; the same ids again on a second run, for each row
+ * alone, and with n_rows_dev cutting the batch (rows past it untouched). */
+static void check_sample(int vocab, int rows) {
+    char msg[256];
+    float *x = malloc((size_t)rows * vocab * 4), *lp = malloc(rows * 4), *got_lp = malloc(rows * 4);
+    sample_row *sr = malloc(rows * sizeof *sr);
+    int32_t *want = malloc(rows * 4), *got = malloc(rows * 4), *again = malloc(rows * 4);
+    void *scratch = malloc(sample_ref_scratch_bytes(vocab));
+    for (int r = 0; r < rows; r++) {
+        sample_logits(x + (size_t)r * vocab, vocab, r);
+        sr[r] = sample_params_for(r, vocab);
+        want[r] = sample_row_ref(x + (size_t)r * vocab, vocab, &sr[r], scratch, &lp[r]);
+    }
+    float *dx = dev_copy(x, (size_t)rows * vocab * 4),
+          *dprobs = dev_copy(NULL, (size_t)rows * vocab * 4);
+    float *dlp = dev_copy(NULL, rows * 4);
+    sample_row *dsr = dev_copy(sr, rows * sizeof *sr);
+    int32_t *dids = dev_copy(NULL, rows * 4), *dn = dev_copy(NULL, 4);
+    sample_params p = {.logits = dx,
+                       .rows = dsr,
+                       .ids = dids,
+                       .logprobs = dlp,
+                       .probs = dprobs,
+                       .n_rows = rows,
+                       .vocab = vocab};
+    ds_status st = sample_cuda(&p, 0, msg, sizeof msg);
+    CK(cudaMemcpy(got, dids, rows * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(got_lp, dlp, rows * 4, cudaMemcpyDeviceToHost));
+    int same = 0, lp_ok = 0, drawn = 0;
+    for (int r = 0; r < rows; r++) {
+        same += got[r] == want[r];
+        lp_ok += (isnan(lp[r]) && isnan(got_lp[r])) || fabsf(lp[r] - got_lp[r]) <= 1e-4f;
+        drawn += !sample_is_greedy(&sr[r]) && want[r] >= 0;
+        if (got[r] != want[r])
+            printf("  row %d (T %g, top_k %d, top_p %g, u %.17g): gpu %d, ref %d\n", r,
+                   (double)sr[r].temperature, sr[r].top_k, (double)sr[r].top_p, sr[r].u, got[r],
+                   want[r]);
+    }
+    report(st == DS_OK && same == rows && lp_ok == rows && drawn > rows / 2,
+           "sample vocab=%d rows=%d (%d drawn) same=%d/%d logprob_ok=%d/%d (%s)", vocab, rows,
+           drawn, same, rows, lp_ok, rows, st == DS_OK ? "ok" : msg);
+    /* repeatable, and each row alone gives the batch's token */
+    st = sample_cuda(&p, 0, msg, sizeof msg);
+    CK(cudaMemcpy(again, dids, rows * 4, cudaMemcpyDeviceToHost));
+    int alone_same = 0;
+    for (int r = 0; r < rows; r++) {
+        sample_params one = p;
+        one.logits = dx + (size_t)r * vocab, one.rows = dsr + r, one.ids = dids + r;
+        one.logprobs = dlp + r, one.probs = dprobs, one.n_rows = 1;
+        if (sample_cuda(&one, 0, msg, sizeof msg) != DS_OK) break;
+    }
+    CK(cudaMemcpy(got, dids, rows * 4, cudaMemcpyDeviceToHost));
+    for (int r = 0; r < rows; r++)
+        alone_same += got[r] == again[r];
+    report(st == DS_OK && !memcmp(again, want, rows * 4) && alone_same == rows,
+           "sample vocab=%d repeat_same=%d alone_same=%d/%d", vocab, !memcmp(again, want, rows * 4),
+           alone_same, rows);
+    /* a padded batch: only the first n rows are sampled */
+    const int n = rows / 3;
+    CK(cudaMemcpy(dn, &n, 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(dids, 0xff, rows * 4));
+    p.n_rows_dev = dn;
+    st = sample_cuda(&p, 0, msg, sizeof msg);
+    CK(cudaMemcpy(got, dids, rows * 4, cudaMemcpyDeviceToHost));
+    int cut_ok = 1;
+    for (int r = 0; r < rows; r++)
+        cut_ok &= r < n ? got[r] == want[r] : got[r] == -1;
+    report(st == DS_OK && cut_ok, "sample vocab=%d n_rows_dev=%d of %d rows: ok=%d", vocab, n, rows,
+           cut_ok);
+    /* time a decode batch's sampling with top-p (the slowest path), for the record */
+    for (int r = 0; r < rows; r++)
+        sr[r] = (sample_row){.temperature = 0.8f, .top_p = 0.95f, .u = 0.5};
+    CK(cudaMemcpy(dsr, sr, rows * sizeof *sr, cudaMemcpyHostToDevice));
+    p.n_rows_dev = NULL;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, 0));
+    for (int i = 0; i < 10; i++)
+        (void)sample_cuda(&p, 0, msg, sizeof msg);
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    printf("INFO sample vocab=%d rows=%d top_p=0.95: %.1f us per batch\n", vocab, rows,
+           ms * 100.0f);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    cudaFree(dx), cudaFree(dprobs), cudaFree(dlp), cudaFree(dsr), cudaFree(dids), cudaFree(dn);
+    free(x), free(lp), free(got_lp), free(sr), free(want), free(got), free(again), free(scratch);
+}
+
 int main(int argc, char **argv) {
-    const char *only = argc > 1 ? argv[1] : "all"; /* attention | compress | ops | all */
+    const char *only =
+        argc > 1 ? argv[1] : "all"; /* attention | compress | ops | gemv | sample | all */
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("gpu_test on %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);

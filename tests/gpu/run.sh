@@ -2,18 +2,17 @@
 # tests/gpu/run.sh — the one command for the GPU machine, from the repository root: every CUDA
 # kernel against its C reference (tests/gpu/gpu_test.c) and, with `all` (the default), the whole
 # model's logits CUDA vs CPU (tests/gpu/run_model.sh test) and, on a machine with two or more GPUs,
-# TP=2 over NCCL vs one GPU; PASS/FAIL per check, exit 1 on any failure. Uses the binaries built here by tests/gpu/build.sh (.carry/gpu, carried along), or
-# builds them if they are missing and nvcc is there.
-#   tests/gpu/run.sh [attention|compress|ops|all]
+# TP=2 over NCCL vs one GPU; PASS/FAIL per check, exit 1 on any failure. Uses the binaries built
+# here by tests/gpu/build.sh (.carry/gpu) and the libraries of tools/gpu_bundle.sh (.carry/ds/lib),
+# carried along.
+#   tests/gpu/run.sh [attention|compress|ops|gemv|sample|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${DS_GPU_BIN:-.carry/gpu}
+export LD_LIBRARY_PATH=${DS_LIB:-.carry/ds/lib}:${LD_LIBRARY_PATH:-}
 if [ ! -x "$bin/gpu_test" ]; then
-    command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
-        echo "FAIL no $bin/gpu_test and no nvcc to build it (run tests/gpu/build.sh first)"
-        exit 1
-    }
-    tests/gpu/build.sh "$bin"
+    echo "FAIL no $bin/gpu_test (run tests/gpu/build.sh or tools/gpu_bundle.sh first)"
+    exit 1
 fi
 what=${1:-all}
 rc=0

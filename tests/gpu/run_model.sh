@@ -2,19 +2,17 @@
 # tests/gpu/run_model.sh — on the GPU machine, from the repository root: the whole model's logits,
 # CUDA backend vs CPU forward pass (tests/gpu/model_test.c; PASS/FAIL lines, exit 1 on failure),
 # then, with `bench`, decode throughput at Llama-3-8B shape (engine/cuda/bench_decode.c).
-# Uses the binaries tests/gpu/build_model.sh built here (.carry/model, carried along), or builds
-# them if they are missing and nvcc is there.
+# Uses the binaries tests/gpu/build.sh built here (.carry/gpu, carried along) and the libraries
+# tools/gpu_bundle.sh put in .carry/ds/lib.
 #   tests/gpu/run_model.sh [test|bench|all] [bench_decode flags...]
 #   tests/gpu/run_model.sh tp [N]      tensor parallelism on N GPUs over NCCL vs one GPU
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=${DS_GPU_BIN:-.carry/model}
+bin=${DS_GPU_BIN:-.carry/gpu}
+export LD_LIBRARY_PATH=${DS_LIB:-.carry/ds/lib}:${LD_LIBRARY_PATH:-}
 if [ ! -x "$bin/model_test" ] || [ ! -x "$bin/bench_decode" ] || [ ! -x "$bin/tp_test" ]; then
-    command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
-        echo "FAIL no $bin/model_test and no nvcc to build it (run tests/gpu/build_model.sh first)"
-        exit 1
-    }
-    tests/gpu/build_model.sh "$bin"
+    echo "FAIL no $bin/model_test, bench_decode or tp_test (run tests/gpu/build.sh or tools/gpu_bundle.sh first)"
+    exit 1
 fi
 what=${1:-test}
 shift || true

@@ -48,11 +48,12 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Median of reps timed runs after 3 untimed ones, L2 flushed before each by reading `flush`
- * ([flush_rows][flush_cols] floats) through sample_argmax_cuda. */
+ * ([flush_rows][flush_cols] floats) through a greedy sample_cuda (an argmax per row). */
 typedef struct timer {
     cudaEvent_t start, stop;
     float *flush;
     int32_t *flush_ids;
+    sample_row *flush_greedy; /* [flush_rows], temperature 0 */
     int flush_rows, flush_cols;
     int reps;
 } timer;
@@ -62,8 +63,12 @@ static double median_us(timer *tm, const paged_attention_params *p,
     char msg[256];
     double *t = malloc((size_t)tm->reps * sizeof(double));
     for (int i = -3; i < tm->reps; i++) {
-        if (sample_argmax_cuda(tm->flush_ids, tm->flush, tm->flush_rows, tm->flush_cols, 0, msg,
-                               sizeof msg) != DS_OK) {
+        const sample_params flush = {.logits = tm->flush,
+                                     .rows = tm->flush_greedy,
+                                     .ids = tm->flush_ids,
+                                     .n_rows = tm->flush_rows,
+                                     .vocab = tm->flush_cols};
+        if (sample_cuda(&flush, 0, msg, sizeof msg) != DS_OK) {
             fprintf(stderr, "bench: %s\n", msg);
             exit(1);
         }
@@ -207,6 +212,8 @@ int main(int argc, char **argv) {
     CK(cudaMalloc((void **)&tm.flush, (size_t)tm.flush_rows * tm.flush_cols * sizeof(float)));
     CK(cudaMemset(tm.flush, 0, (size_t)tm.flush_rows * tm.flush_cols * sizeof(float)));
     CK(cudaMalloc((void **)&tm.flush_ids, (size_t)tm.flush_rows * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&tm.flush_greedy, (size_t)tm.flush_rows * sizeof(sample_row)));
+    CK(cudaMemset(tm.flush_greedy, 0, (size_t)tm.flush_rows * sizeof(sample_row)));
     CK(cudaEventCreate(&tm.start));
     CK(cudaEventCreate(&tm.stop));
 
@@ -309,7 +316,11 @@ int main(int argc, char **argv) {
                     };
                     /* The default plan and a few others; the fastest is reported with its name. */
                     const paged_attention_tuning plans[] = {
-                        {0, 0, 0, 0}, {0, 8, 0, 0}, {0, 2, 0, 0}, {0, 4, 8, 0}, {0, 4, 4, 4}};
+                        {0},
+                        {.ctas_per_sm = 8},
+                        {.ctas_per_sm = 2},
+                        {.ctas_per_sm = 4, .warps_per_cta = 8},
+                        {.ctas_per_sm = 4, .warps_per_cta = 4, .stages = 4}};
                     const char *names[] = {"default", "8cta/sm", "2cta/sm", "8warps", "4stages"};
                     double best = 1e30;
                     int best_i = 0, splits = 0, best_splits = 0;
