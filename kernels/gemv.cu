@@ -16,7 +16,7 @@ constexpr int kWarps = 4; /* per CTA */
 
 /* Output columns per warp: 2 for one row (more CTAs to stream W), 4 for more (each 16-byte load
  * of x then serves four weight loads). */
-template <int R> constexpr int cols_for() { return R == 1 ? 2 : 4; }
+template <int R> __host__ __device__ constexpr int cols_for() { return R == 1 ? 2 : 4; }
 
 template <bool BF16> __device__ __forceinline__ float2 to_float2(uint32_t v) {
     if constexpr (BF16) {

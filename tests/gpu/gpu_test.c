@@ -949,6 +949,12 @@ int main(int argc, char **argv) {
         check_forward_ops();
         check_reshape_and_cache();
     }
+    if (!strcmp(only, "all") || !strcmp(only, "gemv")) check_gemv();
+    if (!strcmp(only, "all") || !strcmp(only, "sample")) {
+        check_sample(128256, 64);
+        check_sample(49152, 96);
+        check_sample(1000, 7);
+    }
     if (!strcmp(only, "all") || !strcmp(only, "compress")) compress_grid();
     if (!strcmp(only, "all") || !strcmp(only, "attention")) {
         attention_unsupported();
