@@ -33,10 +33,11 @@ ds_status kv_cache_size_pools(kv_cache_config *c, int64_t kv_memory_bytes, int n
     if (st != DS_OK) return st;
     int64_t rest = kv_memory_bytes - (int64_t)n_open_blocks * (int64_t)open_bytes;
     if (n_open_blocks <= 0 || rest < (int64_t)full_bytes)
-        return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--kv-memory = %lld bytes: too small for %d open blocks of %zu bytes plus "
-                       "one full block of %zu bytes",
-                       (long long)kv_memory_bytes, n_open_blocks, open_bytes, full_bytes);
+        return ds_fail(
+            msg, msg_len, DS_EINVAL,
+            "kv_memory_bytes = %lld bytes: too small for %d open blocks of %zu bytes plus "
+            "one full block of %zu bytes",
+            (long long)kv_memory_bytes, n_open_blocks, open_bytes, full_bytes);
     int64_t n_full = rest / (int64_t)full_bytes;
     if (n_full > (1 << 30)) n_full = 1 << 30;
     c->n_open_blocks = n_open_blocks;

@@ -60,10 +60,10 @@ ds_status sched_create(const sched_config *config, kv_cache *cache, sched **out,
                        size_t msg_len) {
     *out = NULL;
     if (config->max_seqs <= 0)
-        return ds_fail(msg, msg_len, DS_EINVAL, "--max-seqs = %d: must be positive",
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_seqs = %d: must be positive",
                        config->max_seqs);
     if (config->max_batched_tokens <= 0)
-        return ds_fail(msg, msg_len, DS_EINVAL, "--max-batched-tokens = %d: must be positive",
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_batched_tokens = %d: must be positive",
                        config->max_batched_tokens);
     sched *s = calloc(1, sizeof *s);
     if (!s) return ds_fail(msg, msg_len, DS_ENOMEM, "scheduler: out of memory");

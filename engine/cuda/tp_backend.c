@@ -257,24 +257,24 @@ static ds_status check_config(const cuda_tp_config *c, const llama_config *model
     if (cudaGetDeviceCount(&n_devices) != cudaSuccess) n_devices = 0;
     if (c->n_nodes < 1 || c->node_rank < 0 || c->node_rank >= c->n_nodes)
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--nnodes = %d, --node-rank = %d: expected 0 <= "
+                       "n_nodes = %d, node_rank = %d: expected 0 <= "
                        "node rank < nodes",
                        c->n_nodes, c->node_rank);
     if (c->world < 1 || c->world > MAX_RANKS * c->n_nodes || c->world % c->n_nodes)
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--tensor-parallel = %d over --nnodes = %d: expected a multiple of the "
+                       "tensor_parallel = %d over n_nodes = %d: expected a multiple of the "
                        "nodes, at most %d GPUs per node",
                        c->world, c->n_nodes, MAX_RANKS);
     if (c->world / c->n_nodes > n_devices)
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--tensor-parallel = %d over %d node(s): %d GPUs per node, %d visible here",
+                       "tensor_parallel = %d over %d node(s): %d GPUs per node, %d visible here",
                        c->world, c->n_nodes, c->world / c->n_nodes, n_devices);
     if (c->timeout_ms <= 0)
         return ds_fail(msg, msg_len, DS_EINVAL, "tensor parallel timeout %d ms: must be positive",
                        c->timeout_ms);
     if (c->n_nodes > 1 && (!c->master_addr || c->master_port <= 0 || c->master_port > 65535))
         return ds_fail(msg, msg_len, DS_EINVAL,
-                       "--nnodes = %d: give --master-addr and --master-port (1..65535) of node 0",
+                       "n_nodes = %d: give master_addr and master_port (1..65535) of node 0",
                        c->n_nodes);
     return DS_OK;
 }
@@ -323,8 +323,8 @@ static ds_status adopt_settings(tp_group *g, kv_cache **cache_out, char *msg, si
     if (s->random_weights != (g->model->layers == NULL))
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "node 0 uses %s, this node %s: give every node the same",
-                       s->random_weights ? "--random-weights" : "a checkpoint (--model)",
-                       s->random_weights ? "a checkpoint (--model)" : "--random-weights");
+                       s->random_weights ? "random_weights" : "a checkpoint (model_path)",
+                       s->random_weights ? "a checkpoint (model_path)" : "random_weights");
     kv_cache_config kc = s->kv;
     kc.no_storage = 1, kc.prefix_cache = 0; /* block ids come from node 0 */
     ds_status st = kv_cache_create(&kc, cache_out, msg, msg_len);
