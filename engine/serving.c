@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "engine/backend_open.h"
 #include "engine/llama.h"
@@ -63,12 +63,6 @@ struct serving {
     int64_t submitted, finished, cancelled, failed, prompt_tokens, generated_tokens;
     double busy_s;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* serving_stream_cancel's wake-up (output_stream_create). */
 static void wake_engine(void *ctx) {
@@ -404,7 +398,7 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
         request_free(r);
         return rc;
     }
-    r->t_submit = now_s();
+    r->t_submit = ds_now_s();
     pthread_mutex_lock(&s->mu);
     const char *failure = backend_failure(s);
     if (s->device_failed[0] || failure)
@@ -504,7 +498,7 @@ static int is_stop_id(const request *r, int32_t tok) {
 static void accept_token(serving *s, request *r, int32_t tok) {
     const llama_config *c = &s->model.config;
     r->n_generated++;
-    if (r->n_generated == 1) output_stream_set_ttft(r->stream, now_s() - r->t_submit);
+    if (r->n_generated == 1) output_stream_set_ttft(r->stream, ds_now_s() - r->t_submit);
     if (tok < 0 || (!r->ignore_eos && tok == bpe_eos_id(s->tok)) || is_stop_id(r, tok)) {
         finish(s, r, SERVING_STOP, NULL);
         return;
@@ -633,7 +627,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             *did_work = 1;
         }
     }
-    double t0 = now_s();
+    double t0 = ds_now_s();
     sched_batch *b;
     ds_status st = sched_schedule(s->sched, &b, msg, msg_len);
     if (st != DS_OK) return st;
@@ -696,7 +690,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
         pthread_mutex_lock(&s->mu);
         s->prompt_tokens += prompt;
         s->generated_tokens += generated;
-        s->busy_s += now_s() - t0;
+        s->busy_s += ds_now_s() - t0;
         pthread_mutex_unlock(&s->mu);
     }
     snapshot_stats(s);

@@ -7,16 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/threadpool.h"
 #include "kernels/qmatmul.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -33,12 +27,12 @@ static double time_call(const qm_matrix *copies, int n_copies, const float *x, f
     int c = 0;
     for (int batch = 0; batch < 5; batch++) {
         int reps = 0;
-        double t0 = now_s(), t1;
+        double t0 = ds_now_s(), t1;
         do {
             qm_matmul(y, x, &copies[c], n, pool, scratch);
             c = (c + 1) % n_copies;
             reps++;
-            t1 = now_s();
+            t1 = ds_now_s();
         } while (t1 - t0 < min_s / 5);
         if ((t1 - t0) / reps < best) best = (t1 - t0) / reps;
     }
@@ -128,12 +122,12 @@ int main(int argc, char **argv) {
         double tq = time_call(&wq, 1, x, y, 1, pool, scratch, min_s);
         double tf = time_call(&wf, 1, x, y, 1, pool, scratch, min_s);
         int reps = 0;
-        double t0 = now_s(), t1;
+        double t0 = ds_now_s(), t1;
         do {
             qm_matmul(y, x, &wf, 1, pool, scratch);
             qm_matmul(y, x, &wq, 1, pool, scratch);
             reps++;
-            t1 = now_s();
+            t1 = ds_now_s();
         } while (t1 - t0 < min_s);
         printf("interleaved 576x576 n=1: q8_0 alone %.1f us + f32 alone %.1f us = %.1f us; "
                "alternating pair %.1f us\n",

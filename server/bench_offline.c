@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/cli.h"
+#include "common/clock.h"
 #include "common/file.h"
 #include "common/rng.h"
 #include "engine/serving.h"
@@ -74,12 +74,6 @@ static int parse(int argc, char **argv, bench_options *o) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* The tokenized --prompt-file, or NULL after printing the error. */
 static int32_t *load_corpus(serving *s, const char *path, int *n) {
     char *text, msg[256];
@@ -115,7 +109,7 @@ static int run(const bench_options *o, serving *s) {
         fprintf(stderr, "%s: out of memory\n", PROG);
         rc = 1;
     }
-    double t0 = now_s();
+    double t0 = ds_now_s();
     for (int i = 0; rc == 0 && i < o->num_prompts; i++) {
         serving_request q;
         serving_request_default(&q);
@@ -149,7 +143,7 @@ static int run(const bench_options *o, serving *s) {
             fprintf(stderr, "%s: %s\n", PROG, msg);
             rc = 1;
         }
-    double elapsed = now_s() - t0;
+    double elapsed = ds_now_s() - t0;
     int64_t output_tokens = 0;
     int n_ok = 0;
     serving_output out = {0};

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/cli.h"
+#include "common/clock.h"
 #include "common/file.h"
 #include "engine/serving.h"
 #include "server/commands.h"
@@ -99,12 +99,6 @@ static int parse(int argc, char **argv, gen_options *o) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     char msg[512];
     size_t len;
@@ -133,7 +127,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
         q->prompt_len = len;
     }
     serving_stream *st;
-    double t0 = now_s();
+    double t0 = ds_now_s();
     if (serving_submit(s, q, NULL, NULL, &st, msg, sizeof msg) != DS_OK) {
         engine_flags_spell(msg, sizeof msg);
         fprintf(stderr, "%s: %s\n", PROG, msg);
@@ -144,7 +138,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
     int rc = 0, worked = 1;
     for (;;) {
         if (serving_stream_poll(st, &out)) {
-            if (out.n_token_ids && t_first == 0) t_first = now_s();
+            if (out.n_token_ids && t_first == 0) t_first = ds_now_s();
             fwrite(out.text, 1, out.text_len, stdout);
             fflush(stdout);
             if (out.finish) break;
@@ -160,7 +154,7 @@ static int run(gen_options *o, serving *s, char **file_text, int32_t **ids) {
             break;
         }
     }
-    double t1 = now_s();
+    double t1 = ds_now_s();
     printf("\n");
     fflush(stdout);
     if (out.finish == SERVING_ERROR || out.finish == SERVING_UNAVAILABLE) {

@@ -28,6 +28,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/decoserve.pb-c.h"
 #include "proto/health.pb-c.h"
@@ -112,11 +113,6 @@ struct ds_grpc_server {
 static const rpc_method *find_method(grpc_slice path);
 static void rpc_on_op(cq_tag *tag, int ok);
 static void rpc_on_close(cq_tag *tag, int ok);
-
-static double now_s(void) {
-    gpr_timespec t = gpr_now(GPR_CLOCK_MONOTONIC);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static grpc_status_code status_from_ds(ds_status status) {
     switch (status) {
@@ -554,10 +550,10 @@ static void server_stop(ds_grpc_server *srv, int shutdown_engine, double grace_s
     srv->stopping = 1;
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     if (shutdown_engine) serving_shutdown(srv->engine, 0);
-    double cut_at = now_s() + grace_s;
+    double cut_at = ds_now_s() + grace_s;
     int cut = 0;
     while (!srv->shutdown_notified) {
-        if (!cut && now_s() >= cut_at) {
+        if (!cut && ds_now_s() >= cut_at) {
             if (srv->n_rpcs > 0) DS_LOG_W("shutdown: cutting %d calls still open", srv->n_rpcs);
             grpc_server_cancel_all_calls(srv->server);
             cut = 1;

@@ -20,9 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/cli.h"
+#include "common/clock.h"
 #include "common/rng.h"
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
@@ -32,12 +32,6 @@
 static const char PROG[] = "bench_decode";
 
 enum { MAX_STEP = 2048, MAX_BATCHES = 8, WARMUP = 2 };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 typedef struct bench {
     kv_cache *cache;
@@ -95,7 +89,7 @@ static int bench_batch(bench *b, int batch, const char *kv_name, const char *pat
         kv_seq_init(&b->seqs[s]);
     int rc = 0;
     /* Prefill: chunks of the prompts in order, up to MAX_STEP tokens per step. */
-    double t0 = now_s();
+    double t0 = ds_now_s();
     for (int s = 0; b->no_prefill && rc == 0 && s < batch; s++) /* bookkeeping only */
         for (int fed = 0; rc == 0 && fed < b->context; fed += MAX_STEP) {
             const int n = b->context - fed < MAX_STEP ? b->context - fed : MAX_STEP;
@@ -123,7 +117,7 @@ static int bench_batch(bench *b, int batch, const char *kv_name, const char *pat
         }
         rc = run(b, n);
     }
-    *prefill_tps = b->no_prefill ? 0.0 : (double)batch * b->context / (now_s() - t0);
+    *prefill_tps = b->no_prefill ? 0.0 : (double)batch * b->context / (ds_now_s() - t0);
     double t_steps = 0.0, ar0 = 0.0, head0 = 0.0;
     for (int it = 0; rc == 0 && it < WARMUP + b->steps; it++) {
         for (int s = 0; s < batch; s++)
@@ -133,9 +127,9 @@ static int bench_batch(bench *b, int batch, const char *kv_name, const char *pat
                                  .n_tokens = 1,
                                  .logits = LLAMA_LOGITS_LAST};
         if (it == WARMUP && b->shares) part_ms(b, &ar0, &head0);
-        double t = now_s();
+        double t = ds_now_s();
         rc = run(b, batch);
-        if (it >= WARMUP) t_steps += now_s() - t;
+        if (it >= WARMUP) t_steps += ds_now_s() - t;
     }
     char ar_share[16] = "-", head_share[16] = "-";
     if (b->shares) {

@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/file.h"
 #include "engine/tokenizer/bpe.h"
 #include "engine/test_model.h"
@@ -769,12 +769,6 @@ static void check_fixture_ids(const bpe_tokenizer *tok, const char *source) {
     free_fixture(samples, n);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void test_model_fixture_ids(void **state) {
     (void)state;
     const char *path = test_model_path("SmolLM2's token ids against the fixture");
@@ -809,9 +803,9 @@ static void test_model_encode_rate(void **state) {
     bpe_tokenizer *tok = smollm2_from_gguf(path);
     int32_t *ids = malloc(sizeof(int32_t) * len);
     int n_ids;
-    double t0 = now_s();
+    double t0 = ds_now_s();
     assert_int_equal(bpe_encode(tok, text, len, false, ids, (int)len, &n_ids, NULL, 0), DS_OK);
-    double dt = now_s() - t0;
+    double dt = ds_now_s() - t0;
     print_message("encoded %s: %zu bytes -> %d tokens in %.3f s (%.1f MB/s, %.0f tokens/s)\n",
                   corpus, len, n_ids, dt, (double)len / dt / 1e6, n_ids / dt);
     char *back = malloc(len);

@@ -21,18 +21,13 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "common/clock.h"
 #include "common/file.h"
 #include "server/pb_buffer.h"
 
 enum { UNARY_DEADLINE_S = 30, DRAIN_POLL_MS = 50, TOKENIZE_CHUNK = 1 << 20 };
 
 static const char *const GENERATE = "/decoserve.v1.Decoserve/Generate";
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static gpr_timespec deadline_in(double seconds) {
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
@@ -310,7 +305,7 @@ static void stream_start(loader *L, int i) {
     s->call = grpc_channel_create_call(L->channel, NULL, GRPC_PROPAGATE_DEFAULTS, L->cq,
                                        grpc_slice_from_static_string(GENERATE), NULL,
                                        gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    lg_timing_start(&s->timing, now_s(), L->run->itl + L->itl_offset[i], q->max_tokens);
+    lg_timing_start(&s->timing, ds_now_s(), L->run->itl + L->itl_offset[i], q->max_tokens);
     s->t_end = s->timing.t_start;
     L->in_flight++;
     if (s->send == NULL) {
@@ -377,7 +372,7 @@ static void stream_on_message(loader *L, stream *s, double now) {
 
 static void on_event(loader *L, stream_tag *tag, int ok) {
     stream *s = tag->s;
-    double now = now_s();
+    double now = ds_now_s();
     s->n_batches--;
     switch (tag->kind) {
     case OP_SEND:
@@ -395,7 +390,7 @@ static void on_event(loader *L, stream_tag *tag, int ok) {
 /* ---- the run ---- */
 
 static void progress(loader *L, int final) {
-    double now = now_s();
+    double now = ds_now_s();
     int tty = isatty(STDERR_FILENO);
     if (!L->o->progress || (!final && now < L->t_progress)) return;
     L->t_progress = now + (tty ? 0.5 : 10.0);
@@ -412,7 +407,7 @@ static void progress(loader *L, int final) {
 static double start_due(loader *L) {
     int n = L->workload.n_requests, cap = L->o->concurrency;
     while (L->next < n && (cap == 0 || L->in_flight < cap)) {
-        double due = L->workload.requests[L->next].arrival_s - (now_s() - L->t0);
+        double due = L->workload.requests[L->next].arrival_s - (ds_now_s() - L->t0);
         if (due > 0) return due;
         stream_start(L, L->next++);
     }
@@ -420,11 +415,11 @@ static double start_due(loader *L) {
 }
 
 static void run_load(loader *L) {
-    L->t0 = now_s();
+    L->t0 = ds_now_s();
     L->t_progress = L->t0 + (isatty(STDERR_FILENO) ? 0.5 : 10.0);
     while (L->done < L->workload.n_requests) {
         double wait = start_due(L);
-        double tick = L->t_progress - now_s();
+        double tick = L->t_progress - ds_now_s();
         if (L->o->progress && tick < wait) wait = tick > 0 ? tick : 0;
         grpc_event ev = grpc_completion_queue_next(L->cq, deadline_in(wait), NULL);
         if (ev.type == GRPC_OP_COMPLETE) on_event(L, ev.tag, ev.success);
@@ -436,7 +431,7 @@ static void run_load(loader *L) {
 /* GetStats until the server is idle with whole pools, or the timeout. */
 static ds_status drain(loader *L, double t_last_end, char *msg, size_t msg_len) {
     lg_run *run = L->run;
-    double give_up = now_s() + L->o->drain_timeout_s;
+    double give_up = ds_now_s() + L->o->drain_timeout_s;
     for (;;) {
         if (run->stats_after) protobuf_c_message_free_unpacked(&run->stats_after->base, NULL);
         run->stats_after = NULL;
@@ -446,8 +441,8 @@ static ds_status drain(loader *L, double t_last_end, char *msg, size_t msg_len) 
         run->pools_full = s->running == 0 && s->waiting == 0 &&
                           s->open_blocks_free == s->open_blocks_total &&
                           s->full_blocks_free == s->full_blocks_total;
-        run->drain_s = now_s() - t_last_end;
-        if (run->pools_full || now_s() >= give_up) return DS_OK;
+        run->drain_s = ds_now_s() - t_last_end;
+        if (run->pools_full || ds_now_s() >= give_up) return DS_OK;
         nanosleep(&(struct timespec){0, DRAIN_POLL_MS * 1000000L}, NULL);
     }
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/file.h"
 
 extern char **environ;
@@ -22,12 +23,6 @@ enum { POLL_MS = 50, LOG_TAIL = 600 };
 #define LOG_MAX_BYTES ((size_t)1 << 30)
 
 static const char LISTENING[] = "listening on ";
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void sleep_ms(long ms) { nanosleep(&(struct timespec){0, ms * 1000000L}, NULL); }
 
@@ -72,7 +67,7 @@ ds_status lg_server_start(char *const argv[], const char *log_path, double timeo
     close(fd);
     if (err != 0) return ds_fail(msg, msg_len, DS_EIO, "cannot run %s: %s", argv[0], strerror(err));
 
-    double give_up = now_s() + timeout_s;
+    double give_up = ds_now_s() + timeout_s;
     for (;;) {
         char *log = read_log(log_path);
         const char *at = log ? strstr(log, LISTENING) : NULL;
@@ -88,7 +83,7 @@ ds_status lg_server_start(char *const argv[], const char *log_path, double timeo
             out->pid = 0;
             return fail_with_log(out, DS_EIO, "exited before listening", msg, msg_len);
         }
-        if (now_s() > give_up) {
+        if (ds_now_s() > give_up) {
             char what[64];
             snprintf(what, sizeof what, "not listening after %.0f s", timeout_s);
             lg_server_stop(out, 0);
@@ -102,12 +97,13 @@ int lg_server_stop(lg_server *server, double grace_s) {
     if (server->pid <= 0) return 0;
     pid_t group = server->pid;
     kill(-group, SIGTERM);
-    double give_up = now_s() + grace_s;
+    double give_up = ds_now_s() + grace_s;
     int status = 0, reaped = 0;
-    while (!(reaped = waitpid(server->pid, &status, WNOHANG) == server->pid) && now_s() < give_up)
+    while (!(reaped = waitpid(server->pid, &status, WNOHANG) == server->pid) &&
+           ds_now_s() < give_up)
         sleep_ms(POLL_MS);
     /* A shell wrapper may end before the server it started: wait for the whole group. */
-    while (kill(-group, 0) == 0 && now_s() < give_up)
+    while (kill(-group, 0) == 0 && ds_now_s() < give_up)
         sleep_ms(POLL_MS);
     if (kill(-group, 0) == 0) kill(-group, SIGKILL);
     if (!reaped) waitpid(server->pid, &status, 0);
