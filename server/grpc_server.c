@@ -30,6 +30,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/vendor_check.h"
 #include "proto/decoserve.pb-c.h"
 #include "proto/health.pb-c.h"
 #include "server/pb_buffer.h"
@@ -39,16 +40,9 @@ enum { TICK_STREAMING_MS = 1, TICK_IDLE_MS = 100, DETAILS_MAX = 512 };
 
 #define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* The vendor-call check (as CUDA_CHECK in kernels/cuda_check.h): a refused gRPC call returns
- * DS_EINTERNAL from the enclosing function with the statement, file:line and gRPC's error name in
- * the caller's message buffer. Expects `msg` and `msg_len` in scope. */
+/* A refused gRPC call returns DS_EINTERNAL naming the statement and gRPC's error name. */
 #define GRPC_CALL_CHECK(call)                                                                      \
-    do {                                                                                           \
-        grpc_call_error err_ = (call);                                                             \
-        if (err_ != GRPC_CALL_OK)                                                                  \
-            return ds_fail(msg, msg_len, DS_EINTERNAL, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                           grpc_call_error_to_string(err_));                                       \
-    } while (0)
+    DS_VENDOR_CHECK(call, grpc_call_error, GRPC_CALL_OK, grpc_call_error_to_string)
 
 typedef struct cq_tag {
     void (*on_done)(struct cq_tag *tag, int ok); /* run by the loop with the event's success */

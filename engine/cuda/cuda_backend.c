@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/vendor_check.h"
 #include "engine/backend.h"
 #include "engine/cuda/plan.h"
 #include "engine/cuda/tp_comm.h"

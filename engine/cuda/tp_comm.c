@@ -11,6 +11,10 @@
 
 #include <nccl.h>
 
+#include "common/vendor_check.h"
+
+#define NCCL_CHECK(call) DS_VENDOR_CHECK(call, ncclResult_t, ncclSuccess, ncclGetErrorString)
+
 _Static_assert(TP_BOOTSTRAP_ID_BYTES == NCCL_UNIQUE_ID_BYTES, "the bootstrap carries ncclUniqueId");
 
 /* Every wait first spins (an enqueue usually settles, and a decode step's peer arrives, within
@@ -68,9 +72,7 @@ static ds_status settle(tp_comm *c, double deadline, const char *what, char *msg
 
 ds_status tp_comm_new_id(tp_bootstrap_id *id, char *msg, size_t msg_len) {
     ncclUniqueId u;
-    ncclResult_t r = ncclGetUniqueId(&u);
-    if (r != ncclSuccess)
-        return ds_fail(msg, msg_len, DS_EINTERNAL, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+    NCCL_CHECK(ncclGetUniqueId(&u));
     memcpy(id->bytes, u.internal, sizeof id->bytes);
     return DS_OK;
 }
