@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "engine/backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/tp_comm.h"
@@ -470,7 +471,7 @@ static void tp_destroy(void *impl) {
     char why[512];
     if (healthy && g->config.world > 1 && g->ranks[0].backend.impl) {
         if (cuda_backend_signal(&g->ranks[0].backend, 1, why, sizeof why) != DS_OK)
-            fprintf(stderr, "decoserve: tensor parallel stop: %s\n", why);
+            DS_LOG_W("tensor parallel stop: %s", why);
     } else if (!healthy) { /* no STOP will come: this node's followers stop waiting now */
         for (int i = 1; i < g->n_local; i++)
             tp_comm_cancel(g->ranks[i].comm);
