@@ -1,5 +1,6 @@
 /* engine/llama.c — CPU forward pass of a Llama model over the paged KV cache (see llama.h).
- * GEMMs go to OpenBLAS through kernels/ops.h; attention is plain C over decompressed pages. */
+ * Projections go through kernels/qmatmul.h; attention is plain C over decompressed pages plus the
+ * fixed-order GEMMs of kernels/ops.h, so that no row's result depends on the rows beside it. */
 #include "engine/llama.h"
 
 #include <math.h>
@@ -260,7 +261,7 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
             const int qh = h * group + g;
             const float *q = e->q + (size_t)row0 * qd + (size_t)qh * D; /* rows at stride qd */
             float *out = e->attn + (size_t)row0 * qd + (size_t)qh * D;
-            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, kbuf, D, n, n_keys, D, scale);
+            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, kbuf, D, n, n_keys, D, scale, e->pool);
             for (int i = 0; i < n; i++) {
                 const int p = first + i, own = (p / T) * T;
                 float *sc = e->scores + (size_t)i * n_keys, *op = e->own_p + (size_t)i * T;
@@ -289,7 +290,7 @@ static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int 
                 for (int t = own; t <= p; t++)
                     op[t - own] *= inv;
             }
-            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, vbuf, D, n, D, n_keys);
+            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, vbuf, D, n, D, n_keys, e->pool);
             for (int i = 0; i < n; i++) {
                 const int p = first + i, own = (p / T) * T;
                 float *o = out + (size_t)i * qd;

@@ -16,6 +16,8 @@
 
 static ds_rng g_rng = {42};
 
+enum { VOCAB = 101, N_TOKENS = 150 };
+
 static llama_model g_model;
 static qm_type g_weight_type = QM_F32;
 
@@ -32,7 +34,7 @@ static int setup(void **state) {
                       .n_kv_heads = 2,
                       .head_dim = 16,
                       .d_ff = 96,
-                      .vocab_size = 101,
+                      .vocab_size = VOCAB,
                       .context_length = 200,
                       .rms_eps = 1e-5f,
                       .rope_theta = 10000.0f,
@@ -181,15 +183,19 @@ static void rig_free(rig *r) {
     kv_cache_destroy(r->cache);
 }
 
-/* Runs tokens through one sequence in chunks of `chunk`, collecting the last-token logits. */
+/* Runs tokens through one sequence in chunks of `chunk`, collecting every token's logits
+ * [n][vocab] (LLAMA_LOGITS_ALL), so that a difference in any row shows, not only in the last. */
 static void run_chunked(rig *r, const int32_t *tokens, int n, int chunk, float *logits) {
     kv_seq seq;
     kv_seq_init(&seq);
     char msg[200];
     for (int i = 0; i < n; i += chunk) {
         int len = n - i < chunk ? n - i : chunk;
-        llama_step_seq s = {.kv = &seq, .tokens = tokens + i, .n_tokens = len};
-        assert_int_equal(llama_engine_step(r->engine, &s, 1, logits, msg, sizeof msg), DS_OK);
+        llama_step_seq s = {
+            .kv = &seq, .tokens = tokens + i, .n_tokens = len, .logits = LLAMA_LOGITS_ALL};
+        assert_int_equal(
+            llama_engine_step(r->engine, &s, 1, logits + (size_t)i * VOCAB, msg, sizeof msg),
+            DS_OK);
     }
     kv_seq_release(r->cache, &seq);
 }
@@ -201,23 +207,25 @@ static double max_diff(const float *a, const float *b, int n) {
     return m;
 }
 
-static int32_t g_tokens[150];
+static int32_t g_tokens[N_TOKENS];
 
 static void make_tokens(void) {
-    for (int i = 0; i < 150; i++)
-        g_tokens[i] = (int32_t)((i * 37 + 11) % 101);
+    for (int i = 0; i < N_TOKENS; i++)
+        g_tokens[i] = (int32_t)((i * 37 + 11) % VOCAB);
 }
+
+static float g_logits[3][N_TOKENS * VOCAB]; /* run_chunked outputs */
 
 static void test_matches_dense_reference(void **state) {
     (void)state;
     make_tokens();
-    float ref[101], got[101];
+    float ref[VOCAB];
     int lengths[] = {1, 5, 16, 17, 40};
     for (int li = 0; li < 5; li++) {
         rig r = rig_make(16, DQ_FP16, 16, 8, 8);
         ref_forward(g_tokens, lengths[li], ref);
-        run_chunked(&r, g_tokens, lengths[li], 7, got);
-        double diff = max_diff(ref, got, 101);
+        run_chunked(&r, g_tokens, lengths[li], 7, g_logits[0]);
+        double diff = max_diff(ref, g_logits[0] + (size_t)(lengths[li] - 1) * VOCAB, VOCAB);
         if (diff > 2e-3) fail_msg("length %d: max logit diff %g", lengths[li], diff);
         rig_free(&r);
     }
@@ -231,23 +239,31 @@ static void test_chunking_invariant(void **state) {
         int bits;
         dq_method method;
     } codecs[] = {{16, DQ_FP16}, {4, DQ_DECOQUANT}, {2, DQ_DECOQUANT}, {4, DQ_KIVI}, {2, DQ_RTN}};
-    float fp16[101];
+    enum { N = 100 };
+    float fp16[VOCAB];
+    float *whole = g_logits[0], *step = g_logits[1], *mixed = g_logits[2];
+    const size_t last = (size_t)(N - 1) * VOCAB;
     for (size_t ci = 0; ci < sizeof codecs / sizeof codecs[0]; ci++) {
-        float whole[101], step[101], mixed[101];
         rig r = rig_make(codecs[ci].bits, codecs[ci].method, 16, 8, 16);
-        run_chunked(&r, g_tokens, 100, 64, whole);
-        run_chunked(&r, g_tokens, 100, 1, step);
-        run_chunked(&r, g_tokens, 100, 13, mixed);
-        if (ci == 0) memcpy(fp16, whole, sizeof fp16);
-        double effect = max_diff(whole, fp16, 101);
-        double d1 = max_diff(whole, step, 101), d13 = max_diff(whole, mixed, 101);
-        print_message("%s %d-bit: chunk 64 vs 1: %.2e, vs 13: %.2e; compression effect %.2e\n",
-                      dq_method_name(codecs[ci].method), codecs[ci].bits, d1, d13, effect);
+        run_chunked(&r, g_tokens, N, 64, whole);
+        run_chunked(&r, g_tokens, N, 1, step);
+        run_chunked(&r, g_tokens, N, 13, mixed);
+        if (ci == 0) memcpy(fp16, whole + last, sizeof fp16);
+        double effect = max_diff(whole + last, fp16, VOCAB);
+        double d1 = max_diff(whole + last, step + last, VOCAB);
+        double d13 = max_diff(whole + last, mixed + last, VOCAB);
+        double d1_all = max_diff(whole, step, N * VOCAB),
+               d13_all = max_diff(whole, mixed, N * VOCAB);
+        print_message("%s %d-bit: chunk 64 vs 1: %.2e, vs 13: %.2e (any token: %.2e, %.2e); "
+                      "compression effect %.2e\n",
+                      dq_method_name(codecs[ci].method), codecs[ci].bits, d1, d13, d1_all, d13_all,
+                      effect);
         /* The same pages are written whatever the chunking; what differs is the GEMM summation
          * order for different row counts (1e-6), which can flip a rare rounding of a code. */
         if (g_weight_type == QM_Q8_0) {
-            /* Q8_0 GEMMs sum each row in a fixed integer order: bit-identical pages and logits */
-            assert_true(d1 == 0.0 && d13 == 0.0);
+            /* Q8_0 GEMMs sum each row in a fixed integer order and attention's GEMMs in a fixed
+             * float order: bit-identical pages and logits, for every token */
+            assert_true(d1_all == 0.0 && d13_all == 0.0);
         } else if (ci == 0) {
             assert_true(d1 < 1e-4 && d13 < 1e-4);
         } else {
@@ -261,30 +277,38 @@ static void test_chunking_invariant(void **state) {
     }
 }
 
-/* A batch of sequences gives each the logits it gets alone. */
+/* A batch of sequences, each in one step, gives each the logits it gets alone in chunks of 7, for
+ * every token. */
 static void test_batch_equals_single(void **state) {
     (void)state;
     make_tokens();
     rig r = rig_make(4, DQ_DECOQUANT, 16, 16, 32);
     int lens[3] = {37, 5, 20};
     const int32_t *starts[3] = {g_tokens, g_tokens + 50, g_tokens + 90};
-    float alone[3][101], batch[3 * 101];
+    static float batch[(37 + 5 + 20) * VOCAB];
     for (int s = 0; s < 3; s++)
-        run_chunked(&r, starts[s], lens[s], 64, alone[s]);
+        run_chunked(&r, starts[s], lens[s], 7, g_logits[s]);
     kv_seq seqs[3];
     llama_step_seq step[3];
     char msg[200];
     for (int s = 0; s < 3; s++) {
         kv_seq_init(&seqs[s]);
-        step[s] = (llama_step_seq){.kv = &seqs[s], .tokens = starts[s], .n_tokens = lens[s]};
+        step[s] = (llama_step_seq){.kv = &seqs[s],
+                                   .tokens = starts[s],
+                                   .n_tokens = lens[s],
+                                   .logits = s == 1 ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_ALL};
     }
-    assert_int_equal(llama_step_logit_rows(step, 3), 3);
+    assert_int_equal(llama_step_logit_rows(step, 3), 37 + 1 + 20);
     assert_int_equal(llama_engine_step(r.engine, step, 3, batch, msg, sizeof msg), DS_OK);
-    for (int s = 0; s < 3; s++) {
-        print_message("sequence %d: batch vs alone max logit diff %.2e\n", s,
-                      max_diff(alone[s], batch + s * 101, 101));
-        assert_true(max_diff(alone[s], batch + s * 101, 101) < 1e-2);
-        if (g_weight_type == QM_Q8_0) assert_true(max_diff(alone[s], batch + s * 101, 101) == 0.0);
+    for (int s = 0, row = 0; s < 3; s++) {
+        /* sequence 1 asks for its last token's logits only */
+        const int from = s == 1 ? lens[s] - 1 : 0, n = lens[s] - from;
+        const double diff =
+            max_diff(g_logits[s] + (size_t)from * VOCAB, batch + (size_t)row * VOCAB, n * VOCAB);
+        print_message("sequence %d: batch vs alone max logit diff %.2e\n", s, diff);
+        assert_true(diff < 1e-2);
+        if (g_weight_type == QM_Q8_0) assert_true(diff == 0.0);
+        row += n;
         kv_seq_release(r.cache, &seqs[s]);
     }
     rig_free(&r);
@@ -325,16 +349,16 @@ static void test_errors(void **state) {
 /* Q8_0 weights: the same invariances, and logits close to the fp32 weights' ones. */
 static void test_q8_weights(void **state) {
     make_tokens();
-    float f32[101], q8[101];
+    const float *f32 = g_logits[0] + 39 * VOCAB, *q8 = g_logits[1] + 39 * VOCAB;
     rig a = rig_make(16, DQ_FP16, 16, 8, 8);
-    run_chunked(&a, g_tokens, 40, 64, f32);
+    run_chunked(&a, g_tokens, 40, 64, g_logits[0]);
     rig_free(&a);
     g_weight_type = QM_Q8_0;
     rig b = rig_make(16, DQ_FP16, 16, 8, 8);
-    run_chunked(&b, g_tokens, 40, 64, q8);
+    run_chunked(&b, g_tokens, 40, 64, g_logits[1]);
     rig_free(&b);
-    double diff = max_diff(f32, q8, 101), scale = 0;
-    for (int i = 0; i < 101; i++)
+    double diff = max_diff(f32, q8, VOCAB), scale = 0;
+    for (int i = 0; i < VOCAB; i++)
         scale = fmax(scale, fabs(f32[i]));
     print_message("q8_0 vs f32 weights: max logit diff %.3g (max |logit| %.3g)\n", diff, scale);
     assert_true(diff > 0.0 && diff < 0.05 * scale);

@@ -1,9 +1,8 @@
-/* kernels/ops_ref.c — plain-C definitions of RMSNorm, RoPE, SwiGLU, softmax and embedding gather,
- * plus the CPU GEMM through OpenBLAS. Written for clarity first: these are what the CUDA kernels
- * are compared against, and what the CPU backend runs. */
+/* kernels/ops_ref.c — plain-C definitions of RMSNorm, RoPE, SwiGLU and embedding gather.
+ * Written for clarity first: these are what the CUDA kernels are compared against, and what the
+ * CPU backend runs. */
 #include "kernels/ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -138,16 +137,4 @@ ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, 
     for (int i = 0; i < n_ids; i++)
         memcpy(out + (size_t)i * dim, table + (size_t)ids[i] * dim, sizeof(float) * dim);
     return DS_OK;
-}
-
-void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int m, int n, int k,
-                 float alpha) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, alpha, a, lda, b, ldb, 0.0f, c,
-                n);
-}
-
-void ops_gemm_nn(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
-                 int k) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c,
-                ldc);
 }

@@ -12,13 +12,7 @@
 
 #include "common/half.h"
 #include "common/log.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define QM_X86 1
-#else
-#define QM_X86 0
-#endif
+#include "kernels/simd_x86.h"
 
 #define QK QM_Q8_0_BLOCK
 /* Software prefetch distance along the weight stream, in bytes. Without it a decode GEMV on a
@@ -174,7 +168,7 @@ const char *qm_isa_name(qm_isa isa) {
 }
 
 qm_isa qm_isa_supported(void) {
-#if QM_X86
+#if SIMD_X86
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
@@ -243,7 +237,7 @@ static void quantize_acts_scalar(const q8_acts *a, const float *x, int cols, int
     }
 }
 
-#if QM_X86
+#if SIMD_X86
 __attribute__((target("avx2,fma,f16c"))) static void
 quantize_acts_avx2(const q8_acts *a, const float *x, int cols, int t) {
     const int nb = cols / QK;
@@ -313,7 +307,7 @@ static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
     }
 }
 
-#if QM_X86
+#if SIMD_X86
 
 /* Keeps GCC from turning set1(a) * set1(b) into a scalar multiply plus a broadcast per pair. */
 #ifndef QM_NO_OPAQUE
@@ -323,13 +317,6 @@ static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
 #endif
 #define QM_TARGET_AVX2 "avx2,fma,f16c"
 #define QM_TARGET_VNNI "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-
-__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* One R x T tile over all blocks. AVX2 has no u8 x s8 -> s32 dot, so as in ggml: |x| (u8) times
  * w with x's sign (s8) through maddubs (pairs fit int16: 2 * 127 * 127 < 32768), then madd. */
@@ -375,7 +362,7 @@ tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
-            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = hsum8(acc[r][t]);
+            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = simd_hsum8(acc[r][t]);
 }
 
 /* VNNI: vpdpbusd wants u8 x s8, so the weights are offset to u8 (w ^ 0x80 = w + 128) and the
@@ -424,7 +411,7 @@ tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
-            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = hsum8(acc[r][t]);
+            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = simd_hsum8(acc[r][t]);
 }
 
 /* Drives tiles of RMAX rows x TMAX (<= 4) tokens over a range, smaller tiles for the remainders
@@ -454,7 +441,7 @@ tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
 QM_DEFINE_ROWS(avx2, QM_TARGET_AVX2, 4, 2)
 QM_DEFINE_ROWS(vnni, QM_TARGET_VNNI, 4, 4)
 
-#endif /* QM_X86 */
+#endif /* SIMD_X86 */
 
 /* ---- Driver ------------------------------------------------------------------------------ */
 
@@ -486,7 +473,7 @@ static void quantize_task(void *ctx, int task_index) {
     int t0 = task_index * job->tokens_per_quant_task;
     int t1 = t0 + job->tokens_per_quant_task < job->n ? t0 + job->tokens_per_quant_task : job->n;
     for (int t = t0; t < t1; t++) {
-#if QM_X86
+#if SIMD_X86
         if (job->isa != QM_ISA_SCALAR) {
             quantize_acts_avx2(&job->args.acts, job->x, job->args.nb * QK, t);
             continue;
@@ -514,7 +501,7 @@ static void matmul_q8_0(float *y, const float *x, const qm_matrix *w, int n, thr
     q8_job job = {0};
     job.isa = qm_isa_active();
     job.rows_fn = rows_scalar;
-#if QM_X86
+#if SIMD_X86
     if (job.isa == QM_ISA_AVX2) job.rows_fn = rows_avx2;
     if (job.isa == QM_ISA_AVX512_VNNI) job.rows_fn = rows_vnni;
 #endif

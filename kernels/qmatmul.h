@@ -76,8 +76,9 @@ void qm_matmul(float *y, const float *x, const qm_matrix *w, int n, threadpool *
 /* Reference: y = x * dequantize(W)^T, accumulated in double, single thread. */
 void qm_matmul_ref(float *y, const float *x, const qm_matrix *w, int n);
 
-/* Which SIMD kernel qm_matmul uses for Q8_0. The default is the best the CPU supports
- * (__builtin_cpu_supports), overridable by env DECOSERVE_QM_ISA=scalar|avx2|avx512vnni. */
+/* Which SIMD kernel qm_matmul uses for Q8_0 (attention's ops_gemm_* follow it too: plain C for
+ * scalar, AVX2 otherwise). The default is the best the CPU supports (__builtin_cpu_supports),
+ * overridable by env DECOSERVE_QM_ISA=scalar|avx2|avx512vnni. */
 typedef enum qm_isa {
     QM_ISA_SCALAR = 0,  /* portable C */
     QM_ISA_AVX2,        /* AVX2 + FMA + F16C, ggml's maddubs/sign trick */

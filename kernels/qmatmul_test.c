@@ -1,6 +1,6 @@
 /* qmatmul_test — Q8_0 layout and round-trip bound, and qm_matmul against qm_matmul_ref (and the
  * exact fp32 product) on odd token counts and the SmolLM2-135M shapes, for every ISA the CPU
- * supports, on a thread pool and without one. */
+ * supports, on a thread pool and without one; a token's outputs independent of its batch. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -256,6 +256,48 @@ static void test_matmul_lm_head(void **state) {
     check_q8_matmul(49152, 576, 3, pool);
 }
 
+/* A token's outputs are the same bits whatever the batch around it: its row of an n-token call
+ * (every position of the 4 x 2 / 4 x 4 tiles and their remainders, rows split into tasks and, for
+ * n >= 8, tokens too) equals the call for that token alone, for every ISA, with and without the
+ * pool. The engine's batch- and chunk-invariant logits rest on it. */
+static void test_matmul_rows_independent_of_batch(void **state) {
+    threadpool *pool = *state;
+    const shape shapes[] = {{13, 64}, {576, 576}, {1536, 576}};
+    const int ns[] = {2, 3, 4, 5, 7, 9, 16, 33, 64};
+    enum { N_MAX = 64 };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s].rows, cols = shapes[s].cols;
+        float *src = alloc_floats((size_t)rows * cols), *x = alloc_floats((size_t)N_MAX * cols);
+        float *y = alloc_floats((size_t)N_MAX * rows), *alone = alloc_floats((size_t)rows);
+        for (size_t i = 0; i < (size_t)rows * cols; i++)
+            src[i] = 0.05f * grand();
+        for (size_t i = 0; i < (size_t)N_MAX * cols; i++)
+            x[i] = grand();
+        qm_matrix w;
+        assert_int_equal(qm_create(&w, QM_Q8_0, src, rows, cols, NULL, 0), DS_OK);
+        void *scratch = malloc(qm_scratch_bytes(&w, N_MAX));
+        assert_non_null(scratch);
+        for (int isa = QM_ISA_SCALAR; isa <= (int)qm_isa_supported(); isa++)
+            for (int use_pool = 0; use_pool <= 1; use_pool++) {
+                qm_isa_force((qm_isa)isa);
+                for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                    const int n = ns[k], t0 = N_MAX - n; /* tokens t0.. of x */
+                    qm_matmul(y, x + (size_t)t0 * cols, &w, n, use_pool ? pool : NULL, scratch);
+                    for (int t = 0; t < n; t++) {
+                        qm_matmul(alone, x + (size_t)(t0 + t) * cols, &w, 1, NULL, scratch);
+                        if (memcmp(alone, y + (size_t)t * rows, sizeof(float) * rows))
+                            fail_msg("%dx%d isa=%s pool=%d: token %d of n=%d differs from alone",
+                                     rows, cols, qm_isa_name((qm_isa)isa), use_pool, t, n);
+                    }
+                }
+            }
+        qm_isa_force(qm_isa_supported());
+        free(scratch);
+        qm_destroy(&w);
+        free(src), free(x), free(y), free(alone);
+    }
+}
+
 /* Q8_0 against the exact fp32 product with the original weights. Rigorous: per 32-block each
  * weight moves by <= d_w / 2 and each activation by <= d_x / 2 (d = amax / 127), so
  * |err| <= sum_b [ (d_x/2) sum|W'| + (d_w/2) sum|x| ] (+ fp32 rounding). Typical: with both
@@ -356,10 +398,15 @@ static int teardown_pool(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_q8_0_layout),      cmocka_unit_test(test_q8_0_round_trip_bound),
-        cmocka_unit_test(test_create_errors),    cmocka_unit_test(test_isa_force),
-        cmocka_unit_test(test_matmul_vs_ref),    cmocka_unit_test(test_matmul_lm_head),
-        cmocka_unit_test(test_q8_vs_exact_fp32), cmocka_unit_test(test_f32_matmul),
+        cmocka_unit_test(test_q8_0_layout),
+        cmocka_unit_test(test_q8_0_round_trip_bound),
+        cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_isa_force),
+        cmocka_unit_test(test_matmul_vs_ref),
+        cmocka_unit_test(test_matmul_lm_head),
+        cmocka_unit_test(test_q8_vs_exact_fp32),
+        cmocka_unit_test(test_f32_matmul),
+        cmocka_unit_test(test_matmul_rows_independent_of_batch),
     };
     return cmocka_run_group_tests(tests, setup_pool, teardown_pool);
 }
