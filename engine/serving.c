@@ -423,16 +423,17 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
         s->submitted++;
         s->wake = 1;
         pthread_cond_signal(&s->cv);
+        /* Taken under the lock: once it is released the engine thread may finish and free r;
+         * the stream itself lives on (the submitter holds its reference). */
+        *out = r->stream;
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != DS_OK) {
         r->seq.state = SCHED_CANCELLED;
         sched_seq_free(&r->seq);
         request_free(r);
-        return rc;
     }
-    *out = r->stream;
-    return DS_OK;
+    return rc;
 }
 
 /* --- output ----------------------------------------------------------------------------------- */
