@@ -843,24 +843,10 @@ ds_status cuda_device_memory(int device, size_t *free_bytes, size_t *total_bytes
     return DS_OK;
 }
 
-/* Runs the attention launcher on zero rows: it rejects shapes and page formats it was not
- * built for before any step does. */
-static ds_status check_attention(cuda_backend *b, char *msg, size_t msg_len) {
-    const llama_config *c = &b->config;
-    const paged_attention_params probe = {.table_stride = 1,
-                                          .n_q_heads = c->n_heads,
-                                          .n_kv_heads = c->n_kv_heads,
-                                          .head_dim = c->head_dim,
-                                          .block_size = b->cache->config.block_size,
-                                          .scale = 1.0f,
-                                          .cache = layer_view(b, 0),
-                                          .key_format = b->key_format,
-                                          .value_format = b->value_format};
-    return paged_attention_cuda(&probe, NULL, NULL, 0, NULL, b->stream, msg, msg_len);
-}
-
 /* Device limits asked once, the kernels' shared-memory limits raised once: no attribute call is
- * left on a step's path (CUDA graph captures refuse them, and each costs microseconds). */
+ * left on a step's path (CUDA graph captures refuse them, and each costs microseconds). Picking
+ * the attention kernel also rejects shapes and page formats it was not built for, before any
+ * step does. */
 static ds_status prepare_kernels(cuda_backend *b, char *msg, size_t msg_len) {
     const llama_config *c = &b->config;
     const paged_attention_params probe = {.table_stride = 1,
@@ -1004,7 +990,6 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                              cudaGetErrorString(e));
         }
     }
-    if (st == DS_OK) st = check_attention(b, msg, msg_len);
     if (st == DS_OK) st = prepare_kernels(b, msg, msg_len);
     if (st == DS_OK && !o->enforce_eager && !o->tp && !o->time_parts) {
         const int cap = o->max_seqs < o->max_step_tokens ? o->max_seqs : o->max_step_tokens;
