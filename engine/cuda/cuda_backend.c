@@ -553,7 +553,7 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
                           size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
-    const size_t d = (size_t)c->d_model, V = (size_t)c->vocab_size;
+    const size_t V = (size_t)c->vocab_size;
     int32_t *dp = (int32_t *)(b->scratch + L->plan);
     float *x = (float *)(b->scratch + L->x);
     CUDA_CHECK(cudaSetDevice(b->device)); /* the engine thread may not be the creating one */
@@ -569,7 +569,7 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
         }
     }
     if (st == DS_OK)
-        st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, (int)d, dp + p->tokens,
+        st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, c->d_model, dp + p->tokens,
                             p->n_rows, b->stream, msg, msg_len);
     for (int l = 0; st == DS_OK && l < c->n_layers; l++)
         st = in_layer(run_layer(b, p, dp, l, 0, msg, msg_len), l, msg, msg_len);
@@ -579,7 +579,6 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
      * forward_sample asks for at most one row per sequence) or to the host a chunk at a time. */
     float *dev_logits = (float *)(b->scratch + L->logits);
     const int n_logit_rows = b->tp_rank == 0 ? p->n_logit_rows : 0;
-    (void)d;
     const int sampling = out && out->rows;
     if (sampling && n_logit_rows) {
         memcpy(b->sample_host, out->rows, (size_t)n_logit_rows * sizeof(sample_row));
