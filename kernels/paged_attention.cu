@@ -30,6 +30,7 @@
 #include "kernels/cuda.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_common.cuh"
+#include "kernels/paged_prefill.cuh"
 
 namespace {
 
@@ -462,7 +463,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     extern __shared__ __align__(16) uint8_t smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int gid = lane >> 2, tig = lane & 3;
-    const int split = blockIdx.x, h = blockIdx.y, row = blockIdx.z;
+    if (p.exec && (int)blockIdx.z >= p.exec[1]) return; /* past the decode list */
+    const int split = blockIdx.x, h = blockIdx.y;
+    const int row = p.exec ? p.exec[2 + 2 * p.n_rows + blockIdx.z] : blockIdx.z;
     const int H = p.n_kv_heads, G = p.n_q_heads / H;
     const int pos = p.row_pos[row], seq = p.row_seq[row];
     const int n_full = pos / T;
@@ -634,7 +637,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
 
 /* Merges the splits of each (row, query head): one CTA of D threads. */
 __global__ void paged_attention_reduce_kernel(const paged_attention_params p, const pa_plan plan) {
-    const int row = blockIdx.y, qh = blockIdx.x, c = threadIdx.x, D = p.head_dim;
+    if (p.exec && (int)blockIdx.y >= p.exec[1]) return;
+    const int row = p.exec ? p.exec[2 + 2 * p.n_rows + blockIdx.y] : blockIdx.y;
+    const int qh = blockIdx.x, c = threadIdx.x, D = p.head_dim;
     const int n_blocks = p.row_pos[row] / p.block_size + 1;
     const int bps = plan.bps_dev ? *plan.bps_dev : plan.blocks_per_split;
     const int used = (n_blocks + bps - 1) / bps;
@@ -744,12 +749,13 @@ namespace {
  * and the split plan for p's rows and max_pos. */
 struct pa_launch {
     pa_kernel_fn kernel;
+    int fmt; /* the family: the prefill kernel's too */
     pa_plan plan;
     int n_warps;
     size_t smem;
 };
 
-ds_status pick_kernel(const paged_attention_params *p, pa_kernel_fn *out, char *msg,
+ds_status pick_kernel(const paged_attention_params *p, pa_kernel_fn *out, int *fmt_out, char *msg,
                       size_t msg_len) {
     ds_status st = paged_attention_validate(p, msg, msg_len);
     if (st != DS_OK) return st;
@@ -779,7 +785,7 @@ ds_status pick_kernel(const paged_attention_params *p, pa_kernel_fn *out, char *
         return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
                        "paged attention (cuda): %d-bit pages of method %d", p->key_format.bits,
                        p->key_format.method);
-    *out = kernel;
+    *out = kernel, *fmt_out = fmt;
     return DS_OK;
 }
 
@@ -800,7 +806,7 @@ ds_status device_limits(const paged_attention_tuning *tu, int *n_sm, int *smem_o
 ds_status plan_launch(const paged_attention_params *p, const paged_attention_tuning *tu,
                       void *workspace, size_t workspace_bytes, pa_launch *out, char *msg,
                       size_t msg_len) {
-    ds_status st = pick_kernel(p, &out->kernel, msg, msg_len);
+    ds_status st = pick_kernel(p, &out->kernel, &out->fmt, msg, msg_len);
     if (st != DS_OK) return st;
     int n_sm, smem_optin;
     st = device_limits(tu, &n_sm, &smem_optin, msg, msg_len);
@@ -869,6 +875,8 @@ ds_status paged_attention_cuda_prepare(const paged_attention_params *p, paged_at
     if (st != DS_OK) return st;
     CUDA_CHECK(
         cudaFuncSetAttribute(la.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)la.smem));
+    st = paged_prefill_cuda_setup(&probe, la.fmt, optin, msg, msg_len);
+    if (st != DS_OK) return st;
     t->smem_ready = 1;
     return DS_OK;
 }
@@ -895,9 +903,20 @@ ds_status paged_attention_cuda(const paged_attention_params *p,
     pa_launch la;
     ds_status st = plan_launch(p, tu, workspace, workspace_bytes, &la, msg, msg_len);
     if (st != DS_OK || p->n_rows == 0) return st;
-    if (!tu->smem_ready)
+    if (!tu->smem_ready) {
         CUDA_CHECK(cudaFuncSetAttribute(la.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)la.smem));
+        if (p->exec) {
+            int n_sm, optin;
+            st = device_limits(tu, &n_sm, &optin, msg, msg_len);
+            if (st == DS_OK) st = paged_prefill_cuda_setup(p, la.fmt, optin, msg, msg_len);
+            if (st != DS_OK) return st;
+        }
+    }
+    if (p->exec) { /* the tiles first: they hold the longest work */
+        st = paged_prefill_cuda_launch(p, la.fmt, stream, msg, msg_len);
+        if (st != DS_OK) return st;
+    }
     const dim3 grid(la.plan.n_splits, p->n_kv_heads, p->n_rows);
     la.kernel<<<grid, la.n_warps * 32, la.smem, stream>>>(*p, la.plan);
     CUDA_CHECK(cudaGetLastError());

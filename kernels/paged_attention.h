@@ -38,7 +38,24 @@ typedef struct paged_attention_params {
     float scale; /* usually 1 / sqrt(head_dim) */
     kv_layer_view cache;
     kv_page_format key_format, value_format;
+    /* How the CUDA launcher runs the rows (the reference ignores it): NULL, every row by the
+     * decode kernel; else PAGED_ATTENTION_EXEC_WORDS(n_rows) words on the device written by
+     * paged_attention_exec_build: the prefill kernel takes the tiles, the decode kernel the list.
+     */
+    const int32_t *exec;
 } paged_attention_params;
+
+/* The execution plan: exec[0] = n_tiles, exec[1] = n_list, exec[2 + 2i], exec[3 + 2i] = first
+ * row and row count of tile i (rows of one sequence at consecutive positions inside one block),
+ * exec[2 + 2 n_rows + j] = row j of the decode list. Sized for n_rows so that the launch grids
+ * need no host copy of the counts (a follower rank or a graph replay launches the same). */
+#define PAGED_ATTENTION_EXEC_WORDS(n_rows) (2 + 3 * (size_t)(n_rows))
+
+/* Splits rows into prefill tiles and the decode list: every run of >= min_tile_rows rows of one
+ * sequence at consecutive positions in one block becomes a tile, the other rows go to the list.
+ * row_seq/row_pos: host arrays of n_rows; exec: PAGED_ATTENTION_EXEC_WORDS(n_rows) words. */
+void paged_attention_exec_build(const int32_t *row_seq, const int32_t *row_pos, int n_rows,
+                                int block_size, int min_tile_rows, int32_t *exec);
 
 /* Checks shapes and formats (head_dim and block_size of both formats, divisibility of heads);
  * names the first bad field. The reference and the CUDA launcher both call it. */

@@ -131,3 +131,24 @@ double paged_attention_min_bytes(const paged_attention_params *p, const int32_t 
     }
     return bytes + 2.0 * p->n_rows * p->n_q_heads * D * 2; /* q in, out */
 }
+
+void paged_attention_exec_build(const int32_t *row_seq, const int32_t *row_pos, int n_rows,
+                                int block_size, int min_tile_rows, int32_t *exec) {
+    int32_t *tiles = exec + 2, *list = exec + 2 + 2 * (size_t)n_rows;
+    int n_tiles = 0, n_list = 0;
+    for (int r = 0; r < n_rows;) {
+        int e = r + 1; /* the run [r, e): same sequence, next position, same block */
+        while (e < n_rows && row_seq[e] == row_seq[r] && row_pos[e] == row_pos[e - 1] + 1 &&
+               row_pos[e] / block_size == row_pos[r] / block_size)
+            e++;
+        if (e - r >= min_tile_rows) {
+            tiles[2 * n_tiles] = r, tiles[2 * n_tiles + 1] = e - r;
+            n_tiles++;
+        } else {
+            for (int i = r; i < e; i++)
+                list[n_list++] = i;
+        }
+        r = e;
+    }
+    exec[0] = n_tiles, exec[1] = n_list;
+}

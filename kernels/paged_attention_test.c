@@ -247,6 +247,31 @@ static void test_validate_names_the_field(void **state) {
 }
 
 /* Rows land at their slots of their open blocks; slot -1 is skipped; nothing else changes. */
+/* The exec plan splits rows into tiles (runs of one sequence, consecutive positions, one block)
+ * and the decode list; min_tile_rows sends short runs to the list. */
+static void test_exec_build(void **state) {
+    (void)state;
+    /* seq 3 decodes at 70; seq 1 prefills 5..20 (blocks of 8: 5-7, 8-15, 16-20); seq 3 again
+     * at 71 is another sequence's row only by order; seq 2 rows 9 and 11 are not consecutive. */
+    const int32_t seq[] = {3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2};
+    const int32_t pos[] = {70, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 9, 11};
+    enum { N = sizeof seq / sizeof seq[0] };
+    int32_t ex[PAGED_ATTENTION_EXEC_WORDS(N)];
+    paged_attention_exec_build(seq, pos, N, 8, 2, ex);
+    assert_int_equal(ex[0], 3);
+    const int32_t tiles[] = {1, 3, 4, 8, 12, 5};
+    assert_memory_equal(ex + 2, tiles, sizeof tiles);
+    assert_int_equal(ex[1], 3);
+    const int32_t list[] = {0, 17, 18};
+    assert_memory_equal(ex + 2 + 2 * N, list, sizeof list);
+    /* runs shorter than 4 rows go to the list */
+    paged_attention_exec_build(seq, pos, N, 8, 4, ex);
+    assert_int_equal(ex[0], 2);
+    assert_int_equal(ex[1], 6);
+    const int32_t list4[] = {0, 1, 2, 3, 17, 18};
+    assert_memory_equal(ex + 2 + 2 * N, list4, sizeof list4);
+}
+
 static void test_reshape_and_cache_ref(void **state) {
     (void)state;
     enum { T = 16, H = 3, D = 8, blocks = 4, rows = 5 };
@@ -291,6 +316,7 @@ int main(void) {
         cmocka_unit_test(test_prefill_chunk_is_causal),
         cmocka_unit_test(test_batch_equals_single_rows),
         cmocka_unit_test(test_validate_names_the_field),
+        cmocka_unit_test(test_exec_build),
         cmocka_unit_test(test_reshape_and_cache_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

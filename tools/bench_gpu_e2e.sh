@@ -4,6 +4,8 @@
 #   step     bench_decode at 1k and 32k context, fp16 and kivi4, CUDA graphs against eager, each
 #            row against its limit (weights + KV over the measured copy rate)
 #   generate one sequence, 1024-token prompt, 256 decode steps (decoserve generate)
+#   ttft     time to the first token of one long prompt (8000 and 32768 tokens, random
+#            Llama-3.1-8B weights, 128k context), kv-bits 16 and 4: prefill speed end to end
 #   offline  bench-offline with random Llama-3-8B weights, 64 x (1024 + 256) (max-seqs 64) and
 #            256 x (1024 + 256) (max-seqs 256), kv-bits 16 and 4
 #   loadgen  decoserve-loadgen against `decoserve serve`, 256 x (2048 + 256), concurrency 128,
@@ -36,6 +38,17 @@ if has generate; then
         echo "== generate, one sequence, 1024-token prompt ${eager:-(graphs)}"
         "$D/decoserve" generate --device cuda --random-weights llama3-8b \
             --prompt-file "$OUT/prompt.txt" --prompt-tokens 1024 --max-tokens 256 --ignore-eos $eager 2>&1 >/dev/null | tail -3
+    done
+fi
+if has ttft; then
+    yes "It is a truth universally acknowledged." | head -12000 >"$OUT/long_prompt.txt"
+    for n in 8000 32768; do
+        for bits in 16 4; do
+            echo "== generate, one ${n}-token prompt, kv-bits $bits, first token"
+            "$D/decoserve" generate --device cuda --random-weights llama3.1-8b --kv-bits "$bits" \
+                --prompt-file "$OUT/long_prompt.txt" --prompt-tokens "$n" --max-tokens 2 \
+                --ignore-eos --max-batched-tokens 8192 --kv-memory 16G 2>&1 >/dev/null | tail -2
+        done
     done
 fi
 if has offline; then

@@ -429,7 +429,8 @@ static ds_status run_layer(cuda_backend *b, const cuda_plan *p, const int32_t *d
                                        .scale = 1.0f / sqrtf((float)D),
                                        .cache = view,
                                        .key_format = b->key_format,
-                                       .value_format = b->value_format};
+                                       .value_format = b->value_format,
+                                       .exec = graph ? NULL : dp + p->exec};
     paged_attention_tuning tuning = b->attn_tuning;
     if (graph) tuning.blocks_per_split_dev = dp + p->dyn + CUDA_PLAN_DYN_SPLIT;
     st = paged_attention_cuda(&ap, &tuning, s + L->attn_ws, L->attn_ws_bytes, NULL, stream, msg,

@@ -74,11 +74,11 @@ void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cu
 }
 
 size_t cuda_plan_capacity(const cuda_plan_limits *lim) {
-    /* 5 row arrays (with logit_rows), 2 fill arrays (a block that fills holds at least one new
-     * row, so at most one per row), 2 tables (a padded plan's with one more sequence), and a
-     * padded plan's run-time words. */
+    /* 5 row arrays (with logit_rows), the attention's exec plan, 2 fill arrays (a block that fills
+     * holds at least one new row, so at most one per row), 2 tables (a padded plan's with one more
+     * sequence), and a padded plan's run-time words. */
     return 7 * (size_t)lim->max_rows + 2 * ((size_t)lim->max_seqs + 1) * lim->max_blocks +
-           CUDA_PLAN_DYN_WORDS;
+           PAGED_ATTENTION_EXEC_WORDS(lim->max_rows) + CUDA_PLAN_DYN_WORDS;
 }
 
 /* The arrays' offsets from the sizes (the order of plan.h). */
@@ -94,6 +94,7 @@ static void lay_out(cuda_plan *p) {
     p->fill_open = top, top += (size_t)p->n_fill;
     p->fill_full = top, top += (size_t)p->n_fill;
     p->logit_rows = top, top += (size_t)p->n_logit_rows;
+    p->exec = top, top += R ? PAGED_ATTENTION_EXEC_WORDS(R) : 0; /* none for an empty plan */
     p->dyn = top;
     p->n_words = top;
 }
@@ -209,6 +210,9 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
             p->max_pos = pos > p->max_pos ? pos : p->max_pos;
         }
     }
+    if (R)
+        paged_attention_exec_build(buf + p->row_seq, buf + p->positions, R, T,
+                                   CUDA_PLAN_MIN_TILE_ROWS, buf + p->exec);
     return DS_OK;
 }
 

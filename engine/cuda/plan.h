@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "engine/llama.h"
 #include "engine/loader/model.h"
+#include "kernels/paged_attention.h"
 #include "kernels/sample.h"
 #include "kvcache/paged_cache.h"
 
@@ -65,11 +66,15 @@ typedef struct cuda_plan_limits {
  *     tokens, positions, row_seq, slots [n_rows]   slot = open block id * T + position % T
  *     full_table, open_table [n_seqs][table_stride]  kv_seq full_id / open_id (-1: none)
  *     fill_open, fill_full [n_fill]                  blocks that fill in this step, batch order
- *     logit_rows [n_logit_rows]                      rows whose logits the caller wants */
+ *     logit_rows [n_logit_rows]                      rows whose logits the caller wants
+ *     exec [PAGED_ATTENTION_EXEC_WORDS(n_rows)]       attention's prefill tiles + decode list
+ *                                                    (runs of >= CUDA_PLAN_MIN_TILE_ROWS rows
+ *                                                    of a prompt chunk in one block are tiles) */
+#define CUDA_PLAN_MIN_TILE_ROWS 2
 typedef struct cuda_plan {
     int n_rows, n_seqs, table_stride, n_fill, n_logit_rows, max_pos;
     size_t tokens, positions, row_seq, slots, full_table, open_table, fill_open, fill_full,
-        logit_rows;
+        logit_rows, exec;
     size_t dyn;     /* a padded plan's CUDA_PLAN_DYN_WORDS run-time words (after logit_rows) */
     size_t n_words; /* int32 values in use: what the copy moves */
 } cuda_plan;

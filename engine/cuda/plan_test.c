@@ -203,6 +203,19 @@ static void test_plan_mixed_batch(void **state) {
     assert_int_equal(f->buf[p.logit_rows], 0);
     for (int i = 0; i < 37; i++)
         assert_int_equal(f->buf[p.logit_rows + 1 + i], 1 + i);
+    /* Attention's exec plan: prompt rows in one block are tiles (seq 1: blocks 0, 1, 2; seq 2:
+     * blocks 1, 2), lone rows (seq 0's decode, seq 2's position 15) the decode list. */
+    const int32_t *ex = f->buf + p.exec;
+    const int32_t tiles[][2] = {{1, 16}, {17, 16}, {33, 5}, {39, 16}, {55, 3}};
+    assert_int_equal(ex[0], 5);
+    assert_int_equal(ex[1], 2);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(ex[2 + 2 * i], tiles[i][0]);
+        assert_int_equal(ex[3 + 2 * i], tiles[i][1]);
+    }
+    assert_int_equal(ex[2 + 2 * p.n_rows], 0);
+    assert_int_equal(ex[3 + 2 * p.n_rows], 38);
+    assert_true(p.exec + PAGED_ATTENTION_EXEC_WORDS(p.n_rows) <= p.n_words);
     /* Block ids come from the scattered pool, not 0, 1, 2, ... */
     int in_order = 1;
     for (int i = 0; i < p.n_fill; i++)

@@ -12,7 +12,7 @@
 /* ---- shapes ---- */
 
 const char *const synthetic_shape_names[] = {
-    "tiny", "smollm2-135m", "llama2-7b", "llama3-8b", "llama3-70b", NULL,
+    "tiny", "smollm2-135m", "llama2-7b", "llama3-8b", "llama3.1-8b", "llama3-70b", NULL,
 };
 
 /* Indexed like synthetic_shape_names. vocab_size 0: the learned vocabulary. */
@@ -61,6 +61,22 @@ static const llama_config shape_configs[] = {
      .context_length = 8192,
      .rms_eps = 1e-5f,
      .rope_theta = 500000.0f},
+    {.architecture = "llama", /* llama3.1-8b: Llama-3-8B's weights, 128k context by RoPE scaling */
+     .n_layers = 32,
+     .d_model = 4096,
+     .n_heads = 32,
+     .n_kv_heads = 8,
+     .head_dim = 128,
+     .d_ff = 14336,
+     .vocab_size = 128256,
+     .context_length = 131072,
+     .rms_eps = 1e-5f,
+     .rope_theta = 500000.0f,
+     .rope_scaling = LLAMA_ROPE_LLAMA3,
+     .rope_factor = 8.0f,
+     .rope_low_freq_factor = 1.0f,
+     .rope_high_freq_factor = 4.0f,
+     .rope_original_context = 8192},
     {.architecture = "llama", /* llama3-70b */
      .n_layers = 80,
      .d_model = 8192,

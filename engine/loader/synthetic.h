@@ -35,6 +35,8 @@
  *                 context 4096, theta 10000
  *   llama3-8b     Llama-3-8B (not 3.1: context 8192, theta 500000, no rope scaling): 32 layers,
  *                 4096, 32/8 heads of 128, d_ff 14336, vocab 128256
+ *   llama3.1-8b   Llama-3.1-8B: llama3-8b's shape with context 131072 by Llama-3.1 RoPE scaling
+ *                 (factor 8, low/high frequency factors 1/4, original context 8192)
  *   llama3-70b    Llama-3-70B: 80 layers, 8192, 64/8 heads of 128, d_ff 28672, vocab 128256,
  *                 context 8192, theta 500000
  * All use rms_eps 1e-5 and architecture "llama"; only smollm2-135m ties its embeddings. */

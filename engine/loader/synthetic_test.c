@@ -29,10 +29,12 @@ static void test_every_shape_validates(void **state) {
         st = llama_config_validate(&c, msg, sizeof msg);
         if (st != DS_OK) fail_msg("%s: %s", *name, msg);
         assert_string_equal(c.architecture, "llama");
-        assert_int_equal(c.rope_scaling, LLAMA_ROPE_NONE);
+        /* only llama3.1-8b scales RoPE (Llama-3.1's 128k context) */
+        assert_int_equal(c.rope_scaling,
+                         strcmp(*name, "llama3.1-8b") ? LLAMA_ROPE_NONE : LLAMA_ROPE_LLAMA3);
         assert_int_equal(c.n_heads * c.head_dim, c.d_model);
     }
-    assert_int_equal(n, 5);
+    assert_int_equal(n, 6);
 }
 
 static void test_published_sizes(void **state) {
@@ -47,6 +49,11 @@ static void test_published_sizes(void **state) {
     assert_int_equal(c.context_length, 8192);
     assert_true(c.rope_theta == 500000.0f);
     assert_false(c.tied_embeddings);
+    assert_int_equal(synthetic_shape("llama3.1-8b", &c, msg, sizeof msg), DS_OK);
+    assert_int_equal(c.context_length, 131072);
+    assert_int_equal(c.rope_scaling, LLAMA_ROPE_LLAMA3);
+    assert_true(c.rope_factor == 8.0f && c.rope_high_freq_factor == 4.0f);
+    assert_int_equal(c.rope_original_context, 8192);
     assert_int_equal(synthetic_shape("llama2-7b", &c, msg, sizeof msg), DS_OK);
     assert_int_equal(c.n_kv_heads, 32);
     assert_int_equal(c.d_ff, 11008);

@@ -95,12 +95,22 @@ static void check_attention(const attn_case *c, int n_seqs, const int *first, co
     void *ws;
     CK(cudaMalloc(&ws, ws_bytes));
 
+    /* exec plans: prompt runs as prefill tiles (the engine's), and every row a tile */
+    const size_t ex_words = PAGED_ATTENTION_EXEC_WORDS(hp.n_rows);
+    int32_t *ex = malloc(ex_words * 4);
+    int32_t *dex[2];
+    for (int i = 0; i < 2; i++) {
+        paged_attention_exec_build(hp.row_seq, hp.row_pos, hp.n_rows, c->T, i ? 1 : 2, ex);
+        dex[i] = dev_copy(ex, ex_words * 4);
+    }
+    free(ex);
     const paged_attention_tuning plans[] = {
-        {0}, {.max_splits = 1}, {.ctas_per_sm = 8, .warps_per_cta = 2, .stages = 3}};
-    const char *plan_names[] = {"auto", "1split", "2warps"};
-    for (int pi = 0; pi < 3; pi++) {
+        {0}, {.max_splits = 1}, {.ctas_per_sm = 8, .warps_per_cta = 2, .stages = 3}, {0}, {0}};
+    const char *plan_names[] = {"auto", "1split", "2warps", "tiles", "alltiles"};
+    for (int pi = 0; pi < 5; pi++) {
         CK(cudaMemset((void *)dp.out, 0xff, out_elems * 2));
         int splits = 0;
+        dp.exec = pi >= 3 ? dex[pi - 3] : NULL;
         ds_status st =
             paged_attention_cuda(&dp, &plans[pi], ws, ws_bytes, &splits, 0, msg, sizeof msg);
         if (st != DS_OK) {
@@ -139,7 +149,7 @@ static void check_attention(const attn_case *c, int n_seqs, const int *first, co
     cudaFree((void *)dp.q), cudaFree(dp.out), cudaFree((void *)dp.row_seq);
     cudaFree((void *)dp.row_pos), cudaFree((void *)dp.full_table);
     cudaFree((void *)dp.open_table), cudaFree(dp.cache.full), cudaFree(dp.cache.open);
-    cudaFree(ws);
+    cudaFree(ws), cudaFree(dex[0]), cudaFree(dex[1]);
     free(want), free(got);
     kv_fixture_destroy(fx);
 }
@@ -152,13 +162,13 @@ static const struct {
 enum { N_FORMATS = sizeof k_formats / sizeof k_formats[0] };
 
 static void attention_grid(void) {
-    const int groups[] = {1, 4, 8};
+    const int groups[] = {1, 3, 4, 8};
     int n = 0;
     for (int D = 64; D <= 128; D *= 2)
         for (int T = 16; T <= 64; T *= 2)
             for (int f = 0; f < N_FORMATS; f++, n++) {
                 const attn_case c = {
-                    k_formats[f].method, k_formats[f].bits, D, T, 2, groups[n % 3], 0};
+                    k_formats[f].method, k_formats[f].bits, D, T, 2, groups[n % 4], 0};
                 /* 1 token, around block edges, a few blocks, a few hundred tokens */
                 const int len[] = {1,     T - 1,     T,
                                    T + 1, 5 * T + 7, 300 + (int)(ds_rng_u64(&g_rng) % 200)};
@@ -166,6 +176,9 @@ static void attention_grid(void) {
                 for (int i = 0; i < 6; i++)
                     last[i] = len[i] - 1;
                 check_attention(&c, 6, last, last, "decode");
+                /* prompt chunks: from 0 across blocks, from mid-block, a chunk far in */
+                const int first[] = {0, 3 * T - 5, 300}, chunk_last[] = {2 * T + 5, 5 * T + 3, 340};
+                check_attention(&c, 3, first, chunk_last, "prefill");
             }
     /* KIVI value groups spanning head_dim 128 (group_size 128). */
     const attn_case wide = {DQ_KIVI, 4, 128, 32, 2, 4, 128};
@@ -180,8 +193,8 @@ static void attention_long_and_prefill(void) {
         const attn_case c = {k_formats[f].method, k_formats[f].bits, 128, 32, 8, 4, 0};
         const int last[] = {999, 4096, 32767};
         check_attention(&c, 3, last, last, "decode");
-        const int first[] = {1000, 0}, chunk_last[] = {1000 + 63, 40};
-        check_attention(&c, 2, first, chunk_last, "prefill");
+        const int first[] = {1000, 0, 4090}, chunk_last[] = {1000 + 63, 40, 4130};
+        check_attention(&c, 3, first, chunk_last, "prefill");
     }
     const attn_case g8 = {DQ_KIVI, 4, 128, 32, 2, 8, 0};
     const int last[] = {32767};

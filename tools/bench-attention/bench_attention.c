@@ -12,7 +12,14 @@
  * (distinct memory, repeated content) and reached through a shuffled block table. The L2 flush
  * before each timed run only reads (an argmax over 256 MB), so no dirty lines from the flush are
  * written back during the timed run; sdpa.py flushes the same way (a sum).
- *   bench_attention [--sdpa sdpa.csv] [--methods kivi,decoquant] [--reps 20] [--csv out.csv] */
+ *
+ * With --prefill: one causal prompt of {1k,4k,8k,32k} tokens (every row at its position, each
+ * attending to all earlier positions: full pages compressed, its own block exact), run by the
+ * prefill tiles (the engine's exec plan) and, up to 8k, by the decode kernel row by row (the
+ * path before the prefill kernel); time, TFLOP/s on the causal score + value products, and the
+ * ratio to SDPA causal (sdpa.py --prefill) in the same command.
+ *   bench_attention [--sdpa sdpa.csv] [--methods kivi,decoquant] [--reps 20] [--csv out.csv]
+ *                   [--prefill] [--bits B --batch N --ctx L  (one case: for profilers)] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,25 +138,128 @@ static double sdpa_us(const sdpa_row *rows, int n, int batch, int ctx) {
     return 0.0;
 }
 
+/* One causal prompt of n tokens over the pages of cp (the first SEED_BLOCKS hold the format's
+ * pages, repeated over the pool; own blocks from the seed open blocks), by the prefill tiles and,
+ * up to 8k tokens, row by row through the decode kernel. SDPA causal rows have batch 0. */
+static void bench_prefill(timer *tm, const kv_compress_params *cp, const char *label, int bits,
+                          const sdpa_row *sdpa, int n_sdpa, FILE *csv) {
+    static const int k_prompts[] = {1024, 4096, 8192, 32768};
+    const int max_n = 32768, stride = max_n / T + 1;
+    uint16_t *q, *out;
+    int32_t *row_seq, *row_pos, *full_table, *open_table, *exec;
+    CK(cudaMalloc((void **)&q, (size_t)max_n * HQ * D * 2));
+    CK(cudaMalloc((void **)&out, (size_t)max_n * HQ * D * 2));
+    CK(cudaMalloc((void **)&row_seq, max_n * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&row_pos, max_n * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&full_table, stride * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&open_table, stride * sizeof(int32_t)));
+    CK(cudaMalloc((void **)&exec, PAGED_ATTENTION_EXEC_WORDS(max_n) * sizeof(int32_t)));
+    int32_t *seq_h = calloc(max_n, sizeof(int32_t)), *pos_h = malloc(max_n * sizeof(int32_t));
+    int32_t *ft_h = malloc(stride * sizeof(int32_t)), *ot_h = malloc(stride * sizeof(int32_t));
+    int32_t *ex_h = malloc(PAGED_ATTENTION_EXEC_WORDS(max_n) * sizeof(int32_t));
+    ds_rng rng = {7};
+    for (int b = 0; b < stride; b++) /* scattered pages, distinct memory */
+        ft_h[b] = (int32_t)(b * 7 % (max_n / T)), ot_h[b] = b % SEED_BLOCKS;
+    for (int i = 0; i < max_n; i++)
+        pos_h[i] = i;
+    {
+        const size_t n = (size_t)max_n * HQ * D;
+        uint16_t *h = malloc(n * 2);
+        for (size_t i = 0; i < n; i++)
+            h[i] = ds_float_to_half(ds_rng_gauss(&rng));
+        CK(cudaMemcpy(q, h, n * 2, cudaMemcpyHostToDevice));
+        free(h);
+    }
+    CK(cudaMemcpy(row_seq, seq_h, max_n * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(row_pos, pos_h, max_n * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(full_table, ft_h, stride * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(open_table, ot_h, stride * sizeof(int32_t), cudaMemcpyHostToDevice));
+    const size_t ws_bytes = paged_attention_workspace_bytes(max_n, HQ, D, 1);
+    void *ws;
+    CK(cudaMalloc(&ws, ws_bytes));
+    for (int ci = 0; ci < 4; ci++) {
+        const int n = k_prompts[ci];
+        paged_attention_exec_build(seq_h, pos_h, n, T, 2, ex_h);
+        CK(cudaMemcpy(exec, ex_h, PAGED_ATTENTION_EXEC_WORDS(n) * sizeof(int32_t),
+                      cudaMemcpyHostToDevice));
+        paged_attention_params p = {.q = q,
+                                    .q_stride = HQ * D,
+                                    .out = out,
+                                    .out_stride = HQ * D,
+                                    .row_seq = row_seq,
+                                    .row_pos = row_pos,
+                                    .full_table = full_table,
+                                    .open_table = open_table,
+                                    .table_stride = stride,
+                                    .n_rows = n,
+                                    .n_q_heads = HQ,
+                                    .n_kv_heads = H,
+                                    .head_dim = D,
+                                    .block_size = T,
+                                    .max_pos = n - 1,
+                                    .scale = 1.0f / sqrtf((float)D),
+                                    .cache = cp->cache,
+                                    .key_format = cp->key_format,
+                                    .value_format = cp->value_format,
+                                    .exec = exec};
+        const int saved_reps = tm->reps;
+        if (n >= 8192) tm->reps = tm->reps < 5 ? tm->reps : 5;
+        const double tiles = median_us(tm, &p, NULL, ws, ws_bytes, NULL);
+        double rows = 0.0;
+        if (n <= 8192) {
+            p.exec = NULL;
+            tm->reps = 3;
+            rows = median_us(tm, &p, NULL, ws, ws_bytes, NULL);
+        }
+        tm->reps = saved_reps;
+        /* causal QK^T and PV: 2 * 2 * n^2 / 2 * HQ * D flops */
+        const double tflops = 2.0 * (double)n * n * HQ * D / (tiles * 1e-6) / 1e12;
+        const double s_us = sdpa_us(sdpa, n_sdpa, 0, n);
+        printf("prefill %-9s %4d %6d | tiles %10.1f us %6.1f TFLOP/s | rows %10.1f us (x%.1f) | "
+               "sdpa causal %9.1f us (x_sdpa %.2f)\n",
+               label, bits, n, tiles, tflops, rows, rows > 0 ? rows / tiles : 0.0, s_us,
+               s_us > 0 ? s_us / tiles : 0.0);
+        if (csv)
+            fprintf(csv, "prefill,%s,%d,%d,%.1f,%.2f,%.1f,%.1f,%.3f\n", label, bits, n, tiles,
+                    tflops, rows, s_us, s_us > 0 ? s_us / tiles : 0.0);
+        fflush(stdout);
+    }
+    cudaFree(q), cudaFree(out), cudaFree(row_seq), cudaFree(row_pos), cudaFree(full_table);
+    cudaFree(open_table), cudaFree(exec), cudaFree(ws);
+    free(seq_h), free(pos_h), free(ft_h), free(ot_h), free(ex_h);
+}
+
 int main(int argc, char **argv) {
     const char *sdpa_path = NULL, *methods = "kivi", *csv_path = NULL;
-    int reps = 20;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--sdpa"))
-            sdpa_path = argv[i + 1];
-        else if (!strcmp(argv[i], "--methods"))
-            methods = argv[i + 1];
-        else if (!strcmp(argv[i], "--reps"))
-            reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--csv"))
-            csv_path = argv[i + 1];
+    int reps = 20, prefill = 0, only_bits = 0, only_batch = 0, only_ctx = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--prefill")) {
+            prefill = 1;
+            continue;
+        }
+        if (val && !strcmp(argv[i], "--sdpa"))
+            sdpa_path = val;
+        else if (val && !strcmp(argv[i], "--methods"))
+            methods = val;
+        else if (val && !strcmp(argv[i], "--reps"))
+            reps = atoi(val);
+        else if (val && !strcmp(argv[i], "--csv"))
+            csv_path = val;
+        else if (val && !strcmp(argv[i], "--bits")) /* one case only (profiling) */
+            only_bits = atoi(val);
+        else if (val && !strcmp(argv[i], "--batch"))
+            only_batch = atoi(val);
+        else if (val && !strcmp(argv[i], "--ctx"))
+            only_ctx = atoi(val);
         else {
             fprintf(stderr,
                     "usage: %s [--sdpa f.csv] [--methods kivi,decoquant] [--reps n] "
-                    "[--csv out.csv]\n",
+                    "[--csv out.csv] [--prefill] [--bits B --batch N --ctx L]\n",
                     argv[0]);
             return 2;
         }
+        i++;
     }
     sdpa_row sdpa[64];
     const int n_sdpa = sdpa_path ? read_sdpa(sdpa_path, sdpa, 64) : 0;
@@ -167,7 +277,9 @@ int main(int argc, char **argv) {
     printf("shapes: %d query heads, %d kv heads, head_dim %d, block %d; SDPA rows from %s\n", HQ, H,
            D, T, n_sdpa ? sdpa_path : "(none)");
     FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
-    if (csv)
+    if (csv && prefill)
+        fprintf(csv, "kind,method,bits,prompt,tiles_us,tflops,rows_us,sdpa_us,x_sdpa\n");
+    else if (csv)
         fprintf(csv, "method,bits,batch,ctx,splits,plan,us,read_bytes,gbps,pct_copy,pct_nominal,"
                      "x_fp16,sdpa_us,x_sdpa\n");
 
@@ -225,6 +337,7 @@ int main(int argc, char **argv) {
     snprintf(mlist, sizeof mlist, "%s", methods);
     for (int bi = 0; bi < 4; bi++) {
         const int bits = k_bits[bi];
+        if (only_bits && bits != only_bits) continue;
         for (char *save = NULL, *m = strtok_r(mlist, ",", &save); m;
              m = strtok_r(NULL, ",", &save)) {
             if (bits == 16 && m != mlist) continue; /* fp16 once */
@@ -264,9 +377,15 @@ int main(int argc, char **argv) {
             }
             CK(cudaDeviceSynchronize());
 
+            if (prefill) {
+                bench_prefill(&tm, &cp, bits == 16 ? "fp16" : m, bits, sdpa, n_sdpa, csv);
+                continue;
+            }
             for (int ci = 0; ci < 4; ci++)
                 for (int ni = 0; ni < 3; ni++) {
                     const int batch = k_batches[ni], ctx = k_contexts[ci], pos = ctx - 1;
+                    if ((only_batch && batch != only_batch) || (only_ctx && ctx != only_ctx))
+                        continue;
                     const int n_full = pos / T;
                     ds_rng rng = {(uint64_t)(batch * 100003 + ctx)};
                     const int used = batch * n_full;
