@@ -41,7 +41,7 @@ static void usage(FILE *out) {
 
 static int parse(int argc, char **argv, bench_options *o) {
     memset(o, 0, sizeof *o);
-    serving_options_default(&o->engine);
+    if (engine_flags_defaults(PROG, &o->engine) < 0) return -1;
     o->num_prompts = 64, o->input_len = 256, o->output_len = 64;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;

@@ -51,6 +51,25 @@ static int parse_device(const char *prog, const char *v, serving_options *o) {
     return -1;
 }
 
+int engine_flags_defaults(const char *prog, serving_options *o) {
+    serving_options_default(o);
+    const char *size = getenv("LWS_GROUP_SIZE"), *index = getenv("LWS_WORKER_INDEX");
+    const char *leader = getenv("LWS_LEADER_ADDRESS");
+    if (size && cli_int(prog, "LWS_GROUP_SIZE", size, 1, 1024, &o->n_nodes) < 0) return -1;
+    if (index && cli_int(prog, "LWS_WORKER_INDEX", index, 0, 1023, &o->node_rank) < 0) return -1;
+    if (size && index && o->node_rank >= o->n_nodes) {
+        fprintf(stderr, "%s: LWS_WORKER_INDEX = '%s': expected 0..%d (LWS_GROUP_SIZE = '%s')\n",
+                prog, index, o->n_nodes - 1, size);
+        return -1;
+    }
+    if (leader && !*leader) {
+        fprintf(stderr, "%s: LWS_LEADER_ADDRESS is empty: expected the leader's host name\n", prog);
+        return -1;
+    }
+    if (leader) o->master_addr = leader;
+    return 0;
+}
+
 int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_options *o) {
     const char *a = argv[*i];
     if (!strcmp(a, "--no-prefix-cache")) {
@@ -295,9 +314,12 @@ void engine_flags_usage(FILE *out) {
         "  --dtype fp16|bf16        GPU weight type (default fp16)\n"
         "  --tensor-parallel N      shard the model over N GPUs with NCCL (default 1): GPUs\n"
         "                           0..N/nnodes-1 of every node\n"
-        "  --nnodes N               processes (hosts) in the tensor-parallel group (default 1)\n"
+        "  --nnodes N               processes (hosts) in the tensor-parallel group (default\n"
+        "                           LWS_GROUP_SIZE, else 1)\n"
         "  --node-rank R            this one: 0 serves, the others follow node 0's steps\n"
-        "  --master-addr H          node 0's address for the start-up rendezvous\n"
+        "                           (default LWS_WORKER_INDEX, else 0)\n"
+        "  --master-addr H          node 0's address for the start-up rendezvous (default\n"
+        "                           LWS_LEADER_ADDRESS)\n"
         "  --master-port P          and its TCP port (node 0 listens on it)\n"
         "  --tp-timeout S           seconds any tensor-parallel wait may take before the group\n"
         "                           counts as failed (default 60)\n"

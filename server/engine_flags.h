@@ -8,6 +8,13 @@
 
 #include "engine/serving.h"
 
+/* serving_options_default, then the multi-node flags' defaults from a LeaderWorkerSet pod's
+ * environment, so one pod template serves every rank of a group: LWS_GROUP_SIZE -> --nnodes,
+ * LWS_WORKER_INDEX -> --node-rank, LWS_LEADER_ADDRESS -> --master-addr (each only where set; the
+ * flags, parsed after this, still win). Prints "PROG: LWS_GROUP_SIZE = 'x': why" and returns -1
+ * for a malformed value; 0 otherwise. The commands call it first. */
+int engine_flags_defaults(const char *prog, serving_options *o);
+
 /* If argv[*i] is an engine flag, parses it (and its value, advancing *i past it) into o and
  * returns 1; returns 0 for any other argument; prints "PROG: --flag = 'v': why" to stderr and
  * returns -1 for a bad value. */

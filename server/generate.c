@@ -44,7 +44,7 @@ static void usage(FILE *out) {
 
 static int parse(int argc, char **argv, gen_options *o) {
     memset(o, 0, sizeof *o);
-    serving_options_default(&o->engine);
+    if (engine_flags_defaults(PROG, &o->engine) < 0) return -1;
     o->engine.max_seqs = 1;
     serving_request_default(&o->request);
     o->request.max_tokens = 128;

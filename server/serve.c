@@ -36,7 +36,7 @@ static void usage(FILE *out) {
 }
 
 static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server) {
-    serving_options_default(engine);
+    if (engine_flags_defaults(PROG, engine) < 0) return -1;
     ds_grpc_server_options_default(server);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
