@@ -21,6 +21,9 @@ import time
 import grpc
 from grpc_tools import protoc
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from checks import run_checks  # noqa: E402
+
 DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 REAL_MODEL = os.environ.get("DECOSERVE_MODEL", "")
@@ -423,16 +426,7 @@ CHECKS = [
     check_sigterm_under_load,  # last: it stops the server
 ]
 
-passed = failed = 0
-for check in CHECKS:
-    t0 = time.time()
-    try:
-        check()
-        passed += 1
-        print("ok   %-40s %5.1f s" % (check.__name__, time.time() - t0), flush=True)
-    except Exception as e:  # noqa: BLE001 -- report every check, whatever broke
-        failed += 1
-        print("FAIL %s: %s: %s" % (check.__name__, type(e).__name__, e), flush=True)
+passed, failed = run_checks(CHECKS)
 if srv.proc.poll() is None:
     srv.proc.kill()
     print("server log:\n" + srv.stderr())
