@@ -13,7 +13,8 @@
  * stages (cp.async of the page's bytes). fp16 pages are copied straight into the fp16 tiles the
  * MMAs read; compressed pages are staged as bytes and decoded by the whole CTA into fp16 tiles
  * once per page (KIVI runs of 8 codes with the decode kernel's exact conversion; DecoQuant pages
- * rebuilt as small x dequant(large)), so the decoding is shared by M = R * G rows. The tile's own
+ * rebuilt as small x dequant(large) in fp32, rounded once), so the decoding is shared by
+ * M = R * G rows. The tile's own
  * block comes last, exact from the fp16 open pool, causally masked.
  *
  * Tiles in shared memory are rows of 16-byte chunks, XOR-swizzled so that the eight rows an
@@ -81,7 +82,7 @@ DS_DEV __half2 half2_of(const uint8_t *params, int group, int which) {
     return __half2half2(h);
 }
 
-/* Code k of a payload of BITS-bit codes (any bits, for DecoQuant's generic decode). */
+/* Code k of a payload of bits-bit codes (DecoQuant's rebuild). */
 DS_DEV uint32_t code_at(const uint8_t *payload, int k, int bits) {
     const uint32_t bit = (uint32_t)k * bits;
     return (payload[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
@@ -111,31 +112,33 @@ DS_DEV void decode_pages(const uint8_t *stage, uint8_t *ktile, uint8_t *vtile,
                                            half2_of(vp + vf.params_offset, g, 1));
             *reinterpret_cast<uint4 *>(vtile + swz<D / 8>(t, c0 / 8)) = v;
         }
-    } else { /* DecoQuant, t1 = 1: M'[c1][(t, c2)] = sum_r A[c1][r] B[r][(t, c2)], B chan-axis */
-        for (int x = tid; x < 2 * T * kf.d2; x += nth) {
-            const int which = x / (T * kf.d2), j = x % (T * kf.d2);
+    } else { /* DecoQuant as classify() builds it: t1 = 1, d2 = 16, rank = d1 = D / 16, groups
+              * of T along tokens: M'[c1][(t, c2)] = sum_r A[c1][r] B[r][(t, c2)] */
+        constexpr int RK = D / 16;
+        for (int x = tid; x < 2 * T * 16; x += nth) {
+            const int which = x / (T * 16), t = x % T, c2 = (x / T) % 16;
             const kv_page_format &f = which ? vf : kf;
             const uint8_t *page = which ? vp : kp;
             uint8_t *tile = which ? vtile : ktile;
-            const int t = j / f.d2, c2 = j % f.d2;
-            float b[16];
+            const __half2 *params = reinterpret_cast<const __half2 *>(page + f.params_offset);
+            float b[RK];
 #pragma unroll
-            for (int r = 0; r < 16; r++) {
-                if (r >= f.rank) break;
-                const int g = r * f.d2 + c2, k = g * f.t2 + t; /* storage index, group = g */
-                const float2 sm =
-                    __half22float2(reinterpret_cast<const __half2 *>(page + f.params_offset)[g]);
-                b[r] = (float)code_at(page + f.payload_offset, k, f.bits) * sm.x + sm.y;
+            for (int r = 0; r < RK; r++) {
+                const int g = r * 16 + c2; /* the group, and the code's row in storage */
+                const float2 sm = __half22float2(params[g]);
+                b[r] = (float)code_at(page + f.payload_offset, g * T + t, BITS) * sm.x + sm.y;
             }
-            const __half *small = reinterpret_cast<const __half *>(page + f.small_offset);
-            for (int c1 = 0; c1 < f.d1; c1++) {
+            const __half2 *small = reinterpret_cast<const __half2 *>(page + f.small_offset);
+#pragma unroll
+            for (int c1 = 0; c1 < RK; c1++) {
                 float acc = 0.0f;
 #pragma unroll
-                for (int r = 0; r < 16; r++) {
-                    if (r >= f.rank) break;
-                    acc += __half2float(small[c1 * f.rank + r]) * b[r];
+                for (int r = 0; r < RK; r += 2) { /* summed in order of r, as the reference */
+                    const float2 a = __half22float2(small[(c1 * RK + r) / 2]);
+                    acc += a.x * b[r];
+                    acc += a.y * b[r + 1];
                 }
-                const int c = c1 * f.d2 + c2;
+                const int c = c1 * 16 + c2;
                 *reinterpret_cast<__half *>(tile + swz<D / 8>(t, c / 8) + (c % 8) * 2) =
                     __float2half_rn(acc);
             }
@@ -377,7 +380,10 @@ template <int D, int T> pf_kernel_fn pick_format(int fmt, int bits) {
         if (bits == 2) return paged_prefill_kernel<D, T, FMT_KIVI, 2>;
         return nullptr;
     }
-    return paged_prefill_kernel<D, T, FMT_DECO, 0>; /* generic decode: bits at run time */
+    if (bits == 8) return paged_prefill_kernel<D, T, FMT_DECO, 8>;
+    if (bits == 4) return paged_prefill_kernel<D, T, FMT_DECO, 4>;
+    if (bits == 2) return paged_prefill_kernel<D, T, FMT_DECO, 2>;
+    return nullptr;
 }
 
 /* The kernel for p's shape and the family paged_attention.cu's classify() chose. */
