@@ -29,13 +29,14 @@ typedef struct request {
     int max_tokens, ignore_eos, n_generated, admitted;
     int32_t stop_ids[SERVING_MAX_STOP_IDS];
     int n_stop_ids;
-    double t_submit;
+    double t_submit, t_last_token;
     struct request *next; /* intake queue, then the live list */
 } request;
 
 struct serving {
     serving_options options;
     char *model_path;
+    char *chat_template;
     llama_model model;
     bpe_tokenizer *tok;
     kv_cache *cache;
@@ -48,7 +49,9 @@ struct serving {
     llama_step_seq *step;
     char *text_buf; /* stop matcher output */
     size_t text_cap;
-    request *live; /* requests in the scheduler (engine thread only) */
+    request *live;                            /* requests in the scheduler (engine thread only) */
+    latency_histogram ttft, inter_token, e2e; /* engine thread; copied into each snapshot */
+    double step_end_s; /* when the latest forward pass returned: the time of its tokens */
 
     pthread_mutex_t mu; /* protects everything below */
     pthread_cond_t cv;
@@ -116,7 +119,7 @@ void serving_destroy(serving *s) {
     llama_model_free(&s->model);
     free(s->logits), free(s->sample_scratch), free(s->step), free(s->text_buf);
     free(s->sample_rows), free(s->sampled);
-    free(s->model_path);
+    free(s->model_path), free(s->chat_template);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -221,8 +224,13 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     s->options.model_path = o->model_path ? s->model_path : NULL;
     s->options.random_weights = o->random_weights ? s->model_path : NULL;
     s->next_id = 1;
+    latency_histogram_init(&s->ttft, LATENCY_TTFT);
+    latency_histogram_init(&s->inter_token, LATENCY_INTER_TOKEN);
+    latency_histogram_init(&s->e2e, LATENCY_E2E);
     st = s->model_path ? load_model(&s->options, &s->model, &s->tok, msg, msg_len)
                        : ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+    if (st == DS_OK && o->model_path)
+        st = model_files_chat_template(o->model_path, &s->chat_template, msg, msg_len);
     if (st != DS_OK) {
         serving_destroy(s);
         return st;
@@ -472,6 +480,8 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
                                                                   : SCHED_CANCELLED);
     else
         r->seq.state = SCHED_CANCELLED;
+    if (why == SERVING_STOP || why == SERVING_LENGTH)
+        latency_histogram_observe(&s->e2e, ds_now_s() - r->t_submit);
     serving_stream *st = r->stream;
     output_stream_finish(st, why, error, r->n_generated);
     pthread_mutex_lock(&s->mu);
@@ -499,7 +509,13 @@ static int is_stop_id(const request *r, int32_t tok) {
 static void accept_token(serving *s, request *r, int32_t tok) {
     const llama_config *c = &s->model.config;
     r->n_generated++;
-    if (r->n_generated == 1) output_stream_set_ttft(r->stream, ds_now_s() - r->t_submit);
+    if (r->n_generated == 1) {
+        output_stream_set_ttft(r->stream, s->step_end_s - r->t_submit);
+        latency_histogram_observe(&s->ttft, s->step_end_s - r->t_submit);
+    } else {
+        latency_histogram_observe(&s->inter_token, s->step_end_s - r->t_last_token);
+    }
+    r->t_last_token = s->step_end_s;
     if (tok < 0 || (!r->ignore_eos && tok == bpe_eos_id(s->tok)) || is_stop_id(r, tok)) {
         finish(s, r, SERVING_STOP, NULL);
         return;
@@ -576,6 +592,9 @@ static void snapshot_stats(serving *s) {
     o->busy_s = s->busy_s;
     o->prompt_tokens_per_s = s->busy_s > 0 ? s->prompt_tokens / s->busy_s : 0;
     o->generated_tokens_per_s = s->busy_s > 0 ? s->generated_tokens / s->busy_s : 0;
+    o->ttft = s->ttft;
+    o->inter_token = s->inter_token;
+    o->e2e = s->e2e;
     s->n_waiting = ss.waiting;
     pthread_mutex_unlock(&s->mu);
 }
@@ -675,6 +694,7 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             return st;
         }
         sched_commit(s->sched);
+        s->step_end_s = ds_now_s();
         int64_t prompt = 0, generated = 0;
         const int vocab = s->model.config.vocab_size;
         for (int i = 0, row = 0; i < b->n_items; i++) {
@@ -782,5 +802,6 @@ void serving_get_info(const serving *s, serving_info *out) {
         .max_batched_tokens = s->options.max_batched_tokens,
         .bos_id = bpe_bos_id(s->tok),
         .eos_id = bpe_eos_id(s->tok),
-        .kv_memory_bytes = pool_bytes(s->cache)};
+        .kv_memory_bytes = pool_bytes(s->cache),
+        .chat_template = s->chat_template};
 }

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "engine/latency_histogram.h"
 #include "engine/sampler.h"
 #include "kernels/qmatmul.h"
 #include "kvcache/decoquant.h"
@@ -184,7 +185,8 @@ typedef struct serving_info {
     int context_length, vocab_size, n_layers, n_heads, n_kv_heads, head_dim, d_model;
     int kv_bits, block_size, tensor_parallel, max_seqs, max_batched_tokens;
     int32_t bos_id, eos_id;
-    int64_t kv_memory_bytes; /* both pools as sized (kv_memory_bytes 0 resolved): as in stats */
+    int64_t kv_memory_bytes;   /* both pools as sized (kv_memory_bytes 0 resolved): as in stats */
+    const char *chat_template; /* the model's own (Jinja text from its files), or NULL */
 } serving_info;
 void serving_get_info(const serving *s, serving_info *out);
 
@@ -202,6 +204,9 @@ typedef struct serving_stats {
     double busy_s;                 /* time spent in steps */
     double prompt_tokens_per_s;    /* computed prompt tokens / busy_s */
     double generated_tokens_per_s; /* generated tokens / busy_s */
+    /* Per request: submit to first token; between tokens; submit to the end of requests that
+     * finished (stop or length). */
+    latency_histogram ttft, inter_token, e2e;
 } serving_stats;
 /* A consistent snapshot taken at the end of the latest step. Thread-safe. */
 void serving_get_stats(serving *s, serving_stats *out);

@@ -1,6 +1,6 @@
 /* server/serve.c — `decoserve serve`: loads the model, starts the engine thread and serves the
- * gRPC API until SIGTERM or SIGINT; then stops accepting, ends every open stream with a status and
- * exits 0. */
+ * gRPC API (and, with --http-port, the OpenAI HTTP API) until SIGTERM or SIGINT; then stops
+ * accepting, ends every open stream with a status and exits 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include "server/commands.h"
 #include "server/engine_flags.h"
 #include "server/grpc_server.h"
+#include "server/http_server.h"
 
 static const char *PROG = "decoserve serve";
 
@@ -26,18 +27,25 @@ static void usage(FILE *out) {
                  "  --host H                 address to listen on (default 127.0.0.1; 0.0.0.0 "
                  "for all)\n"
                  "  --port N                 TCP port (default 50051; 0 picks a free one)\n"
-                 "  --max-message-bytes N    larger requests answer RESOURCE_EXHAUSTED (default "
-                 "4194304)\n"
+                 "  --http-port N            also serve the OpenAI API over HTTP on port N (0 "
+                 "picks a free one)\n"
+                 "  --chat-template NAME     chatml or llama3 for /v1/chat/completions (default: "
+                 "the model's own)\n"
+                 "  --max-message-bytes N    larger requests answer RESOURCE_EXHAUSTED / 413 "
+                 "(default 4194304)\n"
                  "  --shutdown-grace S       on SIGTERM, seconds before calls still open are cut "
                  "(default 5)\n");
     engine_flags_usage(out);
-    fprintf(out, "Prints \"listening on HOST:PORT\" on stderr once it serves; SIGTERM or SIGINT "
-                 "stop it (exit 0).\n");
+    fprintf(out, "Prints \"listening on HOST:PORT\" on stderr once it serves (and \"OpenAI API on "
+                 "http://HOST:PORT\"); SIGTERM or SIGINT stop it (exit 0).\n");
 }
 
-static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server) {
+static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server,
+                 ds_http_server_options *http, int *http_on) {
     if (engine_flags_defaults(PROG, engine) < 0) return -1;
     ds_grpc_server_options_default(server);
+    ds_http_server_options_default(http);
+    *http_on = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         int e = engine_flags_next(PROG, argc, argv, &i, engine, usage, &v);
@@ -48,6 +56,11 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
             server->host = v;
         } else if (!strcmp(a, "--port")) {
             r = cli_int(PROG, a, v, 0, 65535, &server->port);
+        } else if (!strcmp(a, "--http-port")) {
+            r = cli_int(PROG, a, v, 0, 65535, &http->port);
+            *http_on = 1;
+        } else if (!strcmp(a, "--chat-template")) {
+            http->chat_template = v;
         } else if (!strcmp(a, "--max-message-bytes")) {
             r = cli_int(PROG, a, v, 1024, 1 << 30, &server->max_message_bytes);
         } else if (!strcmp(a, "--shutdown-grace")) {
@@ -60,13 +73,17 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
         }
         if (r < 0) return -1;
     }
+    http->host = server->host;
+    http->max_body_bytes = (size_t)server->max_message_bytes;
     return engine_flags_check(PROG, engine);
 }
 
 int cmd_serve(int argc, char **argv) {
     serving_options engine_options;
     ds_grpc_server_options server_options;
-    if (parse(argc, argv, &engine_options, &server_options) < 0) return 2;
+    ds_http_server_options http_options;
+    int http_on;
+    if (parse(argc, argv, &engine_options, &server_options, &http_options, &http_on) < 0) return 2;
 
     /* Installed before the model loads, so a stop during loading still exits cleanly. */
     struct sigaction sa;
@@ -81,10 +98,14 @@ int cmd_serve(int argc, char **argv) {
     serving *engine = engine_flags_open(PROG, &engine_options);
     if (!engine) return 1;
     ds_grpc_server *server = NULL;
+    ds_http_server *http = NULL;
     ds_status st = serving_start(engine, msg, sizeof msg);
     if (st == DS_OK) st = ds_grpc_server_create(engine, &server_options, &server, msg, sizeof msg);
+    if (st == DS_OK && http_on)
+        st = ds_http_server_create(engine, &http_options, &http, msg, sizeof msg);
     if (st != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
+        ds_grpc_server_destroy(server);
         serving_destroy(engine);
         return 1;
     }
@@ -92,7 +113,12 @@ int cmd_serve(int argc, char **argv) {
     int bracket = strchr(host, ':') != NULL && host[0] != '[';
     fprintf(stderr, bracket ? "%s: listening on [%s]:%d\n" : "%s: listening on %s:%d\n", PROG, host,
             ds_grpc_server_port(server));
+    if (http)
+        fprintf(stderr,
+                bracket ? "%s: OpenAI API on http://[%s]:%d\n" : "%s: OpenAI API on http://%s:%d\n",
+                PROG, host, ds_http_server_port(http));
     ds_grpc_server_run(server, &g_stop);
+    ds_http_server_destroy(http);
     ds_grpc_server_destroy(server);
     serving_destroy(engine);
     fprintf(stderr, "%s: stopped\n", PROG);

