@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "server/chat_template.h"
+#include "server/metrics.h"
 #include "server/openai_api.h"
 
 enum { WAIT_SLICE_MS = 100 };
@@ -259,7 +260,7 @@ static enum MHD_Result completion(ds_http_server *srv, struct MHD_Connection *c,
 
 /* ---- routing ---- */
 
-typedef enum route_id { ROUTE_COMPLETIONS, ROUTE_CHAT, ROUTE_MODELS } route_id;
+typedef enum route_id { ROUTE_COMPLETIONS, ROUTE_CHAT, ROUTE_MODELS, ROUTE_METRICS } route_id;
 
 typedef struct route {
     const char *path, *method;
@@ -270,6 +271,7 @@ static const route ROUTES[] = {
     {"/v1/completions", MHD_HTTP_METHOD_POST, ROUTE_COMPLETIONS},
     {"/v1/chat/completions", MHD_HTTP_METHOD_POST, ROUTE_CHAT},
     {"/v1/models", MHD_HTTP_METHOD_GET, ROUTE_MODELS},
+    {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS},
 };
 
 /* The route for url, or NULL with err set (404, or 405 for the wrong method). */
@@ -294,6 +296,15 @@ static enum MHD_Result dispatch(ds_http_server *srv, struct MHD_Connection *c, c
         serving_get_info(srv->engine, &info);
         return send_json(c, MHD_HTTP_OK,
                          openai_models_json(srv->model, srv->created, info.context_length));
+    }
+    case ROUTE_METRICS: {
+        serving_stats stats;
+        serving_info info;
+        serving_get_stats(srv->engine, &stats);
+        serving_get_info(srv->engine, &info);
+        return send_body(c, MHD_HTTP_OK,
+                         metrics_render(&stats, &info, srv->model, serving_ready(srv->engine)),
+                         "text/plain; version=0.0.4; charset=utf-8");
     }
     }
     return MHD_NO;

@@ -1,6 +1,6 @@
 /* server/http_server.h — the HTTP front door of a serving engine, on libmicrohttpd: the OpenAI
  * API (POST /v1/completions, POST /v1/chat/completions, GET /v1/models; server/openai_api.h maps
- * the JSON), beside the gRPC port.
+ * the JSON) and GET /metrics in Prometheus' format (server/metrics.h), beside the gRPC port.
  *
  * Threads: libmicrohttpd's, one per connection; each submits to the engine and waits on its
  * stream (serving_stream_wait), so a slow client holds only its own thread. A client that
