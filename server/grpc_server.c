@@ -8,7 +8,9 @@
  *   WAIT_CALL     grpc_server_request_call posted
  *   WAIT_REQUEST  {SEND_INITIAL_METADATA, RECV_MESSAGE}, for unknown methods too: a status sent
  *                 before reading the request never reached the client (gRPC 1.51)
- *   STREAMING     Generate only: submitted; {SEND_MESSAGE} whenever the stream has news
+ *   STREAMING     Generate: submitted; {SEND_MESSAGE} whenever the stream has news
+ *   WATCHING      Health/Watch: {SEND_MESSAGE} whenever the health status changes (checked every
+ *                 tick), ended with UNAVAILABLE when the server stops
  *   WAIT_FINISH   {SEND_MESSAGE (reply or last chunk), SEND_STATUS_FROM_SERVER}
  *   DONE
  *
@@ -33,6 +35,7 @@
 #include "common/vendor_check.h"
 #include "proto/decoserve.pb-c.h"
 #include "proto/health.pb-c.h"
+#include "server/lifecycle.h"
 #include "server/pb_buffer.h"
 #include "server/proto_map.h"
 
@@ -55,16 +58,21 @@ typedef struct rpc rpc;
 typedef grpc_status_code (*unary_fn)(ds_grpc_server *srv, const ProtobufCMessage *request,
                                      grpc_byte_buffer **reply, char *details, size_t details_len);
 
+/* A server-streaming method: starts sending, or finishes the call. */
+typedef void (*stream_fn)(rpc *r, const ProtobufCMessage *request);
+
 typedef struct rpc_method {
     const char *path;
     const ProtobufCMessageDescriptor *request_type;
-    unary_fn unary; /* NULL for Generate, the one streaming method */
+    unary_fn unary;   /* or */
+    stream_fn stream; /* Generate, Health/Watch */
 } rpc_method;
 
 typedef enum rpc_state {
     RPC_WAIT_CALL,
     RPC_WAIT_REQUEST,
     RPC_STREAMING,
+    RPC_WATCHING,
     RPC_WAIT_FINISH,
     RPC_DONE,
 } rpc_state;
@@ -87,17 +95,21 @@ struct rpc {
     serving_stream *stream; /* set while the request runs; the rpc is then in srv->streaming */
     serving_output output;
     char *request_id;
-    rpc *prev, *next;
+    rpc *prev, *next; /* srv->streaming, or for Watch srv->watchers */
+    /* Health/Watch */
+    int watch_known; /* the service asked about is one we serve */
+    int watch_sent;  /* the status last sent, -1 before the first */
 };
 
 struct ds_grpc_server {
-    serving *engine; /* borrowed */
+    lifecycle *life; /* borrowed: the engine once loaded, and whether to admit */
     grpc_server *server;
     grpc_completion_queue *cq;
     int port;
-    double shutdown_grace_s;
+    double shutdown_timeout_s, shutdown_grace_s;
     atomic_int outputs_pending; /* raised by the engine thread, lowered by the loop */
     rpc *streaming;             /* Generate calls whose request runs */
+    rpc *watchers;              /* Health/Watch calls */
     int n_rpcs;                 /* live rpc objects, the posted WAIT_CALL one included */
     int stopping, stopped;
     int shutdown_notified; /* grpc_server_shutdown_and_notify's tag came back */
@@ -106,7 +118,10 @@ struct ds_grpc_server {
 
 static const rpc_method *find_method(grpc_slice path);
 static void rpc_on_op(cq_tag *tag, int ok);
+static void watch_send(rpc *r);
 static void rpc_on_close(cq_tag *tag, int ok);
+
+static serving *engine_of(const ds_grpc_server *srv) { return lifecycle_engine(srv->life); }
 
 static grpc_status_code status_from_ds(ds_status status) {
     switch (status) {
@@ -142,15 +157,22 @@ static void rpc_post_next(ds_grpc_server *srv) {
     r->op_in_flight = 1;
 }
 
-static void stream_unlink(rpc *r) {
-    ds_grpc_server *srv = r->srv;
+static void list_push(rpc **head, rpc *r) {
+    r->next = *head;
+    if (*head) (*head)->prev = r;
+    *head = r;
+}
+
+static void list_unlink(rpc **head, rpc *r) {
     if (r->prev)
         r->prev->next = r->next;
     else
-        srv->streaming = r->next;
+        *head = r->next;
     if (r->next) r->next->prev = r->prev;
     r->prev = r->next = NULL;
 }
+
+static void stream_unlink(rpc *r) { list_unlink(&r->srv->streaming, r); }
 
 /* Drops our half of the engine stream; a request still running is cancelled and its blocks come
  * back within one engine step. */
@@ -254,13 +276,18 @@ static void on_engine_output(void *ctx) {
     atomic_store_explicit(&srv->outputs_pending, 1, memory_order_release);
 }
 
-static void generate_begin(rpc *r, const Decoserve__V1__GenerateRequest *req) {
+static void generate_begin(rpc *r, const ProtobufCMessage *request) {
+    const Decoserve__V1__GenerateRequest *req = (const Decoserve__V1__GenerateRequest *)request;
     ds_grpc_server *srv = r->srv;
+    if (lifecycle_get_phase(srv->life) != LIFECYCLE_SERVING) {
+        rpc_finish(r, GRPC_STATUS_UNAVAILABLE, lifecycle_refusal(srv->life));
+        return;
+    }
     serving_request sr;
     proto_map_generate_request(req, &sr);
     char msg[DETAILS_MAX];
     ds_status st =
-        serving_submit(srv->engine, &sr, on_engine_output, srv, &r->stream, msg, sizeof msg);
+        serving_submit(engine_of(srv), &sr, on_engine_output, srv, &r->stream, msg, sizeof msg);
     if (st != DS_OK) {
         r->stream = NULL;
         rpc_finish(r, status_from_ds(st), msg);
@@ -274,9 +301,7 @@ static void generate_begin(rpc *r, const Decoserve__V1__GenerateRequest *req) {
         r->request_id = strdup(id);
     }
     DS_ASSERT(r->request_id != NULL);
-    r->next = srv->streaming;
-    if (srv->streaming) srv->streaming->prev = r;
-    srv->streaming = r;
+    list_push(&srv->streaming, r);
     r->state = RPC_STREAMING;
     stream_send(r);
 }
@@ -303,8 +328,8 @@ static void rpc_on_request(rpc *r, int ok) {
         rpc_finish(r, GRPC_STATUS_INVALID_ARGUMENT, details);
         return;
     }
-    if (r->method->unary == NULL) {
-        generate_begin(r, (const Decoserve__V1__GenerateRequest *)req);
+    if (r->method->stream != NULL) {
+        r->method->stream(r, req);
     } else {
         char details[DETAILS_MAX] = "";
         grpc_status_code status = r->method->unary(r->srv, req, &r->reply, details, sizeof details);
@@ -351,6 +376,9 @@ static void rpc_on_op(cq_tag *tag, int ok) {
     case RPC_STREAMING:
         if (ok) stream_send(r); /* else the call broke; its close follows */
         break;
+    case RPC_WATCHING:
+        if (ok) watch_send(r);
+        break;
     case RPC_WAIT_FINISH: r->state = RPC_DONE; break;
     case RPC_DONE: DS_ASSERT(!"batch completed on a finished call");
     }
@@ -363,6 +391,10 @@ static void rpc_on_close(cq_tag *tag, int ok) {
     r->close_done = 1;
     if (r->stream != NULL && r->cancelled) DS_LOG_D("%s: cancelled by the client", r->request_id);
     stream_end(r);
+    if (r->state == RPC_WATCHING) {
+        list_unlink(&r->srv->watchers, r);
+        r->state = RPC_DONE;
+    }
     rpc_maybe_free(r);
 }
 
@@ -376,18 +408,26 @@ static grpc_status_code pack_reply(const ProtobufCMessage *msg, grpc_byte_buffer
     return GRPC_STATUS_INTERNAL;
 }
 
+/* A method that needs the engine, called while the model loads. */
+static grpc_status_code not_loaded(ds_grpc_server *srv, char *details, size_t details_len) {
+    snprintf(details, details_len, "%s", lifecycle_refusal(srv->life));
+    return GRPC_STATUS_UNAVAILABLE;
+}
+
 static grpc_status_code tokenize(ds_grpc_server *srv, const ProtobufCMessage *request,
                                  grpc_byte_buffer **reply, char *details, size_t details_len) {
     const Decoserve__V1__TokenizeRequest *req = (const Decoserve__V1__TokenizeRequest *)request;
+    serving *engine = engine_of(srv);
+    if (engine == NULL) return not_loaded(srv, details, details_len);
     int32_t *ids = NULL;
     int n_ids = 0;
-    ds_status st = serving_tokenize(srv->engine, req->text, strlen(req->text), &ids, &n_ids,
-                                    details, details_len);
+    ds_status st =
+        serving_tokenize(engine, req->text, strlen(req->text), &ids, &n_ids, details, details_len);
     if (st != DS_OK) return status_from_ds(st);
     ProtobufCBinaryData *pieces = calloc((size_t)n_ids + 1, sizeof *pieces);
     DS_ASSERT(pieces != NULL);
     for (int i = 0; i < n_ids; i++)
-        pieces[i].data = (uint8_t *)serving_token_bytes(srv->engine, ids[i], &pieces[i].len);
+        pieces[i].data = (uint8_t *)serving_token_bytes(engine, ids[i], &pieces[i].len);
     Decoserve__V1__TokenizeResponse pb = DECOSERVE__V1__TOKENIZE_RESPONSE__INIT;
     pb.token_ids = ids;
     pb.n_token_ids = (size_t)n_ids;
@@ -402,8 +442,10 @@ static grpc_status_code tokenize(ds_grpc_server *srv, const ProtobufCMessage *re
 static grpc_status_code model_info(ds_grpc_server *srv, const ProtobufCMessage *request,
                                    grpc_byte_buffer **reply, char *details, size_t details_len) {
     (void)request;
+    serving *engine = engine_of(srv);
+    if (engine == NULL) return not_loaded(srv, details, details_len);
     serving_info info;
-    serving_get_info(srv->engine, &info);
+    serving_get_info(engine, &info);
     const char *slash = strrchr(info.model_path, '/');
     const char *model = slash && slash[1] ? slash + 1 : info.model_path;
     Decoserve__V1__ModelInfoResponse pb;
@@ -414,39 +456,98 @@ static grpc_status_code model_info(ds_grpc_server *srv, const ProtobufCMessage *
 static grpc_status_code get_stats(ds_grpc_server *srv, const ProtobufCMessage *request,
                                   grpc_byte_buffer **reply, char *details, size_t details_len) {
     (void)request;
+    serving *engine = engine_of(srv);
+    if (engine == NULL) return not_loaded(srv, details, details_len);
     serving_stats stats;
-    serving_get_stats(srv->engine, &stats);
+    serving_get_stats(engine, &stats);
     Decoserve__V1__GetStatsResponse pb;
     proto_map_stats(&stats, &pb);
     return pack_reply(&pb.base, reply, details, details_len);
 }
 
-/* The whole server ("") or the decoserve service: SERVING while the engine accepts requests. */
+/* The whole server ("") or the decoserve service. */
+static int known_service(const char *service) {
+    return service[0] == '\0' || !strcmp(service, decoserve__v1__decoserve__descriptor.name);
+}
+
+/* SERVING while requests are admitted (not while loading, draining, or after a device failure). */
+static Grpc__Health__V1__HealthCheckResponse__ServingStatus health_status(ds_grpc_server *srv) {
+    return lifecycle_refusal(srv->life) == NULL && !srv->stopping
+               ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+               : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
 static grpc_status_code health_check(ds_grpc_server *srv, const ProtobufCMessage *request,
                                      grpc_byte_buffer **reply, char *details, size_t details_len) {
     const Grpc__Health__V1__HealthCheckRequest *req =
         (const Grpc__Health__V1__HealthCheckRequest *)request;
-    if (req->service[0] != '\0' &&
-        strcmp(req->service, decoserve__v1__decoserve__descriptor.name)) {
+    if (!known_service(req->service)) {
         snprintf(details, details_len, "service = '%s': unknown (serve '' or '%s')", req->service,
                  decoserve__v1__decoserve__descriptor.name);
         return GRPC_STATUS_NOT_FOUND;
     }
     Grpc__Health__V1__HealthCheckResponse pb = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    pb.status = serving_ready(srv->engine) && !srv->stopping
-                    ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    pb.status = health_status(srv);
     return pack_reply(&pb.base, reply, details, details_len);
 }
 
+/* Sends the health status if it changed since the last send (an unknown service is
+ * SERVICE_UNKNOWN for good, as the health protocol says); once the server stops and NOT_SERVING
+ * went out, ends the call with UNAVAILABLE. */
+static void watch_send(rpc *r) {
+    if (r->state != RPC_WATCHING || r->op_in_flight || r->close_done) return;
+    ds_grpc_server *srv = r->srv;
+    int status = r->watch_known
+                     ? (int)health_status(srv)
+                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    if (r->reply) grpc_byte_buffer_destroy(r->reply); /* its batch has completed */
+    r->reply = NULL;
+    if (status == r->watch_sent) {
+        if (srv->stopping) {
+            list_unlink(&srv->watchers, r);
+            rpc_finish(r, GRPC_STATUS_UNAVAILABLE, "the server has stopped");
+        }
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse pb = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    pb.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+    r->reply = pb_buffer_pack(&pb.base);
+    if (r->reply == NULL) {
+        list_unlink(&srv->watchers, r);
+        rpc_finish(r, GRPC_STATUS_INTERNAL, "server: cannot pack a HealthCheckResponse");
+        return;
+    }
+    r->watch_sent = status;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = r->reply;
+    rpc_start_ops(r, &op, 1);
+}
+
+static void watch_begin(rpc *r, const ProtobufCMessage *request) {
+    const Grpc__Health__V1__HealthCheckRequest *req =
+        (const Grpc__Health__V1__HealthCheckRequest *)request;
+    r->watch_known = known_service(req->service);
+    r->watch_sent = -1;
+    list_push(&r->srv->watchers, r);
+    r->state = RPC_WATCHING;
+    watch_send(r);
+}
+
 static const rpc_method METHODS[] = {
-    {"/decoserve.v1.Decoserve/Generate", &decoserve__v1__generate_request__descriptor, NULL},
-    {"/decoserve.v1.Decoserve/Tokenize", &decoserve__v1__tokenize_request__descriptor, tokenize},
+    {"/decoserve.v1.Decoserve/Generate", &decoserve__v1__generate_request__descriptor, NULL,
+     generate_begin},
+    {"/decoserve.v1.Decoserve/Tokenize", &decoserve__v1__tokenize_request__descriptor, tokenize,
+     NULL},
     {"/decoserve.v1.Decoserve/ModelInfo", &decoserve__v1__model_info_request__descriptor,
-     model_info},
-    {"/decoserve.v1.Decoserve/GetStats", &decoserve__v1__get_stats_request__descriptor, get_stats},
+     model_info, NULL},
+    {"/decoserve.v1.Decoserve/GetStats", &decoserve__v1__get_stats_request__descriptor, get_stats,
+     NULL},
     {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
-     health_check},
+     health_check, NULL},
+    {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, NULL,
+     watch_begin},
 };
 
 static const rpc_method *find_method(grpc_slice path) {
@@ -458,8 +559,11 @@ static const rpc_method *find_method(grpc_slice path) {
 /* ---- the server ---- */
 
 void ds_grpc_server_options_default(ds_grpc_server_options *o) {
-    *o = (ds_grpc_server_options){
-        .host = "127.0.0.1", .port = 50051, .max_message_bytes = 4 << 20, .shutdown_grace_s = 5.0};
+    *o = (ds_grpc_server_options){.host = "127.0.0.1",
+                                  .port = 50051,
+                                  .max_message_bytes = 4 << 20,
+                                  .shutdown_timeout_s = 30.0,
+                                  .shutdown_grace_s = 5.0};
 }
 
 static void on_shutdown_notified(cq_tag *tag, int ok) {
@@ -467,7 +571,7 @@ static void on_shutdown_notified(cq_tag *tag, int ok) {
     CONTAINER_OF(tag, ds_grpc_server, shutdown_tag)->shutdown_notified = 1;
 }
 
-ds_status ds_grpc_server_create(serving *engine, const ds_grpc_server_options *options,
+ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *options,
                                 ds_grpc_server **out, char *msg, size_t msg_len) {
     *out = NULL;
     char addr[300];
@@ -482,7 +586,8 @@ ds_status ds_grpc_server_create(serving *engine, const ds_grpc_server_options *o
     grpc_init();
     ds_grpc_server *srv = calloc(1, sizeof *srv);
     DS_ASSERT(srv != NULL);
-    srv->engine = engine;
+    srv->life = life;
+    srv->shutdown_timeout_s = options->shutdown_timeout_s;
     srv->shutdown_grace_s = options->shutdown_grace_s;
     srv->shutdown_tag.on_done = on_shutdown_notified;
     atomic_init(&srv->outputs_pending, 0);
@@ -527,12 +632,16 @@ static void serve_once(ds_grpc_server *srv) {
         cq_tag *tag = ev.tag;
         tag->on_done(tag, ev.success);
     }
+    rpc *next;
     if (atomic_exchange_explicit(&srv->outputs_pending, 0, memory_order_acq_rel)) {
-        rpc *next;
         for (rpc *r = srv->streaming; r != NULL; r = next) {
             next = r->next; /* stream_send may unlink r */
             stream_send(r);
         }
+    }
+    for (rpc *r = srv->watchers; r != NULL; r = next) {
+        next = r->next; /* watch_send may unlink r */
+        watch_send(r);
     }
 }
 
@@ -543,7 +652,7 @@ static void server_stop(ds_grpc_server *srv, int shutdown_engine, double grace_s
     if (srv->stopped) return;
     srv->stopping = 1;
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
-    if (shutdown_engine) serving_shutdown(srv->engine, 0);
+    if (shutdown_engine) serving_shutdown(engine_of(srv), 0);
     double cut_at = ds_now_s() + grace_s;
     int cut = 0;
     while (!srv->shutdown_notified) {
@@ -565,14 +674,34 @@ static void server_stop(ds_grpc_server *srv, int shutdown_engine, double grace_s
     srv->stopped = 1;
 }
 
-void ds_grpc_server_run(ds_grpc_server *srv, const volatile sig_atomic_t *stop) {
-    while (!*stop)
-        serve_once(srv);
-    int n_streams = 0;
+static int count_streams(const ds_grpc_server *srv) {
+    int n = 0;
     for (const rpc *r = srv->streaming; r != NULL; r = r->next)
-        n_streams++;
-    DS_LOG_I("shutting down: cancelling %d open streams", n_streams);
-    server_stop(srv, 1, srv->shutdown_grace_s);
+        n++;
+    return n;
+}
+
+/* Requests in flight on either front door: the engine's, and Generate calls still sending. */
+static int in_flight(const ds_grpc_server *srv) {
+    serving *engine = engine_of(srv);
+    if (engine == NULL) return 0;
+    serving_stats stats;
+    serving_get_stats(engine, &stats);
+    return stats.running + stats.waiting + count_streams(srv);
+}
+
+void ds_grpc_server_run(ds_grpc_server *srv, const volatile sig_atomic_t *stop) {
+    while (!*stop && lifecycle_get_phase(srv->life) != LIFECYCLE_STOPPED)
+        serve_once(srv);
+    lifecycle_drain(srv->life);
+    DS_LOG_I("draining: %d requests in flight, at most %g s", in_flight(srv),
+             srv->shutdown_timeout_s);
+    const double until = ds_now_s() + srv->shutdown_timeout_s;
+    while (in_flight(srv) > 0 && ds_now_s() < until)
+        serve_once(srv);
+    DS_LOG_I("shutting down: cancelling %d open streams", count_streams(srv));
+    server_stop(srv, engine_of(srv) != NULL, srv->shutdown_grace_s);
+    lifecycle_stop(srv->life);
 }
 
 void ds_grpc_server_destroy(ds_grpc_server *srv) {

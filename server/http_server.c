@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,22 +16,26 @@
 
 #include <microhttpd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "server/chat_template.h"
 #include "server/metrics.h"
 #include "server/openai_api.h"
 
-enum { WAIT_SLICE_MS = 100 };
+enum { WAIT_SLICE_MS = 100, DESTROY_WAIT_S = 5 };
 
 struct ds_http_server {
-    serving *engine; /* borrowed */
+    lifecycle *life; /* borrowed */
+    serving *engine; /* set by ds_http_server_attach, before the lifecycle publishes it */
     struct MHD_Daemon *daemon;
     int port;
     size_t max_body_bytes;
+    int template_named; /* --chat-template given: not recognised from the model */
     chat_template template;
     int32_t end_of_turn_id; /* the template's end-of-turn token, -1 if the vocabulary lacks it */
     char model[256];        /* the name /v1/models shows */
     long long created;      /* server start, Unix time */
+    atomic_int completions; /* submitted and not yet answered in full */
 };
 
 /* One request: its body as it arrives. */
@@ -38,6 +43,7 @@ typedef struct http_call {
     char *body;
     size_t len, cap;
     int too_large;
+    int counted; /* in srv->completions */
 } http_call;
 
 /* A streamed completion, owned by its libmicrohttpd response. */
@@ -233,9 +239,13 @@ static enum MHD_Result answer_streamed(ds_http_server *srv, struct MHD_Connectio
 }
 
 static enum MHD_Result completion(ds_http_server *srv, struct MHD_Connection *c,
-                                  openai_endpoint endpoint, const http_call *call) {
+                                  openai_endpoint endpoint, http_call *call) {
     openai_request q;
     openai_error err;
+    if (lifecycle_get_phase(srv->life) != LIFECYCLE_SERVING) {
+        openai_error_set(&err, 503, "", "%s", lifecycle_refusal(srv->life));
+        return send_error(c, &err);
+    }
     if (openai_request_parse(endpoint, call->body ? call->body : "", call->len, &srv->template,
                              srv->end_of_turn_id, &q, &err) < 0 ||
         fill_max_tokens(srv, &q, &err) < 0) {
@@ -250,8 +260,12 @@ static enum MHD_Result completion(ds_http_server *srv, struct MHD_Connection *c,
         openai_error_from_engine(endpoint, st, msg, &err);
         ret = send_error(c, &err);
     } else if (q.stream) {
+        call->counted = 1;
+        atomic_fetch_add(&srv->completions, 1);
         ret = answer_streamed(srv, c, &q, stream);
     } else {
+        call->counted = 1;
+        atomic_fetch_add(&srv->completions, 1);
         ret = answer_whole(srv, c, &q, stream);
     }
     openai_request_free(&q);
@@ -260,7 +274,14 @@ static enum MHD_Result completion(ds_http_server *srv, struct MHD_Connection *c,
 
 /* ---- routing ---- */
 
-typedef enum route_id { ROUTE_COMPLETIONS, ROUTE_CHAT, ROUTE_MODELS, ROUTE_METRICS } route_id;
+typedef enum route_id {
+    ROUTE_COMPLETIONS,
+    ROUTE_CHAT,
+    ROUTE_MODELS,
+    ROUTE_METRICS,
+    ROUTE_HEALTH,
+    ROUTE_READY,
+} route_id;
 
 typedef struct route {
     const char *path, *method;
@@ -272,6 +293,8 @@ static const route ROUTES[] = {
     {"/v1/chat/completions", MHD_HTTP_METHOD_POST, ROUTE_CHAT},
     {"/v1/models", MHD_HTTP_METHOD_GET, ROUTE_MODELS},
     {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS},
+    {"/health", MHD_HTTP_METHOD_GET, ROUTE_HEALTH},
+    {"/ready", MHD_HTTP_METHOD_GET, ROUTE_READY},
 };
 
 /* The route for url, or NULL with err set (404, or 405 for the wrong method). */
@@ -287,7 +310,17 @@ static const route *find_route(const char *url, const char *method, openai_error
 }
 
 static enum MHD_Result dispatch(ds_http_server *srv, struct MHD_Connection *c, const route *rt,
-                                const http_call *call) {
+                                http_call *call) {
+    openai_error err;
+    const char *refusal = lifecycle_refusal(srv->life);
+    if (rt->id == ROUTE_HEALTH) /* alive: the process answers */
+        return send_json(c, MHD_HTTP_OK, strdup("{\"status\":\"ok\"}"));
+    if (rt->id == ROUTE_READY && refusal == NULL)
+        return send_json(c, MHD_HTTP_OK, strdup("{\"status\":\"ready\"}"));
+    if (rt->id == ROUTE_READY || lifecycle_engine(srv->life) == NULL) {
+        openai_error_set(&err, 503, "", "%s", refusal);
+        return send_error(c, &err);
+    }
     switch (rt->id) {
     case ROUTE_COMPLETIONS: return completion(srv, c, OPENAI_COMPLETIONS, call);
     case ROUTE_CHAT: return completion(srv, c, OPENAI_CHAT, call);
@@ -302,10 +335,11 @@ static enum MHD_Result dispatch(ds_http_server *srv, struct MHD_Connection *c, c
         serving_info info;
         serving_get_stats(srv->engine, &stats);
         serving_get_info(srv->engine, &info);
-        return send_body(c, MHD_HTTP_OK,
-                         metrics_render(&stats, &info, srv->model, serving_ready(srv->engine)),
+        return send_body(c, MHD_HTTP_OK, metrics_render(&stats, &info, srv->model, refusal == NULL),
                          "text/plain; version=0.0.4; charset=utf-8");
     }
+    case ROUTE_HEALTH:
+    case ROUTE_READY: break;
     }
     return MHD_NO;
 }
@@ -355,9 +389,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode why) {
-    (void)cls, (void)c, (void)why;
+    (void)c, (void)why;
+    ds_http_server *srv = cls;
     http_call *call = *con_cls;
     if (call == NULL) return;
+    if (call->counted) atomic_fetch_sub(&srv->completions, 1);
     free(call->body);
     free(call);
     *con_cls = NULL;
@@ -373,17 +409,14 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* ---- the server ---- */
 
-/* The chat template: the one named, or the model's own if it is a family we know. */
-static ds_status pick_template(ds_http_server *srv, const char *name, char *msg, size_t msg_len) {
-    if (name) return chat_template_by_name(name, &srv->template, msg, msg_len);
-    serving_info info;
-    serving_get_info(srv->engine, &info);
-    chat_template_detect(info.chat_template, &srv->template);
+/* Without a named template, the model's own if it is a family we know. */
+static void recognise_template(ds_http_server *srv, const serving_info *info) {
+    if (srv->template_named) return;
+    chat_template_detect(info->chat_template, &srv->template);
     if (srv->template.kind == CHAT_TEMPLATE_NONE)
         DS_LOG_W("the model's chat template is %s: /v1/chat/completions answers 400 (pass "
                  "--chat-template chatml or llama3)",
-                 info.chat_template ? "neither ChatML nor Llama-3" : "missing");
-    return DS_OK;
+                 info->chat_template ? "neither ChatML nor Llama-3" : "missing");
 }
 
 /* The end-of-turn marker's token id, if the vocabulary has it as one token. */
@@ -418,7 +451,7 @@ static ds_status resolve_address(const char *host, int port, struct sockaddr_sto
     return DS_OK;
 }
 
-ds_status ds_http_server_create(serving *engine, const ds_http_server_options *options,
+ds_status ds_http_server_create(lifecycle *life, const ds_http_server_options *options,
                                 ds_http_server **out, char *msg, size_t msg_len) {
     *out = NULL;
     if (options->port < 0 || options->port > 65535)
@@ -429,19 +462,19 @@ ds_status ds_http_server_create(serving *engine, const ds_http_server_options *o
     if (st != DS_OK) return st;
     ds_http_server *srv = calloc(1, sizeof *srv);
     DS_ASSERT(srv != NULL);
-    srv->engine = engine;
+    srv->life = life;
     srv->max_body_bytes = options->max_body_bytes;
     srv->created = (long long)time(NULL);
-    serving_info info;
-    serving_get_info(engine, &info);
-    const char *slash = strrchr(info.model_path, '/');
-    snprintf(srv->model, sizeof srv->model, "%s", slash && slash[1] ? slash + 1 : info.model_path);
-    st = pick_template(srv, options->chat_template, msg, msg_len);
-    if (st != DS_OK) {
-        free(srv);
-        return st;
+    srv->end_of_turn_id = -1;
+    atomic_init(&srv->completions, 0);
+    if (options->chat_template) {
+        srv->template_named = 1;
+        st = chat_template_by_name(options->chat_template, &srv->template, msg, msg_len);
+        if (st != DS_OK) {
+            free(srv);
+            return st;
+        }
     }
-    find_end_of_turn(srv);
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ERROR_LOG | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     srv->daemon = MHD_start_daemon(flags, (uint16_t)options->port, NULL, NULL, on_request, srv,
@@ -462,8 +495,24 @@ ds_status ds_http_server_create(serving *engine, const ds_http_server_options *o
 
 int ds_http_server_port(const ds_http_server *srv) { return srv->port; }
 
+void ds_http_server_attach(ds_http_server *srv, serving *engine) {
+    srv->engine = engine;
+    serving_info info;
+    serving_get_info(engine, &info);
+    const char *slash = strrchr(info.model_path, '/');
+    snprintf(srv->model, sizeof srv->model, "%s", slash && slash[1] ? slash + 1 : info.model_path);
+    recognise_template(srv, &info);
+    find_end_of_turn(srv);
+}
+
 void ds_http_server_destroy(ds_http_server *srv) {
     if (srv == NULL) return;
+    /* Answers whose request has ended are still being written: let them finish. */
+    const double until = ds_now_s() + DESTROY_WAIT_S;
+    while (atomic_load(&srv->completions) > 0 && ds_now_s() < until) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(srv->daemon);
     free(srv);
 }

@@ -1,17 +1,21 @@
-/* server/serve.c — `decoserve serve`: loads the model, starts the engine thread and serves the
- * gRPC API (and, with --http-port, the OpenAI HTTP API) until SIGTERM or SIGINT; then stops
- * accepting, ends every open stream with a status and exits 0. */
+/* server/serve.c — `decoserve serve`: listens on the gRPC port (and, with --http-port, the OpenAI
+ * HTTP API) at once, answering NOT_SERVING / 503 while a loader thread loads the model and starts
+ * the engine; serves until SIGTERM or SIGINT; then drains (no new requests, in-flight ones get
+ * --shutdown-timeout), ends every open stream with a status and exits 0. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cli.h"
+#include "common/log.h"
 #include "engine/serving.h"
 #include "server/commands.h"
 #include "server/engine_flags.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
+#include "server/lifecycle.h"
 
 static const char *PROG = "decoserve serve";
 
@@ -33,11 +37,14 @@ static void usage(FILE *out) {
                  "the model's own)\n"
                  "  --max-message-bytes N    larger requests answer RESOURCE_EXHAUSTED / 413 "
                  "(default 4194304)\n"
-                 "  --shutdown-grace S       on SIGTERM, seconds before calls still open are cut "
+                 "  --shutdown-timeout S     on SIGTERM, seconds in-flight requests get to finish "
+                 "(default 30)\n"
+                 "  --shutdown-grace S       then, seconds before calls still open are cut "
                  "(default 5)\n");
     engine_flags_usage(out);
-    fprintf(out, "Prints \"listening on HOST:PORT\" on stderr once it serves (and \"OpenAI API on "
-                 "http://HOST:PORT\"); SIGTERM or SIGINT stop it (exit 0).\n");
+    fprintf(out, "Prints \"loading the model; gRPC on HOST:PORT\" (\", HTTP on http://HOST:PORT\") "
+                 "on stderr once it listens, \"listening on HOST:PORT\" (and \"OpenAI API on "
+                 "http://HOST:PORT\") once it serves; SIGTERM or SIGINT stop it (exit 0).\n");
 }
 
 static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server,
@@ -63,6 +70,10 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
             http->chat_template = v;
         } else if (!strcmp(a, "--max-message-bytes")) {
             r = cli_int(PROG, a, v, 1024, 1 << 30, &server->max_message_bytes);
+        } else if (!strcmp(a, "--shutdown-timeout")) {
+            float s;
+            r = cli_float(PROG, a, v, 0.0, 86400.0, &s);
+            server->shutdown_timeout_s = s;
         } else if (!strcmp(a, "--shutdown-grace")) {
             float s;
             r = cli_float(PROG, a, v, 0.0, 3600.0, &s);
@@ -76,6 +87,44 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
     http->host = server->host;
     http->max_body_bytes = (size_t)server->max_message_bytes;
     return engine_flags_check(PROG, engine);
+}
+
+/* What the loader thread needs and leaves behind. */
+typedef struct loader {
+    const serving_options *options;
+    lifecycle *life;
+    ds_http_server *http; /* or NULL */
+    const char *host;
+    int bracket, grpc_port;
+    serving *engine; /* once loaded and started */
+} loader;
+
+static void print_address(const char *what, const char *scheme, const loader *l, int port) {
+    fprintf(stderr, l->bracket ? "%s: %s %s[%s]:%d\n" : "%s: %s %s%s:%d\n", PROG, what, scheme,
+            l->host, port);
+}
+
+/* Loads the model and starts the engine, then publishes it (the servers start admitting). A
+ * failure stops the lifecycle, which ends the serve loop. */
+static void *load_main(void *arg) {
+    loader *l = arg;
+    char msg[512];
+    serving *engine = engine_flags_open(PROG, l->options);
+    if (engine && serving_start(engine, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, msg);
+        serving_destroy(engine);
+        engine = NULL;
+    }
+    if (engine == NULL) {
+        lifecycle_stop(l->life);
+        return NULL;
+    }
+    l->engine = engine;
+    if (l->http) ds_http_server_attach(l->http, engine);
+    lifecycle_set_engine(l->life, engine);
+    print_address("listening on", "", l, l->grpc_port);
+    if (l->http) print_address("OpenAI API on", "http://", l, ds_http_server_port(l->http));
+    return NULL;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -94,33 +143,50 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (engine_options.node_rank > 0) { /* a follower serves nothing: it exits in here */
+        serving_destroy(engine_flags_open(PROG, &engine_options));
+        return 1;
+    }
     char msg[512];
-    serving *engine = engine_flags_open(PROG, &engine_options);
-    if (!engine) return 1;
+    lifecycle *life = lifecycle_create();
     ds_grpc_server *server = NULL;
     ds_http_server *http = NULL;
-    ds_status st = serving_start(engine, msg, sizeof msg);
-    if (st == DS_OK) st = ds_grpc_server_create(engine, &server_options, &server, msg, sizeof msg);
+    ds_status st = ds_grpc_server_create(life, &server_options, &server, msg, sizeof msg);
     if (st == DS_OK && http_on)
-        st = ds_http_server_create(engine, &http_options, &http, msg, sizeof msg);
+        st = ds_http_server_create(life, &http_options, &http, msg, sizeof msg);
     if (st != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         ds_grpc_server_destroy(server);
-        serving_destroy(engine);
+        lifecycle_destroy(life);
         return 1;
     }
     const char *host = server_options.host;
-    int bracket = strchr(host, ':') != NULL && host[0] != '[';
-    fprintf(stderr, bracket ? "%s: listening on [%s]:%d\n" : "%s: listening on %s:%d\n", PROG, host,
-            ds_grpc_server_port(server));
+    loader l = {.options = &engine_options,
+                .life = life,
+                .http = http,
+                .host = host,
+                .bracket = strchr(host, ':') != NULL && host[0] != '[',
+                .grpc_port = ds_grpc_server_port(server)};
     if (http)
         fprintf(stderr,
-                bracket ? "%s: OpenAI API on http://[%s]:%d\n" : "%s: OpenAI API on http://%s:%d\n",
-                PROG, host, ds_http_server_port(http));
+                l.bracket ? "%s: loading the model; gRPC on [%s]:%d, HTTP on http://[%s]:%d\n"
+                          : "%s: loading the model; gRPC on %s:%d, HTTP on http://%s:%d\n",
+                PROG, host, l.grpc_port, host, ds_http_server_port(http));
+    else
+        fprintf(stderr,
+                l.bracket ? "%s: loading the model; gRPC on [%s]:%d\n"
+                          : "%s: loading the model; gRPC on %s:%d\n",
+                PROG, host, l.grpc_port);
+    pthread_t loader_thread;
+    int rc = pthread_create(&loader_thread, NULL, load_main, &l);
+    DS_ASSERT(rc == 0);
     ds_grpc_server_run(server, &g_stop);
+    pthread_join(loader_thread, NULL); /* a stop while loading waits for the load to end */
     ds_http_server_destroy(http);
     ds_grpc_server_destroy(server);
-    serving_destroy(engine);
+    lifecycle_destroy(life);
+    if (l.engine == NULL) return 1;
+    serving_destroy(l.engine);
     fprintf(stderr, "%s: stopped\n", PROG);
     return 0;
 }

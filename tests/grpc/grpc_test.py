@@ -132,7 +132,8 @@ def run_cli(*args, timeout=300):
 # --- checks ---------------------------------------------------------------------------------
 
 model = make_model()
-srv = Server(model)
+# A drain of 1 s: check_sigterm_under_load's streams outlast it and are cut.
+srv = Server(model, "--shutdown-timeout", "1")
 stub = srv.stub
 info = stub.ModelInfo(pb.ModelInfoRequest(), timeout=30)
 PROMPT = CHAT.format("What is the capital of France?")

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -49,15 +50,15 @@ import health_pb2_grpc  # noqa: E402
 class Server:
     """A `decoserve serve` with gRPC and HTTP on free ports; stderr collected by a thread."""
 
-    def __init__(self, model, *flags):
+    def __init__(self, model, *flags, wait_ready=True):
         self.proc = subprocess.Popen(
             [DECOSERVE, "serve", "--model", model, "--port", "0", "--http-port", "0", *flags],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines = []
         self.address = self.http = None
-        self.listening = threading.Event()
+        self.bound, self.listening = threading.Event(), threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
-        if not self.listening.wait(STARTUP_S):
+        if not (self.listening if wait_ready else self.bound).wait(STARTUP_S):
             self.proc.kill()
             raise RuntimeError("server did not start:\n" + self.stderr())
         self.channel = grpc.insecure_channel(self.address)
@@ -71,6 +72,10 @@ class Server:
     def _read(self):
         for line in self.proc.stderr:
             self.lines.append(line)
+            m = re.search(r"loading the model; gRPC on (\S+), HTTP on http://(\S+)$", line.strip())
+            if m:  # listening, not yet serving
+                self.address, self.http = m.groups()
+                self.bound.set()
             m = re.search(r"listening on (\S+)$", line.strip())
             if m:
                 self.address = m.group(1)
@@ -308,6 +313,10 @@ def check_queue_full_and_disconnect():
     before = srv.stats().requests_cancelled
     long = {"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True, "stream": True}
     running = open_stream(srv, long)
+    # Until the step that admitted it ends, the engine still counts it as waiting.
+    deadline = time.time() + 20
+    while srv.stats().running < 1 and time.time() < deadline:
+        time.sleep(0.02)
     waiting = socket.create_connection((srv.host, srv.port), timeout=60)
     data = json.dumps(dict(long, stream=False)).encode()
     waiting.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
@@ -399,6 +408,124 @@ def check_metrics():
         print("     (promtool not installed: lint skipped)")
 
 
+def expect_unavailable(stub, fragment):
+    try:
+        list(stub.Generate(pb.GenerateRequest(prompt="x", max_tokens=1), timeout=30))
+        raise AssertionError("Generate accepted")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and fragment in e.details(), e
+
+
+class Watch:
+    """A Health/Watch stream read by a thread: the statuses as they come, and how it ended."""
+
+    def __init__(self, server):
+        self.statuses, self.end = [], None
+        self.changed = threading.Condition()
+        self.call = server.health.Watch(health_pb2.HealthCheckRequest(), timeout=STARTUP_S)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for r in self.call:
+                with self.changed:
+                    self.statuses.append(r.status)
+                    self.changed.notify_all()
+            self.end = "OK"
+        except grpc.RpcError as e:
+            self.end = e.code()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_for(self, n, timeout=STARTUP_S):
+        """The first n statuses."""
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.statuses) >= n or self.end, timeout)
+        return self.statuses[:n]
+
+
+def check_loading_and_drain():
+    """Listening before the model has loaded (NOT_SERVING, /health 200, /ready 503), SERVING
+    once loaded; on SIGTERM NOT_SERVING and new requests refused on both doors while the ones in
+    flight finish; Watch sees each change and ends when the server stops."""
+    H = health_pb2.HealthCheckResponse
+    srv2 = Server(model, "--shutdown-timeout", "60", *template_flags, wait_ready=False)
+    try:
+        watch = Watch(srv2)
+        assert srv2.request("GET", "/health") == (200, {"status": "ok"})
+        status, r = srv2.request("GET", "/ready")
+        assert status == 503 and "loading" in r["error"]["message"], (status, r)
+        check = srv2.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        expect_error_on = srv2.request("POST", "/v1/completions", {"prompt": "x"})
+        assert expect_error_on[0] == 503 and "loading" in expect_error_on[1]["error"]["message"]
+        assert srv2.listening.wait(STARTUP_S), srv2.stderr()
+        assert check.status == H.NOT_SERVING, check  # asked while loading
+        assert watch.wait_for(2) == [H.NOT_SERVING, H.SERVING], (watch.statuses, watch.end)
+        assert srv2.request("GET", "/ready") == (200, {"status": "ready"})
+
+        http_stream = open_stream(srv2, {"prompt": "Once upon a time", "max_tokens": 48,
+                                         "ignore_eos": True, "stream": True})
+        grpc_call = srv2.stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=48,
+                                                          ignore_eos=True), timeout=300)
+        first = next(grpc_call)
+        srv2.proc.send_signal(signal.SIGTERM)
+        assert watch.wait_for(3, timeout=30)[2:] == [H.NOT_SERVING], (watch.statuses, watch.end)
+        check = srv2.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert check.status == H.NOT_SERVING, check
+        status, r = srv2.request("GET", "/ready")
+        assert status == 503 and "draining" in r["error"]["message"], (status, r)
+        status, r = srv2.request("POST", "/v1/completions", {"prompt": "x"})
+        assert status == 503 and "draining" in r["error"]["message"], (status, r)
+        expect_unavailable(srv2.stub, "draining")
+        # The requests in flight run to their end.
+        rest = list(grpc_call)
+        assert rest[-1].finish_reason == pb.FINISH_REASON_LENGTH, rest[-1]
+        assert sum(len(m.token_ids) for m in [first] + rest) == 48
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = http_stream.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert b'"finish_reason":"length"' in data and b"data: [DONE]" in data, data[-300:]
+        rc = srv2.proc.wait(60)
+        assert rc == 0, "exit %d\n%s" % (rc, srv2.stderr())
+        deadline = time.time() + 10
+        while watch.end is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert watch.end == grpc.StatusCode.UNAVAILABLE, watch.end
+    finally:
+        if srv2.proc.poll() is None:
+            srv2.proc.kill()
+
+
+def check_drain_timeout():
+    """A request still running when --shutdown-timeout ends is cut with a final status: an error
+    event and [DONE] on HTTP; the process exits 0."""
+    srv2 = Server(model, "--shutdown-timeout", "1", *template_flags)
+    try:
+        sock = open_stream(srv2, {"prompt": "Once upon a time", "max_tokens": 4000,
+                                  "ignore_eos": True, "stream": True})
+        t0 = time.time()
+        srv2.proc.send_signal(signal.SIGTERM)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.endswith(b"0\r\n\r\n"):
+                break
+        assert time.time() - t0 < 30, "the drain did not end at --shutdown-timeout"
+        assert b'"error"' in data and b"shutting down" in data, data[-400:]
+        assert data.rstrip().endswith(b"0") and b"data: [DONE]" in data, data[-200:]
+        rc = srv2.proc.wait(60)
+        assert rc == 0, "exit %d\n%s" % (rc, srv2.stderr())
+    finally:
+        if srv2.proc.poll() is None:
+            srv2.proc.kill()
+
+
 CHECKS = [
     check_models,
     check_completion,
@@ -407,6 +534,8 @@ CHECKS = [
     check_bad_input,
     check_queue_full_and_disconnect,
     check_metrics,
+    check_loading_and_drain,
+    check_drain_timeout,
 ]
 
 passed = failed = 0
