@@ -16,7 +16,8 @@ Usage: deploy_test.py REPO_ROOT DECOSERVE
 - deploy/container/Containerfile (no container runtime here): statically, see check_containerfile.
 - Between them: every flag a manifest, the unit or the image passes is one `decoserve serve`
   takes; probe and scrape ports are the ports decoserve listens on; terminationGracePeriodSeconds
-  and TimeoutStopSec cover preStop + --shutdown-grace; LWS pods leave the node flags to LWS.
+  and TimeoutStopSec cover preStop + --shutdown-timeout + --shutdown-grace; LWS pods leave the
+  node flags to LWS.
 Prints one line per check, then "N passed, N failed".
 """
 
@@ -49,9 +50,6 @@ CRDS = {  # (apiVersion, kind) -> the CRD file in deploy/kubernetes/crds
     ("inference.networking.k8s.io/v1", "InferencePool"):
         "inference.networking.k8s.io_inferencepools.yaml",
 }
-# The HTTP server's flag (issue 18 item 1) lands separately; until `serve --help` lists it, the
-# deploy files may name it ahead of time. Nothing else is excused.
-PENDING_FLAGS = {"--http-port"}
 # Libraries every Debian image has (the C library, libgcc: what the essential packages need).
 BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
 UID = 10001  # the image's user, which the pods run as
@@ -76,12 +74,19 @@ def check_flags(where, args):
     assert args[0] == "serve", (where, args)
     for a in args[1:]:
         if a.startswith("--"):
-            known = a in SERVE_FLAGS or (a in PENDING_FLAGS and a not in SERVE_FLAGS)
-            assert known, "%s: %s is not a `decoserve serve` flag" % (where, a)
+            assert a in SERVE_FLAGS, "%s: %s is not a `decoserve serve` flag" % (where, a)
 
 
 def flag_value(args, flag):
     return args[args.index(flag) + 1] if flag in args else None
+
+
+def drain_seconds(args):
+    """The longest SIGTERM drain of a serve command line: --shutdown-timeout for in-flight
+    requests, then --shutdown-grace before open calls are cut (serve's defaults: 30, 5)."""
+    timeout = flag_value(args, "--shutdown-timeout")
+    grace = flag_value(args, "--shutdown-grace")
+    return float(timeout if timeout is not None else 30) + float(grace if grace is not None else 5)
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -132,9 +137,8 @@ def check_systemd_unit_flags_and_stop_timeout():
     check_flags(UNIT, args[1:])
     text = open(UNIT).read()
     stop = int(re.search(r"^TimeoutStopSec=(\d+)$", text, re.M).group(1))
-    grace = float(flag_value(args, "--shutdown-grace"))
-    assert stop >= grace + 10, "TimeoutStopSec=%d does not cover --shutdown-grace %g" % (stop,
-                                                                                        grace)
+    drain = drain_seconds(args)
+    assert stop >= drain + 10, "TimeoutStopSec=%d does not cover the drain (%g s)" % (stop, drain)
     assert re.search(r"^KillSignal=SIGTERM$", text, re.M), "decoserve drains on SIGTERM"
 
 
@@ -295,14 +299,15 @@ def check_pods_match_decoserve():
         assert grpc_probe["service"] == "decoserve.v1.Decoserve", where
         assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}, where
         assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}, where
-        # Drain: preStop, then SIGTERM and --shutdown-grace, within the grace period.
+        # Drain: preStop, then SIGTERM, --shutdown-timeout and --shutdown-grace, within the
+        # grace period.
         pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "/bin/sleep", (where, pre_stop)
-        grace = float(flag_value(args, "--shutdown-grace"))
-        need = int(pre_stop[1]) + grace + 10
+        drain = drain_seconds(args)
+        need = int(pre_stop[1]) + drain + 10
         assert spec["terminationGracePeriodSeconds"] >= need, (
-            "%s: terminationGracePeriodSeconds %d < preStop %s + --shutdown-grace %g + 10" %
-            (where, spec["terminationGracePeriodSeconds"], pre_stop[1], grace))
+            "%s: terminationGracePeriodSeconds %d < preStop %s + drain %g + 10" %
+            (where, spec["terminationGracePeriodSeconds"], pre_stop[1], drain))
 
 
 def check_prometheus_annotations():
