@@ -2,7 +2,7 @@
  * are claimed from an atomic counter tagged with that generation, and the caller returns once
  * every task has finished (it never waits for a worker that is still asleep). Workers spin on the
  * counter for a short while before sleeping, since a decode step issues hundreds of small GEMMs
- * microseconds apart. */
+ * microseconds apart, unless the owner said that the step is over (threadpool_idle). */
 #include "common/threadpool.h"
 
 #include <errno.h>
@@ -35,6 +35,7 @@ struct threadpool {
      * so a worker that wakes late can never take a task of another run. */
     _Atomic uint64_t state;
     atomic_bool stop;
+    atomic_bool idle; /* set by threadpool_idle, cleared by the next run: spinning workers sleep */
     /* The current run; written before its generation is published, stable until it ends. */
     threadpool_task_fn fn;
     void *ctx;
@@ -81,6 +82,7 @@ static bool wait_for_run(threadpool *pool, uint32_t *seen) {
             *seen = g;
             return !atomic_load(&pool->stop);
         }
+        if (atomic_load_explicit(&pool->idle, memory_order_relaxed)) break;
         cpu_relax();
         if (spins % 256 == 0 && now_ns() - start > THREADPOOL_SPIN_NS) break;
     }
@@ -165,6 +167,7 @@ ds_status threadpool_create(threadpool **out, int n_threads, char *msg, size_t m
     pthread_cond_init(&pool->wake, NULL);
     atomic_init(&pool->state, 0);
     atomic_init(&pool->stop, false);
+    atomic_init(&pool->idle, false);
     atomic_init(&pool->n_done, 0);
     for (int i = 0; i < n_threads - 1; i++) {
         int err = pthread_create(&pool->workers[i], NULL, worker_main, pool);
@@ -205,6 +208,7 @@ void threadpool_run(threadpool *pool, int n_tasks, threadpool_task_fn fn, void *
     pool->ctx = ctx;
     pool->n_tasks = n_tasks;
     atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->idle, false, memory_order_relaxed); /* published with the run */
     run_tasks(pool, publish(pool));
     /* What is left is at most one task per worker, already running; never waits for a worker
      * that has not woken up. Yield eventually in case the machine is oversubscribed. */
@@ -215,4 +219,8 @@ void threadpool_run(threadpool *pool, int n_tasks, threadpool_task_fn fn, void *
         else
             sched_yield();
     }
+}
+
+void threadpool_idle(threadpool *pool) {
+    if (pool) atomic_store_explicit(&pool->idle, true, memory_order_relaxed);
 }

@@ -1,5 +1,6 @@
 /* threadpool_test — every task of every run executes exactly once, for 1..4 threads (more threads
- * than cores included), across many back-to-back runs and after workers have gone to sleep. */
+ * than cores included), across many back-to-back runs and after workers have gone to sleep; after
+ * threadpool_idle the workers stop spinning. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -99,6 +100,45 @@ static void test_tasks_run_concurrently(void **state) {
     threadpool_destroy(pool);
 }
 
+static void nop_task(void *ctx, int task_index) { (void)ctx, (void)task_index; }
+
+/* CPU time the workers burn over steps of one run, then a 1 ms pause (as between two engine
+ * steps), with or without threadpool_idle: the process's CPU time less the caller thread's. */
+static double worker_cpu_ms(threadpool *pool, int idle, int n_steps) {
+    struct timespec p0, p1, t0, t1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    for (int i = 0; i < n_steps; i++) {
+        threadpool_run(pool, 8, nop_task, NULL);
+        if (idle) threadpool_idle(pool);
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p1);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    double process = (p1.tv_sec - p0.tv_sec) * 1e3 + (p1.tv_nsec - p0.tv_nsec) / 1e6;
+    double caller = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    return process - caller;
+}
+
+/* 200 steps: spinning out the 0.2 ms window after each costs the worker ~40 ms of CPU; after
+ * threadpool_idle only its wake-ups remain (microseconds each). */
+static void test_idle_stops_spinning(void **state) {
+    (void)state;
+    threadpool *pool = NULL;
+    assert_int_equal(threadpool_create(&pool, 2, NULL, 0), DS_OK);
+    double spinning = worker_cpu_ms(pool, 0, 200), idle = worker_cpu_ms(pool, 1, 200);
+    print_message("worker CPU over 200 steps: %.1f ms spinning, %.1f ms with threadpool_idle\n",
+                  spinning, idle);
+    assert_true(idle < 10.0);
+    static count_ctx c; /* runs after idle still run every task */
+    check_run(pool, &c, 64);
+    threadpool_idle(pool);
+    check_run(pool, &c, 64);
+    threadpool_destroy(pool);
+    threadpool_idle(NULL);
+}
+
 static void test_null_pool_runs_serially(void **state) {
     (void)state;
     static count_ctx c;
@@ -134,9 +174,8 @@ static void test_env_threads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_task_once),
-        cmocka_unit_test(test_tasks_run_concurrently),
-        cmocka_unit_test(test_null_pool_runs_serially),
+        cmocka_unit_test(test_every_task_once),     cmocka_unit_test(test_tasks_run_concurrently),
+        cmocka_unit_test(test_idle_stops_spinning), cmocka_unit_test(test_null_pool_runs_serially),
         cmocka_unit_test(test_env_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

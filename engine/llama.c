@@ -453,8 +453,10 @@ ds_status llama_engine_forward(llama_engine *e, const llama_step_seq *seqs, int 
             memmove(e->x + (size_t)out_rows * d, e->x + (size_t)(row + i) * d,
                     (size_t)d * sizeof(float));
     }
-    if (out_rows == 0) return DS_OK;
-    ops_rmsnorm_ref(e->xn, e->x, m->output_norm, out_rows, d, c->rms_eps);
-    linear(e, logits, e->xn, &e->output, out_rows);
+    if (out_rows > 0) {
+        ops_rmsnorm_ref(e->xn, e->x, m->output_norm, out_rows, d, c->rms_eps);
+        linear(e, logits, e->xn, &e->output, out_rows);
+    }
+    threadpool_idle(e->pool); /* the step is over: the workers sleep until the next one */
     return DS_OK;
 }
