@@ -18,7 +18,7 @@ typedef struct engine_backend_options {
     int device_index;
     int max_step_tokens;     /* rows one step may carry */
     int max_seqs;            /* sequences one step may carry */
-    qm_type cpu_weights;     /* CPU compute weights (QM_Q8_0 or QM_F32) */
+    qm_type cpu_weights;     /* CPU compute weights (QM_Q4_0, QM_Q8_0 or QM_F32) */
     int n_threads;           /* CPU threads; 0: DECOSERVE_THREADS or the online CPUs */
     int gpu_bf16;            /* CUDA: bf16 weights instead of fp16 */
     int tensor_parallel;     /* CUDA: GPUs in all (1: one GPU, device_index), tensor_parallel /

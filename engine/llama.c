@@ -51,7 +51,7 @@ void llama_engine_set_tap(llama_engine *e, llama_qkv_tap tap, void *ctx) {
     e->tap_ctx = ctx;
 }
 
-/* Q8_0 weights are the engine's; F32 ones are views of the model's buffers. */
+/* Q8_0 / Q4 weights are the engine's; F32 ones are views of the model's buffers. */
 static void free_weight(llama_engine *e, qm_matrix *m) {
     if (e->weight_type != QM_F32) qm_destroy(m);
 }
@@ -77,14 +77,31 @@ void llama_engine_destroy(llama_engine *e) {
     free(e);
 }
 
-/* A weight in the engine's compute format: a view for F32, a quantized copy for Q8_0. */
-static ds_status make_weight(llama_engine *e, qm_matrix *m, const float *src, int rows, int cols,
-                             char *msg, size_t msg_len) {
+ds_status llama_weights_from_name(const char *name, qm_type *out, char *msg, size_t msg_len) {
+    if (!strcmp(name, "f32"))
+        *out = QM_F32;
+    else if (!strcmp(name, "q8_0"))
+        *out = QM_Q8_0;
+    else if (!strcmp(name, "q4"))
+        *out = QM_Q4_0;
+    else
+        return ds_fail(msg, msg_len, DS_EINVAL, "--weights = '%s': expected f32, q8_0 or q4", name);
+    return DS_OK;
+}
+
+/* A weight in the engine's compute format: a view for F32, a copy of the file's blocks for q4
+ * where it has 4-bit ones, a quantized copy for Q8_0 (and q4 elsewhere). */
+static ds_status make_weight(llama_engine *e, qm_matrix *m, const float *src,
+                             const llama_file_blocks *file, int rows, int cols, char *msg,
+                             size_t msg_len) {
     if (e->weight_type == QM_F32) {
         *m = (qm_matrix){.type = QM_F32, .rows = rows, .cols = cols, .data = (void *)src};
         return DS_OK;
     }
-    return qm_create(m, e->weight_type, src, rows, cols, msg, msg_len);
+    if ((e->weight_type == QM_Q4_0 || e->weight_type == QM_Q4_1) && file->type != LLAMA_BLOCKS_NONE)
+        return qm_create_blocks(m, file->type == LLAMA_BLOCKS_Q4_0 ? QM_Q4_0 : QM_Q4_1, file->data,
+                                rows, cols, msg, msg_len);
+    return qm_create(m, QM_Q8_0, src, rows, cols, msg, msg_len);
 }
 
 ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
@@ -151,16 +168,22 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     for (int l = 0; st == DS_OK && l < c->n_layers; l++) {
         const llama_layer *L = &model->layers[l];
         layer_weights *w = &e->layers[l];
-        st = make_weight(e, &w->wq, L->wq, (int)qd, dm, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->wk, L->wk, (int)kvd, dm, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->wv, L->wv, (int)kvd, dm, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->wo, L->wo, dm, (int)qd, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->w_gate, L->w_gate, ff, dm, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->w_up, L->w_up, ff, dm, msg, msg_len);
-        if (st == DS_OK) st = make_weight(e, &w->w_down, L->w_down, dm, ff, msg, msg_len);
+        st = make_weight(e, &w->wq, L->wq, &L->file.wq, (int)qd, dm, msg, msg_len);
+        if (st == DS_OK)
+            st = make_weight(e, &w->wk, L->wk, &L->file.wk, (int)kvd, dm, msg, msg_len);
+        if (st == DS_OK)
+            st = make_weight(e, &w->wv, L->wv, &L->file.wv, (int)kvd, dm, msg, msg_len);
+        if (st == DS_OK) st = make_weight(e, &w->wo, L->wo, &L->file.wo, dm, (int)qd, msg, msg_len);
+        if (st == DS_OK)
+            st = make_weight(e, &w->w_gate, L->w_gate, &L->file.w_gate, ff, dm, msg, msg_len);
+        if (st == DS_OK)
+            st = make_weight(e, &w->w_up, L->w_up, &L->file.w_up, ff, dm, msg, msg_len);
+        if (st == DS_OK)
+            st = make_weight(e, &w->w_down, L->w_down, &L->file.w_down, dm, ff, msg, msg_len);
     }
     if (st == DS_OK)
-        st = make_weight(e, &e->output, model->output, c->vocab_size, dm, msg, msg_len);
+        st = make_weight(e, &e->output, model->output, &model->output_file, c->vocab_size, dm, msg,
+                         msg_len);
     if (st == DS_OK) {
         size_t need = 0;
         for (int l = 0; l < c->n_layers; l++) {

@@ -38,9 +38,16 @@ typedef struct llama_step_seq {
 typedef struct llama_engine_options {
     int max_step_tokens; /* rows one step may carry (prefill chunk + decodes) */
     qm_type weight_type; /* QM_F32: the model's own buffers (no copy); QM_Q8_0: quantized copies
-                            of every projection and the LM head (4x fewer bytes per token) */
+                            of every projection and the LM head (4x fewer bytes per token);
+                            QM_Q4_0 or QM_Q4_1 (either: "q4"): copies of the blocks of every
+                            matrix the file stores as Q4_0 / Q4_1 (llama_model's file blocks,
+                            ~6.4x fewer bytes), Q8_0 for the others */
     int n_threads;       /* Q8_0 GEMM threads; 0: DECOSERVE_THREADS or the online CPUs */
 } llama_engine_options;
+
+/* The weight_type of a --weights value: "f32", "q8_0" or "q4" (QM_Q4_0, the file's 4-bit
+ * blocks). DS_EINVAL naming the value otherwise. */
+ds_status llama_weights_from_name(const char *name, qm_type *out, char *msg, size_t msg_len);
 
 ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
                               const llama_engine_options *options, llama_engine **out, char *msg,

@@ -1,5 +1,6 @@
 /* llama_test — the CPU forward pass over the paged cache: against a dense reference written here,
- * independent of chunking and batching (also with compressed pages), and clear errors. */
+ * independent of chunking and batching (also with compressed pages), with fp32, Q8_0 and the
+ * file's own Q4 weights, and clear errors. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,8 @@
 #include "common/half.h"
 #include "common/rng.h"
 #include "engine/llama.h"
+#include "engine/loader/gguf.h"
+#include "engine/loader/gguf_writer.h"
 
 static ds_rng g_rng = {42};
 
@@ -260,9 +263,9 @@ static void test_chunking_invariant(void **state) {
                       effect);
         /* The same pages are written whatever the chunking; what differs is the GEMM summation
          * order for different row counts (1e-6), which can flip a rare rounding of a code. */
-        if (g_weight_type == QM_Q8_0) {
-            /* Q8_0 GEMMs sum each row in a fixed integer order and attention's GEMMs in a fixed
-             * float order: bit-identical pages and logits, for every token */
+        if (g_weight_type != QM_F32) {
+            /* Q8_0 / Q4 GEMMs sum each row in a fixed integer order and attention's GEMMs in a
+             * fixed float order: bit-identical pages and logits, for every token */
             assert_true(d1_all == 0.0 && d13_all == 0.0);
         } else if (ci == 0) {
             assert_true(d1 < 1e-4 && d13 < 1e-4);
@@ -307,7 +310,7 @@ static void test_batch_equals_single(void **state) {
             max_diff(g_logits[s] + (size_t)from * VOCAB, batch + (size_t)row * VOCAB, n * VOCAB);
         print_message("sequence %d: batch vs alone max logit diff %.2e\n", s, diff);
         assert_true(diff < 1e-2);
-        if (g_weight_type == QM_Q8_0) assert_true(diff == 0.0);
+        if (g_weight_type != QM_F32) assert_true(diff == 0.0);
         row += n;
         kv_seq_release(r.cache, &seqs[s]);
     }
@@ -367,6 +370,82 @@ static void test_q8_weights(void **state) {
     g_weight_type = QM_F32;
 }
 
+/* g_model with every layer matrix rounded to 4 bits as a GGUF would store it (Q4_0 and Q4_1 in
+ * turn): the fp32 weights are the blocks' values and the blocks are its file blocks; the tied
+ * LM head keeps fp32 only (as SmolLM2's file, whose head is Q8_0). */
+static void make_q4_model(llama_model *q4) {
+    const llama_config *c = &g_model.config;
+    q4->config = *c;
+    assert_int_equal(llama_model_alloc(q4, NULL, 0), DS_OK);
+    const size_t d = (size_t)c->d_model, q = (size_t)c->n_heads * c->head_dim,
+                 kv = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->d_ff;
+    memcpy(q4->tok_embd, g_model.tok_embd, (size_t)c->vocab_size * d * sizeof(float));
+    memcpy(q4->output_norm, g_model.output_norm, d * sizeof(float));
+    for (int l = 0, i = 0; l < c->n_layers; l++) {
+        const llama_layer *A = &g_model.layers[l];
+        llama_layer *B = &q4->layers[l];
+        memcpy(B->attn_norm, A->attn_norm, d * sizeof(float));
+        memcpy(B->ffn_norm, A->ffn_norm, d * sizeof(float));
+        struct {
+            const float *src;
+            float *dst;
+            llama_file_blocks *file;
+            size_t n;
+        } mats[] = {{A->wq, B->wq, &B->file.wq, q * d},
+                    {A->wk, B->wk, &B->file.wk, kv * d},
+                    {A->wv, B->wv, &B->file.wv, kv * d},
+                    {A->wo, B->wo, &B->file.wo, d * q},
+                    {A->w_gate, B->w_gate, &B->file.w_gate, ff * d},
+                    {A->w_up, B->w_up, &B->file.w_up, ff * d},
+                    {A->w_down, B->w_down, &B->file.w_down, d * ff}};
+        for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++, i++) {
+            const int q4_1 = i % 2;
+            void *blocks = malloc(mats[k].n / 32 * (q4_1 ? 20 : 18));
+            assert_non_null(blocks);
+            if (q4_1)
+                gguf_quantize_q4_1(mats[k].src, blocks, (int64_t)mats[k].n);
+            else
+                gguf_quantize_q4_0(mats[k].src, blocks, (int64_t)mats[k].n);
+            assert_int_equal(gguf_dequantize(q4_1 ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0, blocks,
+                                             mats[k].dst, (int64_t)mats[k].n),
+                             DS_OK);
+            *mats[k].file =
+                (llama_file_blocks){q4_1 ? LLAMA_BLOCKS_Q4_1 : LLAMA_BLOCKS_Q4_0, blocks};
+        }
+    }
+}
+
+/* q4 weights (the file's blocks, Q8_0 for the head): logits close to the fp32 engine on the same
+ * 4-bit weights, not those of Q8_0 re-quantization, and the same invariances as Q8_0. */
+static void test_q4_weights(void **state) {
+    make_tokens();
+    llama_model q4 = {0}, saved = g_model;
+    make_q4_model(&q4);
+    g_model = q4;
+    const qm_type types[3] = {QM_F32, QM_Q8_0, QM_Q4_0};
+    for (int k = 0; k < 3; k++) {
+        g_weight_type = types[k];
+        rig r = rig_make(16, DQ_FP16, 16, 8, 8);
+        run_chunked(&r, g_tokens, 40, 64, g_logits[k]);
+        rig_free(&r);
+    }
+    const float *f32 = g_logits[0] + 39 * VOCAB, *q8 = g_logits[1] + 39 * VOCAB,
+                *q4_logits = g_logits[2] + 39 * VOCAB;
+    double diff = max_diff(f32, q4_logits, VOCAB), diff_q8 = max_diff(f32, q8, VOCAB), scale = 0;
+    for (int i = 0; i < VOCAB; i++)
+        scale = fmax(scale, fabs(f32[i]));
+    print_message("q4 vs f32 weights: max logit diff %.3g (q8_0: %.3g; max |logit| %.3g)\n", diff,
+                  diff_q8, scale);
+    assert_true(diff > 0.0 && diff < 0.05 * scale);
+    assert_true(max_diff(q8, q4_logits, VOCAB) > 0.0);
+    g_weight_type = QM_Q4_0;
+    test_chunking_invariant(state);
+    test_batch_equals_single(state);
+    g_weight_type = QM_F32;
+    g_model = saved;
+    llama_model_free(&q4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_dense_reference),
@@ -374,6 +453,7 @@ int main(void) {
         cmocka_unit_test(test_batch_equals_single),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_q8_weights),
+        cmocka_unit_test(test_q4_weights),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

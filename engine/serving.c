@@ -90,7 +90,7 @@ void serving_options_default(serving_options *o) {
                            .tp_timeout_s = 60,
                            .max_waiting = 1024,
                            .prefix_cache = 1,
-                           .weights = QM_Q8_0};
+                           .weights = QM_Q4_0};
 }
 
 void serving_request_default(serving_request *r) {

@@ -55,7 +55,7 @@ typedef struct serving_options {
     int max_batched_tokens;  /* tokens per step at most (prefill chunk + decodes) */
     int max_waiting;         /* queued requests before submit answers DS_EBUSY */
     int prefix_cache;        /* share full blocks between prompts with a common prefix */
-    qm_type weights;         /* CPU compute weights: QM_Q8_0 or QM_F32 */
+    qm_type weights;         /* CPU compute weights: QM_Q4_0 (q4, the default), QM_Q8_0 or QM_F32 */
     int gpu_bf16;            /* CUDA: bf16 weights (default fp16) */
     int tensor_parallel;     /* CUDA: shard over N GPUs in all (default 1): GPUs 0.. of each node */
     int n_nodes, node_rank;  /* tensor parallelism over processes/hosts (default 1 and 0) */

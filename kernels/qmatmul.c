@@ -1,7 +1,8 @@
-/* kernels/qmatmul.c — Q8_0 / fp32 matmul for the CPU backend: weight quantization (qm_create),
- * the double-precision reference, and the fast path: activations quantized once per call, then
- * R x T register tiles (R weight rows x T tokens) of 32-wide integer block dot products, one
- * function per ISA chosen at run time so the binary still runs on any x86-64 (or non-x86). */
+/* kernels/qmatmul.c — Q8_0 / Q4_0 / Q4_1 / fp32 matmul for the CPU backend: weight quantization
+ * (qm_create) or a file's blocks (qm_create_blocks), the double-precision reference, and the fast
+ * path: activations quantized once per call, then R x T register tiles (R weight rows x T tokens)
+ * of 32-wide integer block dot products, one function per type and ISA chosen at run time so the
+ * binary still runs on any x86-64 (or non-x86). */
 #include "kernels/qmatmul.h"
 
 #include <cblas.h>
@@ -26,6 +27,8 @@ const char *qm_type_name(qm_type type) {
     switch (type) {
     case QM_F32: return "f32";
     case QM_Q8_0: return "q8_0";
+    case QM_Q4_0: return "q4_0";
+    case QM_Q4_1: return "q4_1";
     }
     return "?";
 }
@@ -35,6 +38,8 @@ size_t qm_bytes(qm_type type, int rows, int cols) {
     switch (type) {
     case QM_F32: return (size_t)rows * cols * sizeof(float);
     case QM_Q8_0: return cols % QK ? 0 : (size_t)rows * (cols / QK) * sizeof(qm_block_q8_0);
+    case QM_Q4_0: return cols % QK ? 0 : (size_t)rows * (cols / QK) * sizeof(qm_block_q4_0);
+    case QM_Q4_1: return cols % QK ? 0 : (size_t)rows * (cols / QK) * sizeof(qm_block_q4_1);
     }
     return 0;
 }
@@ -66,7 +71,8 @@ ds_status qm_create(qm_matrix *m, qm_type type, const float *src, int rows, int 
                     size_t msg_len) {
     memset(m, 0, sizeof *m);
     if (type != QM_F32 && type != QM_Q8_0)
-        return ds_fail(msg, msg_len, DS_EINVAL, "qm_create: type=%d: expected f32 or q8_0",
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "qm_create: type=%d: expected f32 or q8_0 (q4 from qm_create_blocks)",
                        (int)type);
     if (rows < 1 || cols < 1 || (type == QM_Q8_0 && cols % QK))
         return ds_fail(
@@ -108,10 +114,76 @@ ds_status qm_create(qm_matrix *m, qm_type type, const float *src, int rows, int 
     return DS_OK;
 }
 
+ds_status qm_create_blocks(qm_matrix *m, qm_type type, const void *blocks, int rows, int cols,
+                           char *msg, size_t msg_len) {
+    memset(m, 0, sizeof *m);
+    if (type != QM_Q4_0 && type != QM_Q4_1)
+        return ds_fail(msg, msg_len, DS_EINVAL, "qm_create_blocks: type=%d: expected q4_0 or q4_1",
+                       (int)type);
+    if (rows < 1 || cols < 1 || cols % QK)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "qm_create_blocks: %s matrix %dx%d: rows and cols must be >= 1 and cols a "
+                       "multiple of 32",
+                       qm_type_name(type), rows, cols);
+    const size_t block_bytes = qm_bytes(type, 1, QK), nb = (size_t)cols / QK;
+    for (size_t b = 0; b < (size_t)rows * nb; b++) {
+        const uint16_t *h = (const uint16_t *)((const char *)blocks + b * block_bytes);
+        for (int i = 0; i < (type == QM_Q4_1 ? 2 : 1); i++)
+            if (!isfinite(ds_half_to_float(h[i])))
+                return ds_fail(msg, msg_len, DS_ERANGE,
+                               "qm_create_blocks: %s matrix %dx%d: row %zu, block at col %zu: %s "
+                               "is not finite",
+                               qm_type_name(type), rows, cols, b / nb, b % nb * QK,
+                               i ? "the minimum" : "the scale");
+    }
+    size_t bytes = qm_bytes(type, rows, cols);
+    void *data = malloc(bytes);
+    if (!data)
+        return ds_fail(msg, msg_len, DS_ENOMEM, "qm_create_blocks: %s matrix %dx%d: %zu bytes",
+                       qm_type_name(type), rows, cols, bytes);
+    memcpy(data, blocks, bytes);
+    *m = (qm_matrix){.type = type, .rows = rows, .cols = cols, .data = data};
+    return DS_OK;
+}
+
 void qm_destroy(qm_matrix *m) {
     if (!m) return;
     free(m->data);
     memset(m, 0, sizeof *m);
+}
+
+/* Block b of row `row` of a block-typed matrix, dequantized into out[32] (as gguf.c does). */
+static void dequantize_block(const qm_matrix *w, int row, int b, float *out) {
+    const size_t at = (size_t)row * (w->cols / QK) + b;
+    switch (w->type) {
+    case QM_Q8_0: {
+        const qm_block_q8_0 *q = (const qm_block_q8_0 *)w->data + at;
+        const float d = ds_half_to_float(q->d);
+        for (int j = 0; j < QK; j++)
+            out[j] = d * q->qs[j];
+        return;
+    }
+    case QM_Q4_0: {
+        const qm_block_q4_0 *q = (const qm_block_q4_0 *)w->data + at;
+        const float d = ds_half_to_float(q->d);
+        for (int j = 0; j < QK / 2; j++) {
+            out[j] = (float)((q->qs[j] & 0x0f) - 8) * d;
+            out[j + QK / 2] = (float)((q->qs[j] >> 4) - 8) * d;
+        }
+        return;
+    }
+    case QM_Q4_1: {
+        const qm_block_q4_1 *q = (const qm_block_q4_1 *)w->data + at;
+        const float d = ds_half_to_float(q->d), m = ds_half_to_float(q->m);
+        for (int j = 0; j < QK / 2; j++) {
+            out[j] = (float)(q->qs[j] & 0x0f) * d + m;
+            out[j + QK / 2] = (float)(q->qs[j] >> 4) * d + m;
+        }
+        return;
+    }
+    case QM_F32: break;
+    }
+    DS_ASSERT(!"dequantize_block: not a block type");
 }
 
 void qm_dequantize_row(const qm_matrix *w, int row, float *out) {
@@ -120,13 +192,8 @@ void qm_dequantize_row(const qm_matrix *w, int row, float *out) {
         memcpy(out, (const float *)w->data + (size_t)row * w->cols, sizeof(float) * w->cols);
         return;
     }
-    DS_ASSERT(w->type == QM_Q8_0);
-    const qm_block_q8_0 *blocks = (const qm_block_q8_0 *)w->data + (size_t)row * (w->cols / QK);
-    for (int b = 0; b < w->cols / QK; b++) {
-        float d = ds_half_to_float(blocks[b].d);
-        for (int j = 0; j < QK; j++)
-            out[b * QK + j] = d * blocks[b].qs[j];
-    }
+    for (int b = 0; b < w->cols / QK; b++)
+        dequantize_block(w, row, b, out + (size_t)b * QK);
 }
 
 void qm_matmul_ref(float *y, const float *x, const qm_matrix *w, int n) {
@@ -141,12 +208,11 @@ void qm_matmul_ref(float *y, const float *x, const qm_matrix *w, int n) {
                 for (int i = 0; i < cols; i++)
                     acc += (double)xt[i] * wo[i];
             } else {
-                DS_ASSERT(w->type == QM_Q8_0);
-                const qm_block_q8_0 *wo = (const qm_block_q8_0 *)w->data + (size_t)o * (cols / QK);
                 for (int b = 0; b < cols / QK; b++) {
-                    double d = ds_half_to_float(wo[b].d);
+                    float wb[QK];
+                    dequantize_block(w, o, b, wb);
                     for (int j = 0; j < QK; j++)
-                        acc += (double)xt[b * QK + j] * (d * wo[b].qs[j]);
+                        acc += (double)xt[b * QK + j] * wb[j];
                 }
             }
             y[(size_t)t * rows + o] = (float)acc;
@@ -274,15 +340,15 @@ quantize_acts_avx2(const q8_acts *a, const float *x, int cols, int t) {
 }
 #endif
 
-/* ---- Q8_0 x q8 kernels ---------------------------------------------------------------------
+/* ---- Block x q8 kernels --------------------------------------------------------------------
  * rows_*(args, r0, r1, t0, t1) computes y[t][r] for r in [r0, r1), t in [t0, t1). */
 
 typedef struct q8_args {
-    float *y;               /* [n][ldy] */
-    size_t ldy;             /* = rows */
-    const qm_block_q8_0 *w; /* [rows][nb] */
-    int nb;                 /* blocks per row */
-    q8_acts acts;           /* [n][...] */
+    float *y;      /* [n][ldy] */
+    size_t ldy;    /* = rows */
+    const void *w; /* [rows][nb] blocks of the matrix's type */
+    int nb;        /* blocks per row */
+    q8_acts acts;  /* [n][...] */
 } q8_args;
 
 typedef void (*q8_rows_fn)(const q8_args *a, int r0, int r1, int t0, int t1);
@@ -293,7 +359,7 @@ static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
         const int8_t *xq = a->acts.q + (size_t)t * nb * QK;
         const float *xd = a->acts.d + (size_t)t * nb;
         for (int r = r0; r < r1; r++) {
-            const qm_block_q8_0 *wr = a->w + (size_t)r * nb;
+            const qm_block_q8_0 *wr = (const qm_block_q8_0 *)a->w + (size_t)r * nb;
             float acc = 0.0f;
             for (int b = 0; b < nb; b++) {
                 if (QM_PREFETCH) __builtin_prefetch((const char *)&wr[b] + QM_PREFETCH);
@@ -307,6 +373,55 @@ static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
     }
 }
 
+/* The scale, the minimum (-8 d for Q4_0) and the nibbles of block b of row r of a Q4 matrix. */
+typedef struct q4_block {
+    float d, m;
+    const uint8_t *qs;
+} q4_block;
+
+static inline q4_block q4_block_at(const void *w, int q4_1, size_t at) {
+    uint16_t h[2];
+    if (q4_1) {
+        const qm_block_q4_1 *q = (const qm_block_q4_1 *)w + at;
+        memcpy(h, &q->d, sizeof h);
+        return (q4_block){ds_half_to_float(h[0]), ds_half_to_float(h[1]), q->qs};
+    }
+    const qm_block_q4_0 *q = (const qm_block_q4_0 *)w + at;
+    memcpy(h, &q->d, sizeof h[0]);
+    const float d = ds_half_to_float(h[0]);
+    return (q4_block){d, -8.0f * d, q->qs};
+}
+
+/* sum_j (q_j d + m) x_j d_x = d d_x sum_j q_j x_j + m d_x s_x per block. */
+static void rows_q4_scalar(const q8_args *a, int q4_1, int r0, int r1, int t0, int t1) {
+    const int nb = a->nb;
+    for (int t = t0; t < t1; t++) {
+        const int8_t *xq = a->acts.q + (size_t)t * nb * QK;
+        const float *xd = a->acts.d + (size_t)t * nb;
+        const int32_t *xs = a->acts.s + (size_t)t * nb;
+        for (int r = r0; r < r1; r++) {
+            float acc = 0.0f;
+            for (int b = 0; b < nb; b++) {
+                const q4_block w = q4_block_at(a->w, q4_1, (size_t)r * nb + b);
+                if (QM_PREFETCH) __builtin_prefetch(w.qs + QM_PREFETCH);
+                int32_t dot = 0;
+                for (int j = 0; j < QK / 2; j++)
+                    dot += (w.qs[j] & 0x0f) * xq[b * QK + j] + (w.qs[j] >> 4) * xq[b * QK + j + 16];
+                acc += w.d * xd[b] * (float)dot + w.m * xd[b] * (float)xs[b];
+            }
+            a->y[(size_t)t * a->ldy + r] = acc;
+        }
+    }
+}
+
+static void rows_q4_0_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
+    rows_q4_scalar(a, 0, r0, r1, t0, t1);
+}
+
+static void rows_q4_1_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
+    rows_q4_scalar(a, 1, r0, r1, t0, t1);
+}
+
 #if SIMD_X86
 
 /* Keeps GCC from turning set1(a) * set1(b) into a scalar multiply plus a broadcast per pair. */
@@ -318,21 +433,36 @@ static void rows_scalar(const q8_args *a, int r0, int r1, int t0, int t1) {
 #define QM_TARGET_AVX2 "avx2,fma,f16c"
 #define QM_TARGET_VNNI "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 
-/* One R x T tile over all blocks. AVX2 has no u8 x s8 -> s32 dot, so as in ggml: |x| (u8) times
- * w with x's sign (s8) through maddubs (pairs fit int16: 2 * 127 * 127 < 32768), then madd. */
+/* An R x T tile's accumulators: zeroed, and their sums stored into y. */
 __attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
-tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
-    const int nb = a->nb;
-    const qm_block_q8_0 *w = a->w + (size_t)r0 * nb;
-    const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
-    const float *xd = a->acts.d + (size_t)t0 * nb;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
+tile_zero(const int R, const int T, __m256 acc[4][4]) {
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
             acc[r][t] = _mm256_setzero_ps();
+}
+
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_store(const q8_args *a, const int R, const int T, int r0, int t0, __m256 acc[4][4]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = simd_hsum8(acc[r][t]);
+}
+
+/* One R x T tile over all blocks. AVX2 has no u8 x s8 -> s32 dot, so as in ggml: |x| (u8) times
+ * w with x's sign (s8) through maddubs (pairs fit int16: 2 * 127 * 127 < 32768), then madd. */
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
+    const int nb = a->nb;
+    const qm_block_q8_0 *w = (const qm_block_q8_0 *)a->w + (size_t)r0 * nb;
+    const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
+    const float *xd = a->acts.d + (size_t)t0 * nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    tile_zero(R, T, acc);
     for (int b = 0; b < nb; b++) {
         __m256i wv[4];
         __m256 dw[4];
@@ -358,11 +488,7 @@ tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
             }
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = simd_hsum8(acc[r][t]);
+    tile_store(a, R, T, r0, t0, acc);
 }
 
 /* VNNI: vpdpbusd wants u8 x s8, so the weights are offset to u8 (w ^ 0x80 = w + 128) and the
@@ -371,17 +497,13 @@ tile_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
 __attribute__((always_inline, target(QM_TARGET_VNNI))) static inline void
 tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
     const int nb = a->nb;
-    const qm_block_q8_0 *w = a->w + (size_t)r0 * nb;
+    const qm_block_q8_0 *w = (const qm_block_q8_0 *)a->w + (size_t)r0 * nb;
     const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
     const float *xd = a->acts.d + (size_t)t0 * nb;
     const int32_t *xs = a->acts.s + (size_t)t0 * nb;
     const __m256i bias = _mm256_set1_epi8((char)0x80);
     __m256 acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            acc[r][t] = _mm256_setzero_ps();
+    tile_zero(R, T, acc);
     for (int b = 0; b < nb; b++) {
         __m256i wu[4];
         __m256 dw[4];
@@ -407,11 +529,68 @@ tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
             }
         }
     }
+    tile_store(a, R, T, r0, t0, acc);
+}
+
+/* One R x T tile of a Q4 matrix. The nibbles are already u8, maddubs' unsigned operand, so they
+ * multiply the s8 activations directly (pairs: 2 * 15 * 127 < 32768). The minimum term
+ * m_w d_x s_x goes into the same accumulator as m_w x (d_x s_x / 8) on each of the 8 lanes
+ * (the division by 8 is exact), so a tile keeps only vector accumulators. */
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_q4_avx2(const q8_args *a, const int q4_1, const int R, const int T, int r0, int t0) {
+    const int nb = a->nb;
+    const size_t block_bytes = q4_1 ? sizeof(qm_block_q4_1) : sizeof(qm_block_q4_0);
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)r0 * nb * block_bytes;
+    const int8_t *xq = a->acts.q + (size_t)t0 * nb * QK;
+    const float *xd = a->acts.d + (size_t)t0 * nb;
+    const int32_t *xs = a->acts.s + (size_t)t0 * nb;
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
+    __m256 acc[4][4];
+    tile_zero(R, T, acc);
+    for (int b = 0; b < nb; b++) {
+        __m256i wv[4];
+        __m256 dw[4], mw[4];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + ((size_t)r * nb + b) * block_bytes;
+            uint16_t h[2];
+            memcpy(h, blk, sizeof h);
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + (q4_1 ? 4 : 2)));
+            wv[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+            const float d = _cvtsh_ss(h[0]);
+            dw[r] = _mm256_set1_ps(d);
+            mw[r] = _mm256_set1_ps(q4_1 ? _cvtsh_ss(h[1]) : -8.0f * d);
+            if (QM_PREFETCH) __builtin_prefetch(blk + QM_PREFETCH);
+            QM_OPAQUE(dw[r]);
+            QM_OPAQUE(mw[r]);
+        }
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            a->y[(size_t)(t0 + t) * a->ldy + r0 + r] = simd_hsum8(acc[r][t]);
+        for (int t = 0; t < T; t++) {
+            const size_t tb = (size_t)t * nb + b;
+            __m256i xv = _mm256_load_si256((const __m256i *)(xq + tb * QK));
+            __m256 dx = _mm256_set1_ps(xd[tb]);
+            __m256 sx = _mm256_set1_ps(xd[tb] * (float)xs[tb] * 0.125f);
+            QM_OPAQUE(dx);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(p32), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(mw[r], sx, acc[r][t]);
+            }
+        }
+    }
+    tile_store(a, R, T, r0, t0, acc);
+}
+
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_q4_0_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
+    tile_q4_avx2(a, 0, R, T, r0, t0);
+}
+
+__attribute__((always_inline, target(QM_TARGET_AVX2))) static inline void
+tile_q4_1_avx2(const q8_args *a, const int R, const int T, int r0, int t0) {
+    tile_q4_avx2(a, 1, R, T, r0, t0);
 }
 
 /* Drives tiles of RMAX rows x TMAX (<= 4) tokens over a range, smaller tiles for the remainders
@@ -440,6 +619,8 @@ tile_vnni(const q8_args *a, const int R, const int T, int r0, int t0) {
 
 QM_DEFINE_ROWS(avx2, QM_TARGET_AVX2, 4, 2)
 QM_DEFINE_ROWS(vnni, QM_TARGET_VNNI, 4, 4)
+QM_DEFINE_ROWS(q4_0_avx2, QM_TARGET_AVX2, 4, 2)
+QM_DEFINE_ROWS(q4_1_avx2, QM_TARGET_AVX2, 4, 2)
 
 #endif /* SIMD_X86 */
 
@@ -451,7 +632,7 @@ static size_t align_up(size_t v) { return (v + QM_ALIGN - 1) & ~(size_t)(QM_ALIG
 
 size_t qm_scratch_bytes(const qm_matrix *w, int n) {
     DS_ASSERT(w && n >= 0);
-    if (w->type != QM_Q8_0 || n == 0) return 0;
+    if (w->type == QM_F32 || n == 0) return 0;
     size_t nb = (size_t)w->cols / QK;
     return QM_ALIGN + align_up((size_t)n * w->cols) + align_up((size_t)n * nb * sizeof(float)) +
            (size_t)n * nb * sizeof(int32_t);
@@ -494,17 +675,34 @@ static void matmul_task(void *ctx, int task_index) {
 
 static int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-static void matmul_q8_0(float *y, const float *x, const qm_matrix *w, int n, threadpool *pool,
-                        void *scratch) {
+/* The kernel for a block type on an ISA; Q4 has no VNNI kernel (its AVX2 one runs there). */
+static q8_rows_fn rows_fn_for(qm_type type, qm_isa isa) {
+#if SIMD_X86
+    if (isa != QM_ISA_SCALAR) switch (type) {
+        case QM_Q8_0: return isa == QM_ISA_AVX512_VNNI ? rows_vnni : rows_avx2;
+        case QM_Q4_0: return rows_q4_0_avx2;
+        case QM_Q4_1: return rows_q4_1_avx2;
+        case QM_F32: break;
+        }
+#else
+    (void)isa;
+#endif
+    switch (type) {
+    case QM_Q8_0: return rows_scalar;
+    case QM_Q4_0: return rows_q4_0_scalar;
+    case QM_Q4_1: return rows_q4_1_scalar;
+    case QM_F32: break;
+    }
+    DS_ASSERT(!"rows_fn_for: not a block type");
+}
+
+static void matmul_blocks(float *y, const float *x, const qm_matrix *w, int n, threadpool *pool,
+                          void *scratch) {
     DS_ASSERT(scratch);
     const int rows = w->rows, cols = w->cols, nb = cols / QK;
     q8_job job = {0};
     job.isa = qm_isa_active();
-    job.rows_fn = rows_scalar;
-#if SIMD_X86
-    if (job.isa == QM_ISA_AVX2) job.rows_fn = rows_avx2;
-    if (job.isa == QM_ISA_AVX512_VNNI) job.rows_fn = rows_vnni;
-#endif
+    job.rows_fn = rows_fn_for(w->type, job.isa);
     char *base = (char *)align_up((size_t)scratch);
     job.args.acts.q = (int8_t *)base;
     job.args.acts.d = (float *)(base + align_up((size_t)n * cols));
@@ -546,7 +744,9 @@ void qm_matmul(float *y, const float *x, const qm_matrix *w, int n, threadpool *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w->rows, w->cols, 1.0f, x, w->cols,
                     (const float *)w->data, w->cols, 0.0f, y, w->rows);
         return;
-    case QM_Q8_0: matmul_q8_0(y, x, w, n, pool, scratch); return;
+    case QM_Q8_0:
+    case QM_Q4_0:
+    case QM_Q4_1: matmul_blocks(y, x, w, n, pool, scratch); return;
     }
     DS_ASSERT(!"qm_matmul: unknown qm_type");
 }

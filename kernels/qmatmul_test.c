@@ -1,6 +1,7 @@
-/* qmatmul_test — Q8_0 layout and round-trip bound, and qm_matmul against qm_matmul_ref (and the
- * exact fp32 product) on odd token counts and the SmolLM2-135M shapes, for every ISA the CPU
- * supports, on a thread pool and without one; a token's outputs independent of its batch. */
+/* qmatmul_test — Q8_0 layout and round-trip bound, Q4_0 / Q4_1 blocks as ggml lays them out, and
+ * qm_matmul against qm_matmul_ref (and the exact fp32 product) on odd token counts and the
+ * SmolLM2-135M shapes, for every block type and every ISA the CPU supports, on a thread pool and
+ * without one; a token's outputs independent of its batch. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,76 @@ static float *alloc_floats(size_t n) {
     float *p = malloc(sizeof(float) * (n ? n : 1));
     assert_non_null(p);
     return p;
+}
+
+/* A rows x cols matrix of `type` with random weights of scale ~0.05: Q8_0 quantized from
+ * Gaussians, Q4_0 / Q4_1 random blocks (nibbles, fp16 scales, Q4_1 minima around -8 d). */
+static void make_matrix(qm_matrix *w, qm_type type, int rows, int cols) {
+    if (type == QM_Q8_0 || type == QM_F32) {
+        float *src = alloc_floats((size_t)rows * cols);
+        for (size_t i = 0; i < (size_t)rows * cols; i++)
+            src[i] = 0.05f * grand();
+        assert_int_equal(qm_create(w, type, src, rows, cols, NULL, 0), DS_OK);
+        free(src);
+        return;
+    }
+    const size_t n_blocks = (size_t)rows * cols / 32, block_bytes = qm_bytes(type, 1, 32);
+    uint8_t *blocks = malloc(n_blocks * block_bytes);
+    assert_non_null(blocks);
+    for (size_t b = 0; b < n_blocks; b++) {
+        uint8_t *blk = blocks + b * block_bytes;
+        const float d = 0.05f / 4.0f * (0.5f + 0.5f * fabsf(frand()));
+        uint16_t h[2] = {ds_float_to_half(d), ds_float_to_half(-d * (8.0f + frand()))};
+        memcpy(blk, h, type == QM_Q4_1 ? 4 : 2);
+        for (int j = 0; j < 16; j++) {
+            g_seed = g_seed * 1664525u + 1013904223u;
+            blk[(type == QM_Q4_1 ? 4 : 2) + j] = (uint8_t)(g_seed >> 16);
+        }
+    }
+    assert_int_equal(qm_create_blocks(w, type, blocks, rows, cols, NULL, 0), DS_OK);
+    assert_memory_equal(w->data, blocks, n_blocks * block_bytes);
+    free(blocks);
+}
+
+/* Q4 blocks decode as ggml's dequantize_row_q4_0 / _q4_1: value j < 16 from the low nibble of
+ * byte j, value j + 16 from its high nibble; Q4_0 subtracts 8, Q4_1 adds the minimum. */
+static void test_q4_layout(void **state) {
+    (void)state;
+    uint8_t q40[18] = {0}, q41[20] = {0};
+    uint16_t d = ds_float_to_half(0.5f), m = ds_float_to_half(-1.0f);
+    memcpy(q40, &d, 2);
+    memcpy(q41, &d, 2);
+    memcpy(q41 + 2, &m, 2);
+    for (int j = 0; j < 16; j++)
+        q40[2 + j] = q41[4 + j] = (uint8_t)(j | (15 - j) << 4);
+    qm_matrix w;
+    float row[32];
+    assert_int_equal(qm_create_blocks(&w, QM_Q4_0, q40, 1, 32, NULL, 0), DS_OK);
+    qm_dequantize_row(&w, 0, row);
+    for (int j = 0; j < 16; j++) {
+        assert_float_equal(row[j], (j - 8) * 0.5f, 0.0f);
+        assert_float_equal(row[j + 16], (15 - j - 8) * 0.5f, 0.0f);
+    }
+    qm_destroy(&w);
+    assert_int_equal(qm_create_blocks(&w, QM_Q4_1, q41, 1, 32, NULL, 0), DS_OK);
+    qm_dequantize_row(&w, 0, row);
+    for (int j = 0; j < 16; j++) {
+        assert_float_equal(row[j], j * 0.5f - 1.0f, 0.0f);
+        assert_float_equal(row[j + 16], (15 - j) * 0.5f - 1.0f, 0.0f);
+    }
+    qm_destroy(&w);
+    char msg[256];
+    assert_int_equal(qm_create_blocks(&w, QM_Q4_1, q41, 1, 48, msg, sizeof msg), DS_EINVAL);
+    assert_non_null(strstr(msg, "1x48"));
+    assert_int_equal(qm_create_blocks(&w, QM_Q8_0, q41, 1, 32, msg, sizeof msg), DS_EINVAL);
+    m = 0x7e00; /* fp16 NaN as the minimum */
+    memcpy(q41 + 2, &m, 2);
+    assert_int_equal(qm_create_blocks(&w, QM_Q4_1, q41, 1, 32, msg, sizeof msg), DS_ERANGE);
+    assert_non_null(strstr(msg, "minimum"));
+    assert_null(w.data);
+    assert_int_equal(qm_bytes(QM_Q4_0, 576, 576), (size_t)576 * 18 * 18);
+    assert_int_equal(qm_bytes(QM_Q4_1, 576, 576), (size_t)576 * 18 * 20);
+    assert_string_equal(qm_type_name(QM_Q4_1), "q4_1");
 }
 
 /* A hand-made block with d = 1 exactly: q is round-half-away(x), bytes as ggml writes them. */
@@ -155,17 +226,15 @@ typedef struct shape {
     int rows, cols;
 } shape;
 
+static const qm_type g_block_types[] = {QM_Q8_0, QM_Q4_0, QM_Q4_1};
+
 /* Runs qm_matmul for every supported ISA, without and with the pool, on a random rows x cols
- * matrix and n tokens; checks each against the reference on a subsample of rows, the ISAs
- * against the scalar path, and pool against no pool (bit-identical). */
-static void check_q8_matmul(int rows, int cols, int n, threadpool *pool) {
-    float *src = alloc_floats((size_t)rows * cols);
-    for (size_t i = 0; i < (size_t)rows * cols; i++)
-        src[i] = 0.05f * grand();
+ * matrix of `type` and n tokens; checks each against the reference on a subsample of rows (the
+ * activations' rounding is the only error: the kernels multiply the weights' codes exactly), the
+ * ISAs against the scalar path, and pool against no pool (bit-identical). */
+static void check_matmul(qm_type type, int rows, int cols, int n, threadpool *pool) {
     qm_matrix w;
-    char msg[128];
-    assert_int_equal(qm_create(&w, QM_Q8_0, src, rows, cols, msg, sizeof msg), DS_OK);
-    free(src);
+    make_matrix(&w, type, rows, cols);
     float *x = alloc_floats((size_t)n * cols);
     for (size_t i = 0; i < (size_t)n * cols; i++)
         x[i] = grand();
@@ -198,8 +267,8 @@ static void check_q8_matmul(int rows, int cols, int n, threadpool *pool) {
             memset(scratch, 0xa5, scratch_bytes + 1);
             qm_matmul(y, x, &w, n, use_pool ? pool : NULL, scratch + 1); /* misaligned scratch */
             for (int o = 0; o < rows; o += row_step) {
-                qm_matrix row = {QM_Q8_0, 1, cols,
-                                 (qm_block_q8_0 *)w.data + (size_t)o * (cols / QM_Q8_0_BLOCK)};
+                qm_matrix row = {type, 1, cols,
+                                 (char *)w.data + (size_t)o * qm_bytes(type, 1, cols)};
                 qm_dequantize_row(&w, o, wrow);
                 for (int t = 0; t < n; t++) {
                     qm_matmul_ref(&ref[t], x + (size_t)t * cols, &row, 1);
@@ -207,9 +276,10 @@ static void check_q8_matmul(int rows, int cols, int n, threadpool *pool) {
                         bound = act_quant_bound(x + (size_t)t * cols, wrow, cols, &abs_dot);
                     double err = fabs((double)y[(size_t)t * rows + o] - ref[t]);
                     if (!(err <= bound + 1e-5 * abs_dot + 1e-30))
-                        fail_msg("%dx%d n=%d isa=%s pool=%d: y[%d][%d] = %g, ref %g, bound %g",
-                                 rows, cols, n, qm_isa_name((qm_isa)isa), use_pool, t, o,
-                                 (double)y[(size_t)t * rows + o], (double)ref[t], bound);
+                        fail_msg("%s %dx%d n=%d isa=%s pool=%d: y[%d][%d] = %g, ref %g, bound %g",
+                                 qm_type_name(type), rows, cols, n, qm_isa_name((qm_isa)isa),
+                                 use_pool, t, o, (double)y[(size_t)t * rows + o], (double)ref[t],
+                                 bound);
                 }
             }
             for (size_t i = 0; i < (size_t)n * rows; i++)
@@ -222,8 +292,9 @@ static void check_q8_matmul(int rows, int cols, int n, threadpool *pool) {
                  * summation order differs: a few ulp of sum |x||W'| <= max|W'| sum|x|. */
                 for (size_t i = 0; i < (size_t)n * rows; i++)
                     if (!(fabs((double)y[i] - y_first[i]) <= 1e-5 * wmax * xabs[i / rows]))
-                        fail_msg("%dx%d n=%d isa=%s: y[%zu] = %.9g, scalar %.9g", rows, cols, n,
-                                 qm_isa_name((qm_isa)isa), i, (double)y[i], (double)y_first[i]);
+                        fail_msg("%s %dx%d n=%d isa=%s: y[%zu] = %.9g, scalar %.9g",
+                                 qm_type_name(type), rows, cols, n, qm_isa_name((qm_isa)isa), i,
+                                 (double)y[i], (double)y_first[i]);
             }
             if (!y_first) y_first = y;
             if (y_prev != y_first) free(y_prev);
@@ -245,15 +316,21 @@ static void test_matmul_vs_ref(void **state) {
     threadpool *pool = *state;
     const shape shapes[] = {{1, 32}, {5, 64}, {37, 96}, {576, 576}, {1536, 576}, {576, 1536}};
     const int ns[] = {1, 3, 17, 130};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
-            check_q8_matmul(shapes[s].rows, shapes[s].cols, ns[k], pool);
+    for (size_t ty = 0; ty < sizeof g_block_types / sizeof g_block_types[0]; ty++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                /* Q4's 130-token runs on the FFN shapes add minutes under ASan and no new path */
+                if (g_block_types[ty] != QM_Q8_0 && ns[k] > 17 &&
+                    shapes[s].rows * shapes[s].cols > 576 * 576)
+                    continue;
+                check_matmul(g_block_types[ty], shapes[s].rows, shapes[s].cols, ns[k], pool);
+            }
 }
 
 static void test_matmul_lm_head(void **state) {
     threadpool *pool = *state;
-    check_q8_matmul(49152, 576, 1, pool);
-    check_q8_matmul(49152, 576, 3, pool);
+    check_matmul(QM_Q8_0, 49152, 576, 1, pool);
+    check_matmul(QM_Q8_0, 49152, 576, 3, pool);
 }
 
 /* A token's outputs are the same bits whatever the batch around it: its row of an n-token call
@@ -265,16 +342,15 @@ static void test_matmul_rows_independent_of_batch(void **state) {
     const shape shapes[] = {{13, 64}, {576, 576}, {1536, 576}};
     const int ns[] = {2, 3, 4, 5, 7, 9, 16, 33, 64};
     enum { N_MAX = 64 };
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        const int rows = shapes[s].rows, cols = shapes[s].cols;
-        float *src = alloc_floats((size_t)rows * cols), *x = alloc_floats((size_t)N_MAX * cols);
+    for (size_t st = 0; st < 3 * sizeof shapes / sizeof shapes[0]; st++) {
+        const qm_type type = g_block_types[st % 3];
+        const int rows = shapes[st / 3].rows, cols = shapes[st / 3].cols;
+        float *x = alloc_floats((size_t)N_MAX * cols);
         float *y = alloc_floats((size_t)N_MAX * rows), *alone = alloc_floats((size_t)rows);
-        for (size_t i = 0; i < (size_t)rows * cols; i++)
-            src[i] = 0.05f * grand();
         for (size_t i = 0; i < (size_t)N_MAX * cols; i++)
             x[i] = grand();
         qm_matrix w;
-        assert_int_equal(qm_create(&w, QM_Q8_0, src, rows, cols, NULL, 0), DS_OK);
+        make_matrix(&w, type, rows, cols);
         void *scratch = malloc(qm_scratch_bytes(&w, N_MAX));
         assert_non_null(scratch);
         for (int isa = QM_ISA_SCALAR; isa <= (int)qm_isa_supported(); isa++)
@@ -286,15 +362,17 @@ static void test_matmul_rows_independent_of_batch(void **state) {
                     for (int t = 0; t < n; t++) {
                         qm_matmul(alone, x + (size_t)(t0 + t) * cols, &w, 1, NULL, scratch);
                         if (memcmp(alone, y + (size_t)t * rows, sizeof(float) * rows))
-                            fail_msg("%dx%d isa=%s pool=%d: token %d of n=%d differs from alone",
-                                     rows, cols, qm_isa_name((qm_isa)isa), use_pool, t, n);
+                            fail_msg("%s %dx%d isa=%s pool=%d: token %d of n=%d differs from "
+                                     "alone",
+                                     qm_type_name(type), rows, cols, qm_isa_name((qm_isa)isa),
+                                     use_pool, t, n);
                     }
                 }
             }
         qm_isa_force(qm_isa_supported());
         free(scratch);
         qm_destroy(&w);
-        free(src), free(x), free(y), free(alone);
+        free(x), free(y), free(alone);
     }
 }
 
@@ -401,6 +479,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),
         cmocka_unit_test(test_q8_0_round_trip_bound),
         cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_q4_layout),
         cmocka_unit_test(test_isa_force),
         cmocka_unit_test(test_matmul_vs_ref),
         cmocka_unit_test(test_matmul_lm_head),

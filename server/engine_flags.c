@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/cli.h"
+#include "engine/llama.h"
 
 /* "1073741824", "512M", "1.5G", "64MiB": bytes, binary suffixes K/M/G/T with optional "iB". */
 static int parse_bytes(const char *prog, const char *flag, const char *v, int64_t *out) {
@@ -166,11 +167,11 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
     } else if (!strcmp(a, "--threads")) {
         r = cli_int(prog, a, v, 1, 1024, &o->n_threads);
     } else { /* --weights */
-        if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
-            fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", prog, v);
+        char msg[128];
+        if (llama_weights_from_name(v, &o->weights, msg, sizeof msg) != DS_OK) {
+            fprintf(stderr, "%s: %s\n", prog, msg);
             r = -1;
         }
-        o->weights = strcmp(v, "f32") ? QM_Q8_0 : QM_F32;
     }
     return r < 0 ? -1 : 1;
 }
@@ -329,6 +330,7 @@ void engine_flags_usage(FILE *out) {
         "1024)\n"
         "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
         "  --enforce-eager          CUDA: launch every step kernel by kernel (no CUDA graphs)\n"
-        "  --weights F              f32 or q8_0 compute weights (default q8_0)\n"
+        "  --weights F              compute weights: q4 (the GGUF's own Q4_0 / Q4_1 blocks,\n"
+        "                           Q8_0 for other tensors; the default), q8_0 or f32\n"
         "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");
 }

@@ -1,6 +1,7 @@
 /* engine/loader/llama_gguf.c — Llama GGUF <-> llama_model: reads the llama.* configuration,
- * checks every tensor's presence, shape and type before allocating, then dequantizes to fp32 and
- * undoes llama.cpp's Q/K row interleaving. Also the inverse, for writers of test models. */
+ * checks every tensor's presence, shape and type before allocating, then dequantizes to fp32 (and
+ * keeps a copy of the Q4_0 / Q4_1 matrices' own blocks) and undoes llama.cpp's Q/K row
+ * interleaving. Also the inverse, for writers of test models. */
 #include "engine/loader/llama_gguf.h"
 
 #include <inttypes.h>
@@ -9,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void llama_gguf_permute_qk(float *dst, const float *src, int n_heads, int head_dim, int n_in,
-                           int to_gguf) {
-    size_t row = (size_t)n_in * sizeof(float);
+/* llama_gguf_permute_qk on rows of row_bytes bytes (fp32 values or a row's quantized blocks). */
+static void permute_qk_rows(void *dst, const void *src, int n_heads, int head_dim, size_t row_bytes,
+                            int to_gguf) {
     int half = head_dim / 2;
     for (int h = 0; h < n_heads; h++)
         for (int s = 0; s < 2; s++)
@@ -19,8 +20,14 @@ void llama_gguf_permute_qk(float *dst, const float *src, int n_heads, int head_d
                 size_t gguf_row = (size_t)h * head_dim + 2 * i + s;
                 size_t hf_row = (size_t)h * head_dim + s * half + i;
                 size_t to = to_gguf ? gguf_row : hf_row, from = to_gguf ? hf_row : gguf_row;
-                memcpy(dst + to * n_in, src + from * n_in, row);
+                memcpy((char *)dst + to * row_bytes, (const char *)src + from * row_bytes,
+                       row_bytes);
             }
+}
+
+void llama_gguf_permute_qk(float *dst, const float *src, int n_heads, int head_dim, int n_in,
+                           int to_gguf) {
+    permute_qk_rows(dst, src, n_heads, head_dim, (size_t)n_in * sizeof(float), to_gguf);
 }
 
 /* ---- configuration ---- */
@@ -161,7 +168,8 @@ typedef struct tensor_slot {
     char name[48];
     int64_t ne0, ne1; /* expected shape, ne1 = 0 for vectors */
     float *dst;
-    int permute_heads; /* > 0: Q/K un-permutation with this many heads */
+    int permute_heads;         /* > 0: Q/K un-permutation with this many heads */
+    llama_file_blocks *blocks; /* where a Q4_0 / Q4_1 matrix keeps its blocks; NULL: nowhere */
 } tensor_slot;
 
 static int supported_type(gguf_ggml_type t) {
@@ -205,25 +213,29 @@ static size_t n_tensor_slots(const llama_config *c) {
     return 2 + (c->tied_embeddings ? 0 : 1) + 9 * (size_t)c->n_layers;
 }
 
+/* const: the writer reads slots of a model it does not own; only the loader, whose model is its
+ * own, writes through dst and blocks. */
 static void tensor_slot_at(const llama_model *m, size_t k, tensor_slot *s) {
     const llama_config *c = &m->config;
     int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim,
             kv = (int64_t)c->n_kv_heads * c->head_dim, ff = c->d_ff, v = c->vocab_size;
+    llama_file_blocks *output_file = (llama_file_blocks *)&m->output_file;
     if (k == 0) {
-        *s = (tensor_slot){"token_embd.weight", d, v, m->tok_embd, 0};
+        *s = (tensor_slot){"token_embd.weight", d, v,
+                           m->tok_embd,         0, c->tied_embeddings ? output_file : NULL};
         return;
     }
     if (k == 1) {
-        *s = (tensor_slot){"output_norm.weight", d, 0, m->output_norm, 0};
+        *s = (tensor_slot){"output_norm.weight", d, 0, m->output_norm, 0, NULL};
         return;
     }
     if (k == 2 && !c->tied_embeddings) {
-        *s = (tensor_slot){"output.weight", d, v, m->output, 0};
+        *s = (tensor_slot){"output.weight", d, v, m->output, 0, output_file};
         return;
     }
     k -= c->tied_embeddings ? 2 : 3;
     int l = (int)(k / 9);
-    const llama_layer *L = m->layers ? &m->layers[l] : NULL;
+    llama_layer *L = m->layers ? &m->layers[l] : NULL; /* layers point at non-const data */
     static const char *const parts[9] = {"attn_norm", "attn_q",      "attn_k",
                                          "attn_v",    "attn_output", "ffn_norm",
                                          "ffn_gate",  "ffn_up",      "ffn_down"};
@@ -232,12 +244,40 @@ static void tensor_slot_at(const llama_model *m, size_t k, tensor_slot *s) {
     float *const dsts[9] = {L ? L->attn_norm : NULL, L ? L->wq : NULL,   L ? L->wk : NULL,
                             L ? L->wv : NULL,        L ? L->wo : NULL,   L ? L->ffn_norm : NULL,
                             L ? L->w_gate : NULL,    L ? L->w_up : NULL, L ? L->w_down : NULL};
+    llama_file_blocks *const blocks[9] = {NULL,
+                                          L ? &L->file.wq : NULL,
+                                          L ? &L->file.wk : NULL,
+                                          L ? &L->file.wv : NULL,
+                                          L ? &L->file.wo : NULL,
+                                          NULL,
+                                          L ? &L->file.w_gate : NULL,
+                                          L ? &L->file.w_up : NULL,
+                                          L ? &L->file.w_down : NULL};
     int j = (int)(k % 9);
     snprintf(s->name, sizeof s->name, "blk.%d.%s.weight", l, parts[j]);
     s->ne0 = shapes[j][0];
     s->ne1 = shapes[j][1];
     s->dst = dsts[j];
+    s->blocks = blocks[j];
     s->permute_heads = j == 1 ? c->n_heads : j == 2 ? c->n_kv_heads : 0;
+}
+
+/* A Q4_0 / Q4_1 matrix's own blocks, copied (rows in HF order) into slot->blocks. */
+static ds_status keep_blocks(const tensor_slot *slot, const gguf_tensor *t, int head_dim,
+                             const char *path, char *msg, size_t msg_len) {
+    if (!slot->blocks || (t->type != GGML_TYPE_Q4_0 && t->type != GGML_TYPE_Q4_1)) return DS_OK;
+    void *data = malloc(t->n_bytes);
+    if (!data)
+        return ds_fail(msg, msg_len, DS_ENOMEM, "%s: tensor %s: out of memory for its blocks", path,
+                       slot->name);
+    if (slot->permute_heads)
+        permute_qk_rows(data, t->data, slot->permute_heads, head_dim,
+                        (size_t)(t->n_bytes / (uint64_t)slot->ne1), 0);
+    else
+        memcpy(data, t->data, t->n_bytes);
+    *slot->blocks = (llama_file_blocks){
+        t->type == GGML_TYPE_Q4_0 ? LLAMA_BLOCKS_Q4_0 : LLAMA_BLOCKS_Q4_1, data};
+    return DS_OK;
 }
 
 ds_status llama_model_load_gguf(const char *path, llama_model *m, char *msg, size_t msg_len) {
@@ -285,6 +325,7 @@ ds_status llama_model_from_gguf(const gguf_file *f, llama_model *m, char *msg, s
         if (slot.permute_heads)
             llama_gguf_permute_qk(slot.dst, scratch, slot.permute_heads, m->config.head_dim,
                                   m->config.d_model, 0);
+        if ((st = keep_blocks(&slot, t, m->config.head_dim, path, msg, msg_len))) goto done;
     }
 done:
     if (st) llama_model_free(m);

@@ -183,6 +183,48 @@ static void test_file_has_llama_cpp_permutation(void **state) {
     llama_model_free(&ref);
 }
 
+typedef struct file_matrix {
+    const llama_file_blocks *blocks;
+    const float *fp32;
+    int64_t n;
+} file_matrix;
+
+/* A model loaded from a file of weight type `type` keeps each matrix's own blocks where they are
+ * Q4_0 / Q4_1 (none otherwise), rows in HF order: they decode to exactly its fp32 weights. */
+static void assert_file_blocks(const llama_model *m, gguf_ggml_type type) {
+    const llama_config *c = &m->config;
+    const int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim,
+                  kv = (int64_t)c->n_kv_heads * c->head_dim, ff = c->d_ff;
+    const llama_blocks_type want = type == GGML_TYPE_Q4_0   ? LLAMA_BLOCKS_Q4_0
+                                   : type == GGML_TYPE_Q4_1 ? LLAMA_BLOCKS_Q4_1
+                                                            : LLAMA_BLOCKS_NONE;
+    for (int l = -1; l < c->n_layers; l++) {
+        const llama_layer *L = l >= 0 ? &m->layers[l] : NULL;
+        file_matrix mats[7] = {{&m->output_file, m->output, (int64_t)c->vocab_size * d}};
+        if (L) {
+            mats[0] = (file_matrix){&L->file.wq, L->wq, q * d};
+            mats[1] = (file_matrix){&L->file.wk, L->wk, kv * d};
+            mats[2] = (file_matrix){&L->file.wv, L->wv, kv * d};
+            mats[3] = (file_matrix){&L->file.wo, L->wo, d * q};
+            mats[4] = (file_matrix){&L->file.w_gate, L->w_gate, ff * d};
+            mats[5] = (file_matrix){&L->file.w_up, L->w_up, ff * d};
+            mats[6] = (file_matrix){&L->file.w_down, L->w_down, d * ff};
+        }
+        for (int i = 0; i < (L ? 7 : 1); i++) {
+            assert_int_equal(mats[i].blocks->type, want);
+            if (want == LLAMA_BLOCKS_NONE) {
+                assert_null(mats[i].blocks->data);
+                continue;
+            }
+            float *x = malloc((size_t)mats[i].n * sizeof(float));
+            assert_non_null(x);
+            assert_int_equal(gguf_dequantize(type, mats[i].blocks->data, x, mats[i].n), DS_OK);
+            assert_memory_equal(x, mats[i].fp32, (size_t)mats[i].n * sizeof(float));
+            free(x);
+        }
+    }
+}
+
 static void test_round_trip_quantized(void **state) {
     (void)state;
     const gguf_ggml_type types[] = {GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
@@ -206,6 +248,7 @@ static void test_round_trip_quantized(void **state) {
         assert_true(got.config.rope_high_freq_factor == 4.0f);
         assert_int_equal(got.config.rope_original_context, 128);
         assert_same_weights(&ref, &got, tol[t]);
+        assert_file_blocks(&got, types[t]);
         /* Norms are stored in F32 whatever the weight type. */
         assert_memory_equal(ref.layers[0].attn_norm, got.layers[0].attn_norm, 64 * sizeof(float));
         llama_model_free(&got);

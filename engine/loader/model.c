@@ -75,11 +75,17 @@ void llama_model_free(llama_model *m) {
             free(L->w_gate);
             free(L->w_up);
             free(L->w_down);
+            llama_file_blocks *blocks[] = {&L->file.wq,    &L->file.wk,     &L->file.wv,
+                                           &L->file.wo,    &L->file.w_gate, &L->file.w_up,
+                                           &L->file.w_down};
+            for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
+                free(blocks[i]->data);
         }
     }
     if (m->output != m->tok_embd) free(m->output);
     free(m->tok_embd);
     free(m->output_norm);
+    free(m->output_file.data);
     free(m->layers);
     memset(m, 0, sizeof *m);
 }

@@ -1,7 +1,8 @@
 /* engine/loader/model.h — a Llama-family model in memory: its configuration and its weights,
- * dequantized at load to fp32 (the CPU compute dtype). Filled by the GGUF loader
- * (engine/loader/llama_gguf.c) or the safetensors loader (engine/loader/safetensors.c); read by
- * the backends. The model owns every weight buffer; llama_model_free releases them.
+ * dequantized at load to fp32 (the CPU compute dtype), plus the file's own 4-bit blocks of the
+ * matrices a GGUF stores as Q4_0 / Q4_1 (the CPU multiplies those natively). Filled by the GGUF
+ * loader (engine/loader/llama_gguf.c) or the safetensors loader (engine/loader/safetensors.c); read
+ * by the backends. The model owns every weight buffer; llama_model_free releases them.
  *
  * Weight matrices are row-major [n_out][n_in] (y = W x, one row per output feature), which is
  * GGUF's and HF's natural order. Q and K rows are in HF order: rotary pairs are (i, i + hd/2)
@@ -40,6 +41,19 @@ typedef struct llama_config {
     int tied_embeddings;         /* output projection shares tok_embd */
 } llama_config;
 
+/* A matrix as the GGUF file stores it, when that is ggml Q4_0 or Q4_1 blocks (18 / 20 bytes per
+ * 32 values, kernels/qmatmul.h); rows in the same (HF) order as the fp32 copy. */
+typedef enum llama_blocks_type {
+    LLAMA_BLOCKS_NONE = 0,
+    LLAMA_BLOCKS_Q4_0,
+    LLAMA_BLOCKS_Q4_1
+} llama_blocks_type;
+
+typedef struct llama_file_blocks {
+    llama_blocks_type type;
+    void *data; /* [rows][cols / 32] blocks; NULL for LLAMA_BLOCKS_NONE */
+} llama_file_blocks;
+
 typedef struct llama_layer {
     float *attn_norm; /* [d_model] */
     float *wq;        /* [n_heads * head_dim][d_model] */
@@ -50,14 +64,18 @@ typedef struct llama_layer {
     float *w_gate;    /* [d_ff][d_model] */
     float *w_up;      /* [d_ff][d_model] */
     float *w_down;    /* [d_model][d_ff] */
+    struct {
+        llama_file_blocks wq, wk, wv, wo, w_gate, w_up, w_down;
+    } file; /* the same matrices' file blocks, where 4-bit */
 } llama_layer;
 
 typedef struct llama_model {
     llama_config config;
-    float *tok_embd;     /* [vocab_size][d_model] */
-    float *output_norm;  /* [d_model] */
-    float *output;       /* [vocab_size][d_model]; == tok_embd when tied (not freed twice) */
-    llama_layer *layers; /* [n_layers] */
+    float *tok_embd;    /* [vocab_size][d_model] */
+    float *output_norm; /* [d_model] */
+    float *output;      /* [vocab_size][d_model]; == tok_embd when tied (not freed twice) */
+    llama_file_blocks output_file; /* output's (or the tied tok_embd's) file blocks, where 4-bit */
+    llama_layer *layers;           /* [n_layers] */
 } llama_model;
 
 /* Checks the configuration for consistency (positive sizes, GQA divisibility, head_dim even)

@@ -31,8 +31,9 @@ check "mkmodel writes a model" $?
 tiny=$tmp/tiny.gguf
 
 # The same weights as GGUF and as an HF folder (safetensors + tokenizer.json) give the same text:
-# both loaders, both tokenizer sources and the Q/K un-permutation agree.
-for weights in f32 q8_0; do
+# both loaders, both tokenizer sources and the Q/K un-permutation agree (q4: an f32 file has no
+# 4-bit blocks, so both are Q8_0).
+for weights in f32 q8_0 q4; do
     "$decoserve" generate --model "$tiny" --prompt "the cat sat on 12 mats" --max-tokens 24 \
         --ignore-eos --weights $weights >"$tmp/from_gguf" 2>/dev/null
     "$decoserve" generate --model "$tmp/tiny_hf" --prompt "the cat sat on 12 mats" \
@@ -72,6 +73,8 @@ for bits in 8 4 2; do
 done
 
 # Bad input: clear errors, no crash.
+expect_error "unknown --weights" 2 "expected f32, q8_0 or q4" -- --model "$tiny" --prompt hi \
+    --weights q5
 expect_error "missing model" 1 "no-such.gguf" -- --model "$tmp/no-such.gguf" --prompt hi
 head -c 3000 "$tiny" >"$tmp/truncated.gguf"
 expect_error "truncated model" 1 "truncated.gguf" -- --model "$tmp/truncated.gguf" --prompt hi

@@ -6,6 +6,7 @@
 
 #include "common/cli.h"
 #include "common/file.h"
+#include "engine/llama.h"
 #include "engine/model_files.h"
 #include "tools/eval/commands.h"
 #include "tools/eval/perplexity.h"
@@ -37,7 +38,8 @@ static void usage(FILE *out) {
         "                     %s)\n"
         "  --dq-factors T1xD1 --dq-axis row|chan --dq-refit 0|1  DecoQuant settings\n"
         "                     (default: chan, refit 1; row + refit 0 is the paper's variant)\n"
-        "  --weights f32|q8_0 compute format of the weights (default q8_0)\n"
+        "  --weights q4|q8_0|f32 compute format of the weights (default q4: the GGUF's own\n"
+        "                     Q4_0 / Q4_1 blocks, Q8_0 for other tensors)\n"
         "  --device cpu|cuda  where the forward pass runs (cuda: a build with --define cuda=1)\n"
         "  --tensor-parallel N  shard the model over GPUs 0..N-1 with NCCL (--device cuda)\n"
         "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
@@ -75,7 +77,7 @@ int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *configs = DEFAULT_CONFIGS;
     int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
     dq_config dq = dq_config_defaults(DQ_DECOQUANT, 4);
-    qm_type weights = QM_Q8_0;
+    qm_type weights = QM_Q4_0;
     int cuda = 0, tensor_parallel = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -114,11 +116,11 @@ int cmd_ppl(int argc, char **argv) {
             }
             cuda = !strcmp(v, "cuda");
         } else if (!strcmp(a, "--weights")) {
-            if (strcmp(v, "f32") && strcmp(v, "q8_0")) {
-                fprintf(stderr, "%s: --weights = '%s': expected f32 or q8_0\n", PROG, v);
+            char msg[128];
+            if (llama_weights_from_name(v, &weights, msg, sizeof msg) != DS_OK) {
+                fprintf(stderr, "%s: %s\n", PROG, msg);
                 return 2;
             }
-            weights = strcmp(v, "f32") ? QM_Q8_0 : QM_F32;
         } else if (!strcmp(a, "--dq-refit"))
             r = cli_int(PROG, a, v, 0, 1, &dq.refit);
         else if (!strcmp(a, "--dq-axis")) {
