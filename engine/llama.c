@@ -1,6 +1,7 @@
 /* engine/llama.c — CPU forward pass of a Llama model over the paged KV cache (see llama.h).
- * Projections go through kernels/qmatmul.h; attention is plain C over decompressed pages plus the
- * fixed-order GEMMs of kernels/ops.h, so that no row's result depends on the rows beside it. */
+ * Projections go through kernels/qmatmul.h; attention reads the compressed pages in place
+ * (kernels/kv_page_dot.h), one query row and head per pool task, each summed in an order fixed by
+ * the format, so that no row's result depends on the rows beside it. */
 #include "engine/llama.h"
 
 #include <math.h>
@@ -10,9 +11,14 @@
 #include "common/half.h"
 #include "common/log.h"
 #include "common/threadpool.h"
+#include "kernels/kv_page_dot.h"
 #include "kernels/ops.h"
+#include "kvcache/page_format.h"
 
-enum { LOAD_TASKS = 16 }; /* page decompression is split into this many pool tasks */
+enum {
+    POOL_TASKS = 16, /* page compression and attention are split into this many pool tasks */
+    ATTEND_ROWS = 8, /* query rows one attention task takes at once (they share the page tiles) */
+};
 
 /* The projections of one layer in the compute format. */
 typedef struct layer_weights {
@@ -33,15 +39,19 @@ struct llama_engine {
     float *x, *xn, *q, *k, *v, *attn, *gate, *up;
     int32_t *positions;
     /* attention scratch */
-    float *kbuf, *vbuf;         /* [kv head][context + block][head_dim] decompressed full blocks */
-    size_t head_stride;         /* floats between two heads' rows in kbuf/vbuf */
-    void *page_work;            /* [LOAD_TASKS] codec workspaces */
+    kv_page_format key_format, value_format;
+    void *page_work;            /* [POOL_TASKS] codec workspaces (compression) */
     int max_fill;               /* blocks one step may fill */
     int *fill_seq, *fill_block; /* [max_fill] the step's filling blocks */
     size_t page_work_bytes;
-    float *kown, *vown; /* [max_rows + block][head_dim] fp16 rows of the step's own blocks */
-    float *scores;      /* [max_rows][context]: compressed-part scores, then probabilities */
-    float *own_p;       /* [max_rows][block]: own-block scores, then probabilities */
+    float *kown, *vown;     /* [kv head][max_rows + block][head_dim] the step's own blocks (fp16) */
+    size_t own_head_stride; /* floats between two heads in kown / vown */
+    /* per pool task: scores, then probabilities, of ATTEND_ROWS rows x a kv head's query heads;
+     * one page's tile; kv_page_dot scratch */
+    float *scores; /* [POOL_TASKS][ATTEND_ROWS * group][context + block] */
+    float *tiles;  /* [POOL_TASKS][tile_floats] */
+    float *dot_scratch;
+    size_t tile_floats, dot_scratch_floats;
     llama_qkv_tap tap;
     void *tap_ctx;
 };
@@ -73,7 +83,7 @@ void llama_engine_destroy(llama_engine *e) {
     free(e->gate), free(e->up), free(e->positions);
     free(e->page_work);
     free(e->fill_seq), free(e->fill_block);
-    free(e->kbuf), free(e->vbuf), free(e->kown), free(e->vown), free(e->scores), free(e->own_p);
+    free(e->kown), free(e->vown), free(e->scores), free(e->tiles), free(e->dot_scratch);
     free(e);
 }
 
@@ -141,22 +151,29 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     e->gate = malloc(R * (size_t)c->d_ff * sizeof(float));
     e->up = malloc(R * (size_t)c->d_ff * sizeof(float));
     e->positions = malloc(R * sizeof(int32_t));
-    e->head_stride = (ctx + (size_t)kc->block_size) * D;
-    e->kbuf = malloc(e->head_stride * (size_t)c->n_kv_heads * sizeof(float));
-    e->vbuf = malloc(e->head_stride * (size_t)c->n_kv_heads * sizeof(float));
+    e->key_format = kv_page_format_from_dq(&cache->key_format);
+    e->value_format = kv_page_format_from_dq(&cache->value_format);
     e->page_work_bytes = kv_cache_workspace_bytes(cache);
-    e->page_work = aligned_alloc(16, e->page_work_bytes * LOAD_TASKS);
+    e->page_work = aligned_alloc(16, e->page_work_bytes * POOL_TASKS);
     size_t T = (size_t)kc->block_size;
     e->max_fill = max_step_tokens; /* each new row completes at most one block */
     e->fill_seq = malloc((size_t)e->max_fill * sizeof(int));
     e->fill_block = malloc((size_t)e->max_fill * sizeof(int));
-    e->kown = malloc((R + T) * D * sizeof(float));
-    e->vown = malloc((R + T) * D * sizeof(float));
-    e->scores = malloc(R * (ctx + T) * sizeof(float));
-    e->own_p = malloc(R * T * sizeof(float));
+    e->own_head_stride = (R + T) * D;
+    e->kown = malloc(e->own_head_stride * (size_t)c->n_kv_heads * sizeof(float));
+    e->vown = malloc(e->own_head_stride * (size_t)c->n_kv_heads * sizeof(float));
+    const size_t group = (size_t)(c->n_heads / c->n_kv_heads);
+    e->scores = malloc(POOL_TASKS * ATTEND_ROWS * group * (ctx + T) * sizeof(float));
+    size_t kt = kv_page_tile_floats(&e->key_format), vt = kv_page_tile_floats(&e->value_format);
+    e->tile_floats = kt > vt ? kt : vt;
+    e->tiles = malloc(POOL_TASKS * e->tile_floats * sizeof(float));
+    size_t kf = kv_page_dot_scratch_floats(&e->key_format),
+           vf = kv_page_dot_scratch_floats(&e->value_format);
+    e->dot_scratch_floats = (kf > vf ? kf : vf) + 1;
+    e->dot_scratch = malloc(POOL_TASKS * e->dot_scratch_floats * sizeof(float));
     if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
-        !e->up || !e->positions || !e->kbuf || !e->vbuf || !e->page_work || !e->kown || !e->vown ||
-        !e->scores || !e->own_p || !e->fill_seq || !e->fill_block) {
+        !e->up || !e->positions || !e->page_work || !e->kown || !e->vown || !e->scores ||
+        !e->tiles || !e->dot_scratch || !e->fill_seq || !e->fill_block) {
         llama_engine_destroy(e);
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
@@ -229,106 +246,139 @@ static void compress_pages(void *ctx, int task) {
     const compress_job *j = ctx;
     const int H = j->e->model->config.n_kv_heads;
     void *work = (uint8_t *)j->e->page_work + (size_t)task * j->e->page_work_bytes;
-    for (int p = j->n_pages * task / LOAD_TASKS; p < j->n_pages * (task + 1) / LOAD_TASKS; p++) {
+    for (int p = j->n_pages * task / POOL_TASKS; p < j->n_pages * (task + 1) / POOL_TASKS; p++) {
         const int f = p / (2 * H), h = (p / 2) % H;
         kv_cache_compress_page(j->e->cache, j->seqs[j->page_seq[f]].kv, j->layer, j->page_block[f],
                                h, p % 2, work);
     }
 }
 
-typedef struct load_job {
+typedef struct attend_job {
     llama_engine *e;
-    const kv_seq *seq;
-    int layer, n_full, n_pages;
-} load_job;
+    const llama_step_seq *s;
+    int layer, row0, span0; /* span0: first position of the first own block */
+    int n_row_blocks;       /* of ATTEND_ROWS rows */
+} attend_job;
 
-/* Task i decompresses its share of the (kv head, block) pages into kbuf/vbuf. */
-static void load_pages(void *ctx, int task) {
-    const load_job *j = ctx;
+/* Attention of rows [i0, i1) of the sequence (< ATTEND_ROWS) for the query heads of kv head h.
+ * Row i at position p reads every full block before its own from the compressed pages (each
+ * page's tile unpacked once for all the rows and heads) and its own block [own, p] from the fp16
+ * rows: scores, softmax, then the values the same way. own(p) = p rounded down to a block. Every
+ * (row, head) is computed by the same operations whatever rows share the call. */
+static void attend_rows(const attend_job *j, int h, int i0, int i1, float *scores, float *tile,
+                        float *scratch) {
     llama_engine *e = j->e;
-    const int T = e->cache->config.block_size, D = e->model->config.head_dim;
-    void *work = (uint8_t *)e->page_work + (size_t)task * e->page_work_bytes;
-    for (int p = j->n_pages * task / LOAD_TASKS; p < j->n_pages * (task + 1) / LOAD_TASKS; p++) {
-        const int h = p / j->n_full, b = p % j->n_full;
-        const size_t off = (size_t)h * e->head_stride + (size_t)b * T * D;
-        kv_cache_load_page(e->cache, j->seq, j->layer, h, b, e->kbuf + off, e->vbuf + off, work);
+    const llama_config *c = &e->model->config;
+    kv_cache *kc = e->cache;
+    const int D = c->head_dim, T = kc->config.block_size, G = c->n_heads / c->n_kv_heads;
+    const int qd = c->n_heads * D, first = j->s->kv->n_tokens;
+    const size_t stride = (size_t)c->context_length + T; /* floats per (row, head) of scores */
+    const float scale = 1.0f / sqrtf((float)D);
+    const float *kown = e->kown + (size_t)h * e->own_head_stride;
+    const float *vown = e->vown + (size_t)h * e->own_head_stride;
+    const int n_pages = (first + i1 - 1) / T; /* full blocks the last row reads */
+    for (int b = 0; b < n_pages; b++) {
+        const uint8_t *page = kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 0);
+        kv_page_unpack(&e->key_format, page, tile);
+        for (int i = i0; i < i1; i++) {
+            if (b >= (first + i) / T) continue; /* the row's own block or later */
+            const float *q = e->q + (size_t)(j->row0 + i) * qd + (size_t)h * G * D;
+            for (int g = 0; g < G; g++)
+                kv_page_scores(&e->key_format, tile, q + (size_t)g * D, scale,
+                               scores + ((size_t)(i - i0) * G + g) * stride + (size_t)b * T,
+                               scratch);
+        }
+    }
+    for (int i = i0; i < i1; i++) {
+        const int p = first + i, own = (p / T) * T;
+        for (int g = 0; g < G; g++) {
+            const float *q = e->q + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
+            float *sc = scores + ((size_t)(i - i0) * G + g) * stride;
+            float mx = -INFINITY;
+            for (int t = 0; t < own; t++)
+                mx = sc[t] > mx ? sc[t] : mx;
+            for (int t = own; t <= p; t++) {
+                const float *kr = kown + (size_t)(t - j->span0) * D;
+                float dot = 0.0f;
+                for (int d = 0; d < D; d++)
+                    dot += q[d] * kr[d];
+                sc[t] = dot * scale;
+                mx = sc[t] > mx ? sc[t] : mx;
+            }
+            float sum = 0.0f;
+            for (int t = 0; t <= p; t++)
+                sum += (sc[t] = expf(sc[t] - mx));
+            const float inv = 1.0f / sum;
+            for (int t = 0; t <= p; t++)
+                sc[t] *= inv;
+            float *out = e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
+            for (int d = 0; d < D; d++)
+                out[d] = 0.0f;
+        }
+    }
+    for (int b = 0; b < n_pages; b++) {
+        const uint8_t *page = kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 1);
+        kv_page_unpack(&e->value_format, page, tile);
+        for (int i = i0; i < i1; i++) {
+            if (b >= (first + i) / T) continue;
+            for (int g = 0; g < G; g++)
+                kv_page_values(&e->value_format, tile,
+                               scores + ((size_t)(i - i0) * G + g) * stride + (size_t)b * T,
+                               e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D,
+                               scratch);
+        }
+    }
+    for (int i = i0; i < i1; i++) {
+        const int p = first + i, own = (p / T) * T;
+        for (int g = 0; g < G; g++) {
+            const float *sc = scores + ((size_t)(i - i0) * G + g) * stride;
+            float *out = e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
+            for (int t = own; t <= p; t++) {
+                const float w = sc[t], *vr = vown + (size_t)(t - j->span0) * D;
+                for (int d = 0; d < D; d++)
+                    out[d] += w * vr[d];
+            }
+        }
+    }
+}
+
+/* Task k attends its share of the sequence's (kv head, block of rows) items with its own scratch.
+ */
+static void attend_task(void *ctx, int task) {
+    const attend_job *j = ctx;
+    const llama_engine *e = j->e;
+    const llama_config *c = &e->model->config;
+    const int n = c->n_kv_heads * j->n_row_blocks, G = c->n_heads / c->n_kv_heads;
+    float *scores = e->scores + (size_t)task * ATTEND_ROWS * G *
+                                    ((size_t)c->context_length + e->cache->config.block_size);
+    float *tile = e->tiles + (size_t)task * e->tile_floats;
+    float *scratch = e->dot_scratch + (size_t)task * e->dot_scratch_floats;
+    for (int k = n * task / POOL_TASKS; k < n * (task + 1) / POOL_TASKS; k++) {
+        const int h = k / j->n_row_blocks, i0 = k % j->n_row_blocks * ATTEND_ROWS;
+        const int i1 = i0 + ATTEND_ROWS < j->s->n_tokens ? i0 + ATTEND_ROWS : j->s->n_tokens;
+        attend_rows(j, h, i0, i1, scores, tile, scratch);
     }
 }
 
 /* Attention of one sequence's new rows [row0, row0 + n) for one layer; K/V already in the cache.
- * Per kv head: the compressed blocks are decompressed once and serve every query row and every
- * query head of the group through two GEMMs (scores, then probabilities x values); the query's
- * own block comes from the fp16 rows. Query at p: keys t < own(p) compressed, own(p) <= t <= p
- * exact, own(p) = p rounded down to a block. */
+ * The own blocks' fp16 rows are converted once for every head, then every (kv head, block of
+ * rows) runs on the pool. */
 static void attend_seq(llama_engine *e, const llama_step_seq *s, int layer, int row0) {
     const llama_config *c = &e->model->config;
     kv_cache *kc = e->cache;
-    const int D = c->head_dim, T = kc->config.block_size, group = c->n_heads / c->n_kv_heads;
-    const int n = s->n_tokens, first = s->kv->n_tokens, last = first + n - 1;
-    const int qd = c->n_heads * D;
-    const float scale = 1.0f / sqrtf((float)D);
-    const int n_full = last / T, n_keys = n_full * T; /* compressed keys any row may read */
-    const int span0 = (first / T) * T;                /* first position of the first own block */
-    load_job job = {e, s->kv, layer, n_full, n_full * c->n_kv_heads};
-    if (job.n_pages) threadpool_run(e->pool, LOAD_TASKS, load_pages, &job);
-    for (int h = 0; h < c->n_kv_heads; h++) {
-        const float *kbuf = e->kbuf + (size_t)h * e->head_stride;
-        const float *vbuf = e->vbuf + (size_t)h * e->head_stride;
-        for (int t = span0; t <= last; t++) {
-            const uint16_t *kh = kv_cache_open_row(kc, s->kv, layer, h, 0, t);
-            const uint16_t *vh = kv_cache_open_row(kc, s->kv, layer, h, 1, t);
-            ds_half_to_float_n(kh, e->kown + (size_t)(t - span0) * D, (size_t)D);
-            ds_half_to_float_n(vh, e->vown + (size_t)(t - span0) * D, (size_t)D);
+    const int D = c->head_dim, T = kc->config.block_size;
+    const int first = s->kv->n_tokens, last = first + s->n_tokens - 1;
+    attend_job job = {
+        e, s, layer, row0, (first / T) * T, (s->n_tokens + ATTEND_ROWS - 1) / ATTEND_ROWS};
+    for (int h = 0; h < c->n_kv_heads; h++)
+        for (int t = job.span0; t <= last; t++) {
+            const size_t off = (size_t)h * e->own_head_stride + (size_t)(t - job.span0) * D;
+            ds_half_to_float_n(kv_cache_open_row(kc, s->kv, layer, h, 0, t), e->kown + off,
+                               (size_t)D);
+            ds_half_to_float_n(kv_cache_open_row(kc, s->kv, layer, h, 1, t), e->vown + off,
+                               (size_t)D);
         }
-        for (int g = 0; g < group; g++) {
-            const int qh = h * group + g;
-            const float *q = e->q + (size_t)row0 * qd + (size_t)qh * D; /* rows at stride qd */
-            float *out = e->attn + (size_t)row0 * qd + (size_t)qh * D;
-            if (n_keys > 0) ops_gemm_nt(e->scores, q, qd, kbuf, D, n, n_keys, D, scale, e->pool);
-            for (int i = 0; i < n; i++) {
-                const int p = first + i, own = (p / T) * T;
-                float *sc = e->scores + (size_t)i * n_keys, *op = e->own_p + (size_t)i * T;
-                const float *qi = q + (size_t)i * qd;
-                float mx = -INFINITY;
-                for (int t = 0; t < own; t++)
-                    mx = sc[t] > mx ? sc[t] : mx;
-                for (int t = own; t <= p; t++) {
-                    const float *kr = e->kown + (size_t)(t - span0) * D;
-                    float dot = 0.0f;
-                    for (int j = 0; j < D; j++)
-                        dot += qi[j] * kr[j];
-                    op[t - own] = dot * scale;
-                    mx = op[t - own] > mx ? op[t - own] : mx;
-                }
-                float sum = 0.0f;
-                for (int t = 0; t < own; t++)
-                    sum += (sc[t] = expf(sc[t] - mx));
-                for (int t = own; t < n_keys; t++)
-                    sc[t] = 0.0f;
-                for (int t = own; t <= p; t++)
-                    sum += (op[t - own] = expf(op[t - own] - mx));
-                float inv = 1.0f / sum;
-                for (int t = 0; t < own; t++)
-                    sc[t] *= inv;
-                for (int t = own; t <= p; t++)
-                    op[t - own] *= inv;
-            }
-            if (n_keys > 0) ops_gemm_nn(out, qd, e->scores, n_keys, vbuf, D, n, D, n_keys, e->pool);
-            for (int i = 0; i < n; i++) {
-                const int p = first + i, own = (p / T) * T;
-                float *o = out + (size_t)i * qd;
-                if (n_keys == 0)
-                    for (int j = 0; j < D; j++)
-                        o[j] = 0.0f;
-                for (int t = own; t <= p; t++) {
-                    const float w = e->own_p[(size_t)i * T + (t - own)];
-                    const float *vr = e->vown + (size_t)(t - span0) * D;
-                    for (int j = 0; j < D; j++)
-                        o[j] += w * vr[j];
-                }
-            }
-        }
-    }
+    threadpool_run(e->pool, POOL_TASKS, attend_task, &job);
 }
 
 static void linear(llama_engine *e, float *y, const float *x, const qm_matrix *w, int n) {
@@ -453,7 +503,7 @@ ds_status llama_engine_forward(llama_engine *e, const llama_step_seq *seqs, int 
                            e->k + (size_t)row * kvd, e->v + (size_t)row * kvd);
         }
         cj.layer = l;
-        if (cj.n_pages) threadpool_run(e->pool, LOAD_TASKS, compress_pages, &cj);
+        if (cj.n_pages) threadpool_run(e->pool, POOL_TASKS, compress_pages, &cj);
         for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n_tokens, s++)
             attend_seq(e, &seqs[s], l, row);
         linear(e, e->xn, e->attn, &W->wo, R);

@@ -1,9 +1,9 @@
 /* kernels/ops.h — the element-wise and row-wise ops of the Llama forward pass (RMSNorm, RoPE,
- * SwiGLU, embedding gather) and the strided CPU GEMMs of attention (ops_gemm.c): what the CPU pass
- * runs. The `_ref` functions are plain C and are the definition of correct: the fp16 CUDA RoPE and
- * SwiGLU (kernels/cuda.h) must match them (tests/gpu/ compares), and kernels/forward_ops.h builds
- * the CUDA pass's mixed-dtype ops on them. All tensors are fp32, row-major, caller-owned; nothing
- * here allocates or keeps a pointer. */
+ * SwiGLU, embedding gather): what the CPU pass runs around its matrix products. The `_ref`
+ * functions are plain C and are the definition of correct: the fp16 CUDA RoPE and SwiGLU
+ * (kernels/cuda.h) must match them (tests/gpu/ compares), and kernels/forward_ops.h builds the CUDA
+ * pass's mixed-dtype ops on them. All tensors are fp32, row-major, caller-owned; nothing here
+ * allocates or keeps a pointer. */
 #ifndef DS_KERNELS_OPS_H
 #define DS_KERNELS_OPS_H
 
@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include "common/status.h"
-#include "common/threadpool.h"
 
 /* ---- RMSNorm ----
  * out[r][c] = x[r][c] / sqrt(mean_c(x[r][c]^2) + eps) * weight[c]   (sum of squares in double).
@@ -82,20 +81,5 @@ void ops_swiglu_ref(float *out, const float *gate, const float *up, size_t n);
  * position and id if an id is outside [0, vocab) (ids can come from a request). */
 ds_status ops_embedding_ref(float *out, const float *table, int vocab, int dim, const int32_t *ids,
                             int n_ids, char *msg, size_t msg_len);
-
-/* ---- GEMM ----
- * Strided GEMMs for attention, row-major with explicit leading dimensions:
- *   ops_gemm_nt: C[m][n] (ldc = n) = alpha * A[m][k] (lda) x B[n][k]^T (ldb)   (scores = q K^T)
- *   ops_gemm_nn: C[m][n] (ldc)     = A[m][k] (lda) x B[k][n] (ldb)             (out = P V)
- * Each C[i][j] is summed in one order that depends on k only, never on m, n, the other rows or
- * the thread that computes it, so a query row gets the same bits alone, in a batch or in any
- * chunk of a prompt. ops_gemm_nn sums over t = 0..k-1 in order from +0: terms with A[i][t] = 0
- * (B finite) change nothing, so zero-padding a row of A to a longer k keeps its result. The order
- * does depend on the kernel (AVX2 + FMA, or plain C under DECOSERVE_QM_ISA=scalar, qm_isa_active).
- * Large products are split over pool (NULL: the caller alone). */
-void ops_gemm_nt(float *c, const float *a, int lda, const float *b, int ldb, int m, int n, int k,
-                 float alpha, threadpool *pool);
-void ops_gemm_nn(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int m, int n,
-                 int k, threadpool *pool);
 
 #endif

@@ -1,7 +1,6 @@
 /* ops_test — each reference op against an independent straightforward computation (double
  * precision formulas, explicit 2D rotations, HF numbers computed in Python), with odd sizes and
- * in-place aliasing; attention's GEMMs against the naive triple loop and, bit for bit, a row
- * against the same row computed alone, on every ISA path. */
+ * in-place aliasing. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,9 +11,7 @@
 
 #include <cmocka.h>
 
-#include "common/threadpool.h"
 #include "kernels/ops.h"
-#include "kernels/qmatmul.h"
 
 /* Deterministic values in [-scale, scale). */
 static uint64_t test_rng = 0x9e3779b97f4a7c15ull;
@@ -241,122 +238,6 @@ static void test_embedding_gather(void **state) {
     assert_int_equal(ops_embedding_ref(out, table, vocab, dim, neg, 1, msg, sizeof msg), DS_ERANGE);
 }
 
-/* ---- Strided GEMMs ---- */
-
-/* The GEMM tests run every ISA path (kernels/qmatmul.h's selection), on the caller alone and split
- * over this pool. */
-static threadpool *make_pool(void) {
-    threadpool *pool = NULL;
-    char msg[128];
-    assert_int_equal(threadpool_create(&pool, 3, msg, sizeof msg), DS_OK);
-    return pool;
-}
-
-/* Attention's GEMMs read queries at a row stride (several heads per row) and write outputs at
- * one: both against the plain triple loop in double, on odd shapes (a large one split into tasks),
- * every output written and the padding left alone. */
-static void test_gemm_strided(void **state) {
-    (void)state;
-    static const int shapes[][3] = {
-        {1, 33, 17}, {3, 64, 96}, {7, 65, 129}, {5, 1, 3}, {37, 301, 68}};
-    threadpool *the_pool = make_pool();
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
-        const int lda = k + 5, ldb = k + 2, ldc = n + 3;
-        float *a = malloc(sizeof(float) * m * lda), *bt = malloc(sizeof(float) * n * ldb);
-        float *b = malloc(sizeof(float) * k * (n + 1)), *c = malloc(sizeof(float) * m * ldc);
-        assert_true(a && bt && b && c);
-        fill_random(a, (size_t)m * lda, 1.0f);
-        fill_random(bt, (size_t)n * ldb, 1.0f);
-        fill_random(b, (size_t)k * (n + 1), 1.0f);
-        for (int isa = QM_ISA_SCALAR; isa <= (int)qm_isa_supported(); isa++)
-            for (int use_pool = 0; use_pool <= 1; use_pool++) {
-                qm_isa_force((qm_isa)isa);
-                threadpool *pool = use_pool ? the_pool : NULL;
-                for (int i = 0; i < m * ldc; i++)
-                    c[i] = NAN;
-                ops_gemm_nt(c, a, lda, bt, ldb, m, n, k, 0.5f, pool); /* C [m][n], ldc = n */
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < n; j++) {
-                        double want = 0;
-                        for (int l = 0; l < k; l++)
-                            want += (double)a[i * lda + l] * bt[j * ldb + l];
-                        assert_close(c[i * n + j], 0.5 * want, 1e-5 * sqrt((double)k));
-                    }
-                for (int i = 0; i < m * ldc; i++)
-                    c[i] = -7.0f;
-                ops_gemm_nn(c, ldc, a, lda, b, n + 1, m, n, k, pool);
-                for (int i = 0; i < m; i++) {
-                    for (int j = 0; j < n; j++) {
-                        double want = 0;
-                        for (int l = 0; l < k; l++)
-                            want += (double)a[i * lda + l] * b[l * (n + 1) + j];
-                        assert_close(c[i * ldc + j], want, 1e-5 * sqrt((double)k));
-                    }
-                    for (int j = n; j < ldc; j++)
-                        assert_true(c[i * ldc + j] == -7.0f); /* padding kept */
-                }
-            }
-        free(a), free(bt), free(b), free(c);
-    }
-    qm_isa_force(qm_isa_supported());
-    threadpool_destroy(the_pool);
-}
-
-/* A query row gets the same bits alone as in a call of any m (at every tile position), beside
- * more keys, with its probabilities zero-padded to a longer k, and split over a pool: what keeps
- * the CPU forward pass batch- and chunk-invariant. OpenBLAS failed it on Haswell/Zen kernels:
- * rows of an m >= 4 call were summed in another order than a row alone. */
-static void test_gemm_rows_independent(void **state) {
-    (void)state;
-    enum { M = 40, N = 150, D = 68, LDQ = 3 * D }; /* D: 8 full lanes + a tail of 4 */
-    float *q = malloc(sizeof(float) * M * LDQ), *keys = malloc(sizeof(float) * N * D);
-    float *vals = malloc(sizeof(float) * N * D), *p = malloc(sizeof(float) * M * N);
-    float *scores = malloc(sizeof(float) * M * N), *out = malloc(sizeof(float) * M * LDQ);
-    float *alone = malloc(sizeof(float) * N);
-    int *own = malloc(sizeof(int) * M);
-    assert_true(q && keys && vals && p && scores && out && alone && own);
-    fill_random(q, (size_t)M * LDQ, 1.0f);
-    fill_random(keys, (size_t)N * D, 1.0f);
-    fill_random(vals, (size_t)N * D, 1.0f);
-    for (int i = 0; i < M; i++) {
-        own[i] = 1 + i * 37 % N; /* keys row i attends; the rest of its row is 0 */
-        for (int t = 0; t < N; t++)
-            p[i * N + t] = t < own[i] ? 0.5f + 0.5f * rand_float(1.0f) : 0.0f;
-    }
-    static const int ms[] = {1, 2, 3, 4, 5, 7, 8, 13, 40};
-    threadpool *the_pool = make_pool();
-    for (int isa = QM_ISA_SCALAR; isa <= (int)qm_isa_supported(); isa++)
-        for (int use_pool = 0; use_pool <= 1; use_pool++) {
-            qm_isa_force((qm_isa)isa);
-            threadpool *pool = use_pool ? the_pool : NULL;
-            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
-                const int m = ms[mi];
-                for (int i0 = 0; i0 + m <= M; i0 += m > 3 ? m : 11) {
-                    ops_gemm_nt(scores, q + (size_t)i0 * LDQ, LDQ, keys, D, m, N, D, 0.125f, pool);
-                    ops_gemm_nn(out, LDQ, p + (size_t)i0 * N, N, vals, D, m, D, N, pool);
-                    for (int r = 0; r < m; r++) {
-                        const int i = i0 + r, n_keys = N - i; /* alone, fewer keys */
-                        ops_gemm_nt(alone, q + (size_t)i * LDQ, LDQ, keys, D, 1, n_keys, D, 0.125f,
-                                    NULL);
-                        if (memcmp(alone, scores + (size_t)r * N, sizeof(float) * n_keys))
-                            fail_msg("%s, pool %d: nt row %d of an m = %d call differs from alone",
-                                     qm_isa_name((qm_isa)isa), use_pool, r, m);
-                        ops_gemm_nn(alone, D, p + (size_t)i * N, own[i], vals, D, 1, D, own[i],
-                                    NULL);
-                        if (memcmp(alone, out + (size_t)r * LDQ, sizeof(float) * D))
-                            fail_msg("%s, pool %d: nn row %d of an m = %d call differs from alone "
-                                     "(k = %d unpadded)",
-                                     qm_isa_name((qm_isa)isa), use_pool, r, m, own[i]);
-                    }
-                }
-            }
-        }
-    qm_isa_force(qm_isa_supported());
-    threadpool_destroy(the_pool);
-    free(q), free(keys), free(vals), free(p), free(scores), free(out), free(alone), free(own);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_matches_formula),
@@ -367,8 +248,6 @@ int main(void) {
         cmocka_unit_test(test_rope_rotates_pairs),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding_gather),
-        cmocka_unit_test(test_gemm_strided),
-        cmocka_unit_test(test_gemm_rows_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

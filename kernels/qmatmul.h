@@ -101,7 +101,7 @@ void qm_matmul(float *y, const float *x, const qm_matrix *w, int n, threadpool *
 /* Reference: y = x * dequantize(W)^T, accumulated in double, single thread. */
 void qm_matmul_ref(float *y, const float *x, const qm_matrix *w, int n);
 
-/* Which SIMD kernel qm_matmul uses for the block types (attention's ops_gemm_* follow it too:
+/* Which SIMD kernel qm_matmul uses for the block types (attention's kv_page_dot follows it too:
  * plain C for scalar, AVX2 otherwise; Q4_0 / Q4_1 run their AVX2 kernel under avx512vnni too).
  * The default is the best the CPU supports (__builtin_cpu_supports), overridable by env
  * DECOSERVE_QM_ISA=scalar|avx2|avx512vnni. */

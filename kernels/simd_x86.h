@@ -1,4 +1,4 @@
-/* kernels/simd_x86.h — what the CPU kernels' AVX2 paths share (qmatmul.c, ops_gemm.c): whether
+/* kernels/simd_x86.h — what the CPU kernels' AVX2 paths share (qmatmul.c, kv_page_dot.c): whether
  * this build can have them at all (x86-64 with GCC-style target attributes, chosen at run time
  * through qm_isa_active), and the one horizontal sum they reduce a vector with. Private to
  * kernels/. */

@@ -502,14 +502,10 @@ size_t kv_cache_workspace_bytes(const kv_cache *kc) {
     return ((k > v ? k : v) + 15) / 16 * 16;
 }
 
-void kv_cache_load_page(const kv_cache *kc, const kv_seq *seq, int layer, int head, int block,
-                        float *k_out, float *v_out, void *workspace) {
-    const size_t D = (size_t)kc->config.head_dim;
+const uint8_t *kv_cache_full_page(const kv_cache *kc, const kv_seq *seq, int layer, int head,
+                                  int block, int which) {
     DS_ASSERT(seq->full_id[block] >= 0);
-    dq_decompress_page(&kc->key_format, full_page(kc, seq->full_id[block], layer, head, 0), k_out,
-                       D, workspace);
-    dq_decompress_page(&kc->value_format, full_page(kc, seq->full_id[block], layer, head, 1), v_out,
-                       D, workspace);
+    return full_page(kc, seq->full_id[block], layer, head, which);
 }
 
 const uint16_t *kv_cache_open_row(const kv_cache *kc, const kv_seq *seq, int layer, int head,

@@ -8,8 +8,7 @@
  *      block that becomes full in this step;
  *   2. per layer: kv_cache_write the new K/V rows, then kv_cache_compress_filled, then attention
  *      where a query at position p reads blocks before its own from the compressed pool and its
- *      own block [block_start, p] from the fp16 pool (kv_cache_load_page /
- * kv_cache_open_row);
+ *      own block [block_start, p] from the fp16 pool (kv_cache_full_page / kv_cache_open_row);
  *   3. kv_seq_commit: the filled blocks' fp16 slots go back to the pool.
  * So a token always sees every earlier full block compressed and its own block exact, however the
  * prompt was chunked.
@@ -154,14 +153,15 @@ void kv_seq_filling(const kv_cache *cache, const kv_seq *seq, int *first, int *e
 void kv_cache_compress_page(const kv_cache *cache, const kv_seq *seq, int layer, int block,
                             int head, int which, void *workspace);
 
-/* Scratch one kv_cache_load_page call needs; callers on several threads each bring their own. */
+/* Scratch one kv_cache_compress_page call needs; callers on several threads each bring their
+ * own. */
 size_t kv_cache_workspace_bytes(const kv_cache *cache);
 
-/* Decompresses K and V of full block `block` of (layer, kv head) into k_out/v_out [T][D]. Only a
- * block with a compressed page may be asked for. Safe to call from several threads at once with
- * distinct outputs and workspaces. */
-void kv_cache_load_page(const kv_cache *cache, const kv_seq *seq, int layer, int head, int block,
-                        float *k_out, float *v_out, void *workspace);
+/* The compressed K (which = 0) or V (which = 1) page of full block `block` of (layer, kv head),
+ * in key_format / value_format (attention reads it in place: kernels/kv_page_dot.h). Only a
+ * block with a compressed page may be asked for. */
+const uint8_t *kv_cache_full_page(const kv_cache *cache, const kv_seq *seq, int layer, int head,
+                                  int block, int which);
 
 /* fp16 K (which = 0) or V (which = 1) row of position pos (in its open block), for one head. */
 const uint16_t *kv_cache_open_row(const kv_cache *cache, const kv_seq *seq, int layer, int head,
