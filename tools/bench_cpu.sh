@@ -1,30 +1,32 @@
 #!/usr/bin/env bash
 # CPU speed of decoserve against llama.cpp on the same GGUF, the same prompt tokens and the same
-# machine, in one run: prompt tokens/s (one 512-token prompt from Emma) and decode tokens/s (128
-# greedy steps after it), median of 3 runs. llama.cpp comes from PyPI (llama-cpp-python builds it
-# from source) and is driven by tools/peer_llamacpp.py.
-#   tools/bench_cpu.sh [threads]          (needs: bazel build -c opt //server:decoserve)
+# machine, in one run: prompt tokens/s (one prompt of N tokens from Emma, 512 by default) and
+# decode tokens/s (128 greedy steps after it), median of 3 runs, for every KV setting. llama.cpp
+# comes from PyPI (llama-cpp-python builds it from source) and is driven by tools/peer_llamacpp.py.
+#   tools/bench_cpu.sh [threads] [prompt tokens]   (needs: bazel build -c opt //server:decoserve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
+prompt_tokens=${2:-512}
 model=$(tools/fetch-model.sh)
 emma=../shared/corpora/janeausten/emma.txt
 bin=bazel-out/k8-opt/bin/server/decoserve
 [ -x "$bin" ] || bazel build -c opt //server:decoserve >&2
 python3 -c "import llama_cpp" 2>/dev/null || python3 -m pip install -q llama-cpp-python >&2
 
-head -c 8000 "$emma" >/tmp/bench_cpu_prompt.txt
-echo "CPU speed, $(date -u +%F), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $threads threads"
+head -c $((prompt_tokens * 20)) "$emma" >/tmp/bench_cpu_prompt.txt
+echo "CPU speed, $(date -u +%F), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $threads threads," \
+    "$prompt_tokens-token prompt, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| engine | KV cache | bytes/token | prompt tok/s | decode tok/s |"
 echo "| --- | --- | --- | --- | --- |"
-for kv in "16 fp16" "8 kivi" "4 kivi" "4 decoquant"; do
+for kv in "16 fp16" "8 kivi" "4 kivi" "2 kivi" "4 decoquant"; do
     set -- $kv
     pp=() tg=()
     for rep in 1 2 3 4; do # the first run warms the page cache and is not counted
         line=$(DECOSERVE_THREADS=$threads "$bin" generate --model "$model" \
-            --prompt-file /tmp/bench_cpu_prompt.txt --prompt-tokens 512 --max-tokens 129 \
-            --ignore-eos --kv-bits "$1" --kv-method "$2" 2>&1 >/dev/null | grep "prompt 512")
+            --prompt-file /tmp/bench_cpu_prompt.txt --prompt-tokens "$prompt_tokens" --max-tokens 129 \
+            --ignore-eos --kv-bits "$1" --kv-method "$2" 2>&1 >/dev/null | grep "prompt $prompt_tokens ")
         [ "$rep" -eq 1 ] && continue
         pp+=("$(sed -E 's/.*tokens in [0-9.]+ s \(([0-9.]+) tok\/s\); generated.*/\1/' <<<"$line")")
         tg+=("$(sed -E 's/.*generated [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line")")
@@ -34,7 +36,7 @@ for kv in "16 fp16" "8 kivi" "4 kivi" "4 decoquant"; do
     median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
     echo "| decoserve | $2 $1-bit | $bpt | $(median "${pp[@]}") | $(median "${tg[@]}") |"
 done
-python3 tools/peer_llamacpp.py speed --model "$model" --threads "$threads" --prompt-tokens 512 \
+python3 tools/peer_llamacpp.py speed --model "$model" --threads "$threads" --prompt-tokens "$prompt_tokens" \
     --gen-tokens 128 --repeats 3 --no-f16-noflash --json /tmp/bench_cpu_llamacpp.json >/dev/null
 python3 - <<'PY'
 import json
