@@ -121,9 +121,9 @@ typedef struct kv_setting {
     dq_method method;
 } kv_setting;
 
-static const kv_setting SETTINGS[] = {{16, DQ_FP16},     {8, DQ_KIVI},      {4, DQ_KIVI},
-                                      {2, DQ_KIVI},      {8, DQ_DECOQUANT}, {4, DQ_DECOQUANT},
-                                      {2, DQ_DECOQUANT}, {4, DQ_RTN}};
+static const kv_setting SETTINGS[] = {
+    {16, DQ_FP16},     {8, DQ_KIVI},      {4, DQ_KIVI}, {2, DQ_KIVI},         {8, DQ_DECOQUANT},
+    {4, DQ_DECOQUANT}, {2, DQ_DECOQUANT}, {4, DQ_RTN},  {4, DQ_DECOQUANT_HV}, {2, DQ_DECOQUANT_HV}};
 
 /* 16 prompts of 3..90 random ids (so they span several 16-token blocks), 24 greedy tokens. */
 static void tiny_requests(serving_request *q, int32_t ids[N_PROMPTS][96]) {

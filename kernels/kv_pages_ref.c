@@ -5,10 +5,13 @@
 
 #include "common/half.h"
 
-/* Code k of the payload: bits [k * bits, (k + 1) * bits), least significant first. */
+/* Code k of the payload: bits [k * bits, (k + 1) * bits), least significant first (a 3-bit code
+ * may straddle two bytes). */
 static unsigned code_at(const uint8_t *payload, int k, int bits) {
     size_t bit = (size_t)k * bits;
-    return (payload[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
+    unsigned v = payload[bit / 8];
+    if (bit % 8 + (size_t)bits > 8) v |= (unsigned)payload[bit / 8 + 1] << 8;
+    return (v >> (bit % 8)) & ((1u << bits) - 1);
 }
 
 /* Dequantized value at storage index k (group = k / group_len). */

@@ -13,7 +13,8 @@ enum { DQ_MAX_DIM = 1024, DQ_MAX_M = 64, DQ_ALIGN = 16 };
 
 static size_t align_up(size_t n) { return (n + DQ_ALIGN - 1) / DQ_ALIGN * DQ_ALIGN; }
 
-static const char *const method_names[DQ_N_METHODS] = {"fp16", "decoquant", "rtn", "kivi"};
+static const char *const method_names[DQ_N_METHODS] = {"fp16", "decoquant",    "rtn",
+                                                       "kivi", "hadamard-rtn", "decoquant-hv"};
 
 const char *dq_method_name(dq_method method) {
     return (unsigned)method < DQ_N_METHODS ? method_names[method] : "unknown";
@@ -26,7 +27,9 @@ ds_status dq_method_from_name(const char *name, dq_method *out, char *msg, size_
             return DS_OK;
         }
     }
-    return ds_fail(msg, msg_len, DS_EINVAL, "kv method '%s': expected fp16, decoquant, rtn or kivi",
+    return ds_fail(msg, msg_len, DS_EINVAL,
+                   "kv method '%s': expected fp16, decoquant, rtn, kivi, "
+                   "hadamard-rtn or decoquant-hv",
                    name);
 }
 
@@ -36,6 +39,23 @@ dq_config dq_config_defaults(dq_method method, int bits) {
 }
 
 /* ---- format ---------------------------------------------------------------------------- */
+
+/* A preset method -> its page method for this role, with its knobs (decoquant.h, "Presets").
+ * Fields the caller set are kept, except the ones that define the preset. */
+static dq_config resolve_preset(dq_config c, dq_role role) {
+    if (c.method == DQ_HADAMARD_RTN) {
+        c.method = DQ_RTN;
+        c.rotate = 1;
+    } else if (c.method == DQ_DECOQUANT_HV && role == DQ_KEYS) {
+        c.method = DQ_DECOQUANT;
+        c.axis = DQ_AXIS_CHAN, c.refit = 1, c.clip = 1;
+        if (!c.outliers) c.outliers = DQ_HV_KEY_OUTLIERS;
+    } else if (c.method == DQ_DECOQUANT_HV) {
+        c.method = DQ_RTN;
+        c.rotate = 1, c.symmetric = 1, c.clip = 1;
+    }
+    return c;
+}
 
 /* Length of the axis that quantization groups run along, for the resolved method and role. */
 static int group_axis_len(const dq_format *f) {
@@ -49,11 +69,11 @@ static int group_axis_len(const dq_format *f) {
 ds_status dq_format_init(dq_format *f, const dq_config *cfg, dq_role role, char *msg,
                          size_t msg_len) {
     memset(f, 0, sizeof *f);
-    dq_config c = *cfg;
-    if ((unsigned)c.method >= DQ_N_METHODS)
-        return ds_fail(msg, msg_len, DS_EINVAL, "kv method = %d: unknown", (int)c.method);
-    if (c.bits != 2 && c.bits != 4 && c.bits != 8 && c.bits != 16)
-        return ds_fail(msg, msg_len, DS_EINVAL, "bits = %d: expected 2, 4, 8 or 16", c.bits);
+    if ((unsigned)cfg->method >= DQ_N_METHODS)
+        return ds_fail(msg, msg_len, DS_EINVAL, "kv method = %d: unknown", (int)cfg->method);
+    dq_config c = resolve_preset(*cfg, role);
+    if (c.bits != 2 && c.bits != 3 && c.bits != 4 && c.bits != 8 && c.bits != 16)
+        return ds_fail(msg, msg_len, DS_EINVAL, "bits = %d: expected 2, 3, 4, 8 or 16", c.bits);
     if (c.method == DQ_FP16 && c.bits != 16)
         return ds_fail(msg, msg_len, DS_EINVAL, "kv method fp16 stores 16 bits, not bits = %d",
                        c.bits);
@@ -68,6 +88,17 @@ ds_status dq_format_init(dq_format *f, const dq_config *cfg, dq_role role, char 
                        c.group_size);
     if (role != DQ_KEYS && role != DQ_VALUES)
         return ds_fail(msg, msg_len, DS_EINVAL, "role = %d: expected keys or values", (int)role);
+    if (c.outliers < 0 || c.outliers > DQ_MAX_OUTLIERS)
+        return ds_fail(msg, msg_len, DS_EINVAL, "outliers = %d: must be in 0..%d", c.outliers,
+                       DQ_MAX_OUTLIERS);
+    if (c.outliers && (size_t)c.block_size * c.head_dim > 0xffff)
+        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                       "outliers: a page of %d x %d values does not fit 16-bit indices",
+                       c.block_size, c.head_dim);
+    if (c.rotate && (c.head_dim & (c.head_dim - 1)))
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "rotate: head_dim = %d is not a power of two (Hadamard transform)",
+                       c.head_dim);
     if (c.bits == 16) c.method = DQ_FP16; /* 16 bits means no compression, whatever the method */
     if (c.group_size == 0) c.group_size = 64;
 
@@ -125,9 +156,11 @@ ds_status dq_format_init(dq_format *f, const dq_config *cfg, dq_role role, char 
         off = align_up((size_t)f->m * f->rank * sizeof(uint16_t));
     }
     f->params_offset = off;
-    off = align_up(off + (size_t)f->n_groups * 2 * sizeof(uint16_t));
+    off = align_up(off + (size_t)f->n_groups * (c.symmetric ? 1 : 2) * sizeof(uint16_t));
     f->payload_offset = off;
     off = align_up(off + ((size_t)f->n_values * c.bits + 7) / 8);
+    f->outlier_offset = off;
+    off = align_up(off + (size_t)c.outliers * 2 * sizeof(uint16_t));
     f->page_bytes = off;
     return DS_OK;
 }
@@ -144,12 +177,15 @@ typedef struct workspace {
     double *rhs;    /* [m*m] refit: M' B^T, then the solved A */
     float *small;   /* [m*m]   A in fp32 */
     uint8_t *codes; /* [T*D] */
+    uint8_t *mark;  /* [T*D]   outliers: taken out of their group */
+    float *gain;    /* [T*D]   outliers: per group, range^2 saved by taking out one end */
+    int32_t *end;   /* [T*D]   outliers: per group, the index of that end */
 } workspace;
 
 size_t dq_workspace_bytes(const dq_format *f) {
     size_t td = (size_t)f->T * f->D, mm = (size_t)f->m * f->m;
-    return 3 * align_up(td * sizeof(float)) + 4 * align_up(mm * sizeof(double)) +
-           align_up(mm * sizeof(float)) + align_up(td);
+    return 5 * align_up(td * sizeof(float)) + 4 * align_up(mm * sizeof(double)) +
+           align_up(mm * sizeof(float)) + 2 * align_up(td);
 }
 
 static workspace carve(const dq_format *f, void *base) {
@@ -164,15 +200,43 @@ static workspace carve(const dq_format *f, void *base) {
     w.aux = (double *)p, p += align_up(mm * sizeof(double));
     w.rhs = (double *)p, p += align_up(mm * sizeof(double));
     w.small = (float *)p, p += align_up(mm * sizeof(float));
-    w.codes = p;
+    w.codes = p, p += align_up(td);
+    w.mark = p, p += align_up(td);
+    w.gain = (float *)p, p += align_up(td * sizeof(float));
+    w.end = (int32_t *)p;
     return w;
 }
 
 /* ---- bit packing ------------------------------------------------------------------------- */
 
+/* 3-bit codes straddle bytes: code k sits at bits [3k, 3k+3) of the little-endian bit stream. */
+static void pack_bits(const uint8_t *codes, int n, int bits, uint8_t *out) {
+    memset(out, 0, ((size_t)n * bits + 7) / 8);
+    for (int k = 0; k < n; k++) {
+        size_t bit = (size_t)k * bits;
+        unsigned v = (unsigned)codes[k] << (bit % 8);
+        out[bit / 8] |= (uint8_t)v;
+        if (bit % 8 + bits > 8) out[bit / 8 + 1] |= (uint8_t)(v >> 8);
+    }
+}
+
+static void unpack_bits(const uint8_t *packed, int n, int bits, uint8_t *codes) {
+    const unsigned mask = (1u << bits) - 1;
+    for (int k = 0; k < n; k++) {
+        size_t bit = (size_t)k * bits;
+        unsigned v = packed[bit / 8];
+        if (bit % 8 + bits > 8) v |= (unsigned)packed[bit / 8 + 1] << 8;
+        codes[k] = (uint8_t)((v >> (bit % 8)) & mask);
+    }
+}
+
 void dq_pack_codes(const uint8_t *codes, int n, int bits, uint8_t *out) {
     if (bits == 8) {
         memcpy(out, codes, (size_t)n);
+        return;
+    }
+    if (8 % bits) {
+        pack_bits(codes, n, bits, out);
         return;
     }
     int per_byte = 8 / bits;
@@ -201,6 +265,7 @@ void dq_unpack_codes(const uint8_t *packed, int n, int bits, uint8_t *codes) {
             codes[k + 3] = b >> 6;
         }
         break;
+    default: unpack_bits(packed, n, bits, codes); return;
     }
     int per_byte = 8 / bits; /* the tail of an odd count */
     uint8_t mask = (uint8_t)((1u << bits) - 1);
@@ -210,23 +275,122 @@ void dq_unpack_codes(const uint8_t *packed, int n, int bits, uint8_t *codes) {
 
 /* ---- group quantizer ----------------------------------------------------------------------- */
 
-/* Quantizes n_groups groups of g consecutive values of x to codes, writing (scale, min) in fp16
- * to params and the dequantized values back into x (what the decoder will see). */
-static void quantize_groups(float *x, int n_groups, int g, int bits, uint16_t *params,
-                            uint8_t *codes) {
+/* Squared error of group v[g] on the grid (scale, min), quantized exactly as the encoder does. */
+static double group_sq_err(const float *v, int g, int qmax, float scale, float mn) {
+    float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+    double err = 0.0;
+    for (int i = 0; i < g; i++) {
+        float y = (v[i] - mn) * inv + 0.5f;
+        int q = (int)(y < 0.0f ? 0.0f : y);
+        q = q > qmax ? qmax : q;
+        double d = (double)v[i] - ((float)q * scale + mn);
+        err += d * d;
+    }
+    return err;
+}
+
+/* (scale, min) in fp16 for one group. search = 0: the group's min/max. search = 1: the least
+ * squared error over ranges clipped at either end by 0, 1, 2, 4 or 6 32ths of the range (min/max
+ * is a candidate, so the search never loses to it), then one least-squares refit of (scale, min)
+ * to the codes of the best (the uniform-grid Lloyd step), kept if it lowers the error. The decoder
+ * is unchanged: it only ever reads (scale, min). */
+static void fit_group(const float *v, int g, int qmax, int search, uint16_t *scale_out,
+                      uint16_t *min_out) {
+    float lo = v[0], hi = v[0];
+    for (int i = 1; i < g; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+    }
+    uint16_t best_s = ds_float_to_half((hi - lo) / (float)qmax), best_m = ds_float_to_half(lo);
+    *scale_out = best_s, *min_out = best_m;
+    if (!search || !(hi > lo)) return;
+    static const int cut[5] = {0, 1, 2, 4, 6};
+    double best = group_sq_err(v, g, qmax, ds_half_to_float(best_s), ds_half_to_float(best_m));
+    const float step = (hi - lo) / 32.0f;
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++) {
+            if (!i && !j) continue;
+            float a = lo + (float)cut[i] * step, b = hi - (float)cut[j] * step;
+            uint16_t sh = ds_float_to_half((b - a) / (float)qmax), mh = ds_float_to_half(a);
+            double e = group_sq_err(v, g, qmax, ds_half_to_float(sh), ds_half_to_float(mh));
+            if (e < best) best = e, best_s = sh, best_m = mh;
+        }
+    /* least-squares (s, m) for the codes of the best grid: x ~ q * s + m */
+    float sf = ds_half_to_float(best_s), mf = ds_half_to_float(best_m);
+    float inv = sf > 0.0f ? 1.0f / sf : 0.0f;
+    double sq = 0, sqq = 0, sx = 0, sqx = 0;
+    for (int k = 0; k < g; k++) {
+        float y = (v[k] - mf) * inv + 0.5f;
+        int q = (int)(y < 0.0f ? 0.0f : y);
+        q = q > qmax ? qmax : q;
+        sq += q, sqq += (double)q * q, sx += v[k], sqx += (double)q * v[k];
+    }
+    double det = g * sqq - sq * sq;
+    if (det > 0.0) {
+        double ns = (g * sqx - sq * sx) / det;
+        uint16_t sh = ds_float_to_half((float)ns),
+                 mh = ds_float_to_half((float)((sx - ns * sq) / g));
+        if (ns > 0.0 && group_sq_err(v, g, qmax, ds_half_to_float(sh), ds_half_to_float(mh)) < best)
+            best_s = sh, best_m = mh;
+    }
+    *scale_out = best_s, *min_out = best_m;
+}
+
+/* The lowest level of a symmetric grid of qmax + 1 levels, (q - qmax/2) * scale. */
+static float symmetric_min(int qmax, float scale) { return -0.5f * (float)qmax * scale; }
+
+/* fp16 scale of a symmetric grid for one group: max |v| spread over qmax/2 steps each side;
+ * search = 1 also tries that range cut by 1, 2, 4, 6 or 8 32ths, then one least-squares refit
+ * of the scale to the codes of the best, each kept only if it lowers the squared error. */
+static uint16_t fit_group_symmetric(const float *v, int g, int qmax, int search) {
+    float amax = 0.0f;
+    for (int i = 0; i < g; i++)
+        amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
+    uint16_t best_s = ds_float_to_half(amax / (0.5f * (float)qmax));
+    if (!search || !(amax > 0.0f)) return best_s;
+    static const int cut[5] = {1, 2, 4, 6, 8};
+    float s0 = ds_half_to_float(best_s);
+    double best = group_sq_err(v, g, qmax, s0, symmetric_min(qmax, s0));
+    for (int i = 0; i < 5; i++) {
+        uint16_t sh = ds_float_to_half(amax * (1.0f - (float)cut[i] / 32.0f) / (0.5f * qmax));
+        float sf = ds_half_to_float(sh);
+        double e = group_sq_err(v, g, qmax, sf, symmetric_min(qmax, sf));
+        if (e < best) best = e, best_s = sh;
+    }
+    /* least-squares s for the codes of the best grid: x ~ (q - qmax/2) * s */
+    float sf = ds_half_to_float(best_s), mn = symmetric_min(qmax, sf), inv = 1.0f / sf;
+    double num = 0.0, den = 0.0;
+    for (int k = 0; k < g; k++) {
+        float y = (v[k] - mn) * inv + 0.5f;
+        int q = (int)(y < 0.0f ? 0.0f : y);
+        q = q > qmax ? qmax : q;
+        double l = q - 0.5 * qmax;
+        num += l * v[k], den += l * l;
+    }
+    if (den > 0.0 && num > 0.0) {
+        uint16_t sh = ds_float_to_half((float)(num / den));
+        float s1 = ds_half_to_float(sh);
+        if (group_sq_err(v, g, qmax, s1, symmetric_min(qmax, s1)) < best) best_s = sh;
+    }
+    return best_s;
+}
+
+/* Quantizes n_groups groups of g consecutive values of x to codes, writing the grid of each in
+ * fp16 to params ((scale, min) pairs, or one scale per group if symmetric) and the dequantized
+ * values back into x (what the decoder will see). */
+static void quantize_groups(float *x, int n_groups, int g, int bits, int search, int symmetric,
+                            uint16_t *params, uint8_t *codes) {
     const int qmax = (1 << bits) - 1;
     for (int gi = 0; gi < n_groups; gi++) {
         float *v = x + (size_t)gi * g;
-        float lo = v[0], hi = v[0];
-        for (int i = 1; i < g; i++) {
-            lo = v[i] < lo ? v[i] : lo;
-            hi = v[i] > hi ? v[i] : hi;
+        float scale, mn;
+        if (symmetric) {
+            params[gi] = fit_group_symmetric(v, g, qmax, search);
+            scale = ds_half_to_float(params[gi]), mn = symmetric_min(qmax, scale);
+        } else {
+            fit_group(v, g, qmax, search, &params[2 * gi], &params[2 * gi + 1]);
+            scale = ds_half_to_float(params[2 * gi]), mn = ds_half_to_float(params[2 * gi + 1]);
         }
-        uint16_t scale_h = ds_float_to_half((hi - lo) / (float)qmax);
-        uint16_t min_h = ds_float_to_half(lo);
-        float scale = ds_half_to_float(scale_h), mn = ds_half_to_float(min_h);
-        params[2 * gi] = scale_h;
-        params[2 * gi + 1] = min_h;
         uint8_t *c = codes + (size_t)gi * g;
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         for (int i = 0; i < g; i++) {
@@ -240,13 +404,79 @@ static void quantize_groups(float *x, int n_groups, int g, int bits, uint16_t *p
     }
 }
 
-static void dequantize_groups(const uint8_t *codes, int n_groups, int g, const uint16_t *params,
-                              float *x) {
+static void dequantize_groups(const uint8_t *codes, int n_groups, int g, int bits, int symmetric,
+                              const uint16_t *params, float *x) {
     for (int gi = 0; gi < n_groups; gi++) {
-        float scale = ds_half_to_float(params[2 * gi]), mn = ds_half_to_float(params[2 * gi + 1]);
+        float scale = ds_half_to_float(params[symmetric ? gi : 2 * gi]);
+        float mn = symmetric ? symmetric_min((1 << bits) - 1, scale)
+                             : ds_half_to_float(params[2 * gi + 1]);
         for (int i = 0; i < g; i++)
             x[(size_t)gi * g + i] = (float)codes[(size_t)gi * g + i] * scale + mn;
     }
+}
+
+/* ---- outliers ----------------------------------------------------------------------------- */
+
+/* Range of group v[g] without its marked values, and the range-squared saved by also taking out
+ * its smallest (*end = lo index) or largest (*end = hi index) value, whichever saves more. */
+static float outlier_gain(const float *v, const uint8_t *mark, int g, int32_t *end) {
+    int lo = -1, lo2 = -1, hi = -1, hi2 = -1, left = 0;
+    for (int i = 0; i < g; i++) {
+        if (mark[i]) continue;
+        left++;
+        if (lo < 0 || v[i] < v[lo])
+            lo2 = lo, lo = i;
+        else if (lo2 < 0 || v[i] < v[lo2])
+            lo2 = i;
+        if (hi < 0 || v[i] > v[hi])
+            hi2 = hi, hi = i;
+        else if (hi2 < 0 || v[i] > v[hi2])
+            hi2 = i;
+    }
+    if (left < 3) return 0.0f;
+    float r = v[hi] - v[lo], r_lo = v[hi] - v[lo2], r_hi = v[hi2] - v[lo];
+    *end = r_lo < r_hi ? lo : hi;
+    float rest = r_lo < r_hi ? r_lo : r_hi;
+    return r * r - rest * rest;
+}
+
+/* Takes the k values out of x[n_groups * g] whose removal shrinks the quantization grids most
+ * (greedy: each time the group whose range^2 drops most loses its farthest end), records them as
+ * (storage index, fp16 value) in out[2k] (unused slots: index 0xffff) and parks each at its
+ * group's new extreme so that it no longer widens the range; restore_outliers puts them back. */
+static void take_outliers(float *x, int n_groups, int g, int k, uint8_t *mark, float *gain,
+                          int32_t *end, uint16_t *out) {
+    memset(mark, 0, (size_t)n_groups * g);
+    for (int gi = 0; gi < n_groups; gi++)
+        gain[gi] = outlier_gain(x + (size_t)gi * g, mark + (size_t)gi * g, g, &end[gi]);
+    for (int j = 0; j < k; j++) {
+        int best = 0;
+        for (int gi = 1; gi < n_groups; gi++)
+            best = gain[gi] > gain[best] ? gi : best;
+        if (!(gain[best] > 0.0f)) {
+            for (; j < k; j++)
+                out[2 * j] = 0xffff, out[2 * j + 1] = 0;
+            return;
+        }
+        float *v = x + (size_t)best * g;
+        uint8_t *mk = mark + (size_t)best * g;
+        int e = end[best];
+        out[2 * j] = (uint16_t)((size_t)best * g + e);
+        out[2 * j + 1] = ds_float_to_half(v[e]);
+        mk[e] = 1;
+        float park = 0.0f;
+        int have = 0;
+        for (int i = 0; i < g; i++) /* nearest unmarked value: inside the new range */
+            if (!mk[i] && (!have || fabsf(v[i] - v[e]) < fabsf(park - v[e]))) park = v[i], have = 1;
+        v[e] = park;
+        gain[best] = outlier_gain(v, mk, g, &end[best]);
+    }
+}
+
+/* x[index] = value for every used slot of the outlier section (what the decoder sees). */
+static void restore_outliers(const uint16_t *outliers, int k, float *x) {
+    for (int j = 0; j < k; j++)
+        if (outliers[2 * j] != 0xffff) x[outliers[2 * j]] = ds_half_to_float(outliers[2 * j + 1]);
 }
 
 /* ---- storage order ------------------------------------------------------------------------- */
@@ -501,7 +731,36 @@ void dq_mpo_reconstruct(const dq_format *f, const float *small, const float *lar
     ungroup(f, w.mat, page, (size_t)f->D);
 }
 
+/* ---- rotation ---------------------------------------------------------------------------- */
+
+/* x[D] <- H x / sqrt(D), the orthonormal Walsh-Hadamard transform (its own inverse), in place:
+ * log2(D) butterfly passes, then one scale. D is a power of two (dq_format_init checks). */
+static void hadamard(float *x, int D) {
+    for (int len = 1; len < D; len *= 2)
+        for (int i = 0; i < D; i += 2 * len)
+            for (int j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len];
+                x[j] = a + b;
+                x[j + len] = a - b;
+            }
+    const float norm = 1.0f / sqrtf((float)D);
+    for (int c = 0; c < D; c++)
+        x[c] *= norm;
+}
+
 /* ---- compress / decompress ------------------------------------------------------------------ */
+
+/* Storage-order values x -> the page's outlier section, group params and w->codes; x ends as
+ * what the decoder will see. */
+static void quantize_storage(const dq_format *f, float *x, uint8_t *page, workspace *w) {
+    uint16_t *outliers = (uint16_t *)(page + f->outlier_offset);
+    if (f->cfg.outliers)
+        take_outliers(x, f->n_groups, f->group_len, f->cfg.outliers, w->mark, w->gain, w->end,
+                      outliers);
+    quantize_groups(x, f->n_groups, f->group_len, f->cfg.bits, f->cfg.clip, f->cfg.symmetric,
+                    (uint16_t *)(page + f->params_offset), w->codes);
+    restore_outliers(outliers, f->cfg.outliers, x);
+}
 
 void dq_compress_page(const dq_format *f, const uint16_t *src, size_t src_stride, uint8_t *page,
                       void *workspace_mem) {
@@ -513,19 +772,21 @@ void dq_compress_page(const dq_format *f, const uint16_t *src, size_t src_stride
     }
     workspace w = carve(f, workspace_mem);
     memset(page, 0, f->page_bytes);
-    uint16_t *params = (uint16_t *)(page + f->params_offset);
     float *input = w.vals; /* page as fp32 [T][D] */
     for (int t = 0; t < f->T; t++)
         ds_half_to_float_n(src + t * src_stride, input + (size_t)t * f->D, (size_t)f->D);
+    if (f->cfg.rotate)
+        for (int t = 0; t < f->T; t++)
+            hadamard(input + (size_t)t * f->D, f->D);
 
     if (f->cfg.method != DQ_DECOQUANT) {
         to_storage(f, input, w.large);
-        quantize_groups(w.large, f->n_groups, f->group_len, f->cfg.bits, params, w.codes);
+        quantize_storage(f, w.large, page, &w);
     } else {
         regroup(f, input, w.mat);
         mpo_factor(f, &w, NULL);
         to_storage(f, w.large, w.vals);
-        quantize_groups(w.vals, f->n_groups, f->group_len, f->cfg.bits, params, w.codes);
+        quantize_storage(f, w.vals, page, &w);
         if (f->cfg.refit) {
             from_storage(f, w.vals, w.large); /* dequantized B */
             refit_small(f, &w);
@@ -548,17 +809,22 @@ void dq_decompress_page(const dq_format *f, const uint8_t *page, float *out, siz
     workspace w = carve(f, workspace_mem);
     const uint16_t *params = (const uint16_t *)(page + f->params_offset);
     dq_unpack_codes(page + f->payload_offset, f->n_values, f->cfg.bits, w.codes);
-    dequantize_groups(w.codes, f->n_groups, f->group_len, params, w.vals);
+    dequantize_groups(w.codes, f->n_groups, f->group_len, f->cfg.bits, f->cfg.symmetric, params,
+                      w.vals);
+    restore_outliers((const uint16_t *)(page + f->outlier_offset), f->cfg.outliers, w.vals);
     if (f->cfg.method != DQ_DECOQUANT) {
         from_storage(f, w.vals, w.mat);
         for (int t = 0; t < f->T; t++)
             memcpy(out + t * out_stride, w.mat + (size_t)t * f->D, (size_t)f->D * sizeof(float));
-        return;
+    } else {
+        const uint16_t *small = (const uint16_t *)(page + f->small_offset);
+        for (int i = 0; i < f->m * f->rank; i++)
+            w.small[i] = ds_half_to_float(small[i]);
+        from_storage(f, w.vals, w.large);
+        mpo_product(f, w.small, w.large, w.mat);
+        ungroup(f, w.mat, out, out_stride);
     }
-    const uint16_t *small = (const uint16_t *)(page + f->small_offset);
-    for (int i = 0; i < f->m * f->rank; i++)
-        w.small[i] = ds_half_to_float(small[i]);
-    from_storage(f, w.vals, w.large);
-    mpo_product(f, w.small, w.large, w.mat);
-    ungroup(f, w.mat, out, out_stride);
+    if (f->cfg.rotate)
+        for (int t = 0; t < f->T; t++)
+            hadamard(out + t * out_stride, f->D);
 }

@@ -68,8 +68,8 @@ static double round_trip(codec *c, const uint16_t *src, float *out) {
 static void test_pack_round_trip(void **state) {
     (void)state;
     g_rng.state = 1;
-    int bits_list[] = {2, 4, 8};
-    for (int b = 0; b < 3; b++) {
+    int bits_list[] = {2, 3, 4, 8};
+    for (int b = 0; b < 4; b++) {
         int bits = bits_list[b], n = 1000;
         uint8_t codes[1000], packed[1000], back[1000];
         for (int i = 0; i < n; i++)
@@ -80,7 +80,8 @@ static void test_pack_round_trip(void **state) {
         /* Layout: code k sits at bit offset k*bits, least significant first. */
         for (int k = 0; k < n; k++) {
             int bit = k * bits;
-            assert_int_equal((packed[bit / 8] >> (bit % 8)) & ((1 << bits) - 1), codes[k]);
+            int v = packed[bit / 8] | (bit % 8 + bits > 8 ? packed[bit / 8 + 1] << 8 : 0);
+            assert_int_equal((v >> (bit % 8)) & ((1 << bits) - 1), codes[k]);
         }
     }
 }
@@ -252,9 +253,9 @@ static void test_error_bounds(void **state) {
     dq_method methods[] = {DQ_DECOQUANT, DQ_RTN, DQ_KIVI};
     for (int mi = 0; mi < 3; mi++) {
         for (int role = 0; role < 2; role++) {
-            double errs[3];
-            int bits[] = {8, 4, 2};
-            for (int b = 0; b < 3; b++) {
+            double errs[4];
+            int bits[] = {8, 4, 3, 2};
+            for (int b = 0; b < 4; b++) {
                 dq_config cfg = {.method = methods[mi],
                                  .bits = bits[b],
                                  .block_size = T,
@@ -264,12 +265,12 @@ static void test_error_bounds(void **state) {
                 errs[b] = round_trip(&c, src, out);
                 codec_free(&c);
             }
-            print_message("%-9s %-6s rel err 8/4/2 bits: %.4f %.4f %.4f\n",
+            print_message("%-9s %-6s rel err 8/4/3/2 bits: %.4f %.4f %.4f %.4f\n",
                           dq_method_name(methods[mi]), role ? "values" : "keys", errs[0], errs[1],
-                          errs[2]);
+                          errs[2], errs[3]);
             assert_true(errs[0] < 0.015);
-            assert_true(errs[0] < errs[1] && errs[1] < errs[2]);
-            assert_true(errs[2] < 1.0);
+            assert_true(errs[0] < errs[1] && errs[1] < errs[2] && errs[2] < errs[3]);
+            assert_true(errs[3] < 1.0);
         }
     }
     dq_config cfg = {.method = DQ_DECOQUANT, .bits = 16, .block_size = T, .head_dim = D};
@@ -301,6 +302,136 @@ static void test_refit_not_worse(void **state) {
             codec_free(&plain);
             codec_free(&refit);
         }
+    }
+}
+
+/* The presets at head_dim 64 (SmolLM2): decoquant-hv costs exactly KIVI's bytes at 4, 3 and 2 bits
+ * (keys: 4x4 small 32 B + 64 channel groups x 4 B + payload + 8 outliers x 4 B; values: 32
+ * symmetric scales x 2 B + payload), hadamard-rtn exactly RTN's. */
+static void test_preset_bytes(void **state) {
+    (void)state;
+    for (int bits = 2; bits <= 4; bits++) {
+        size_t bytes[DQ_N_METHODS][2];
+        for (int mth = DQ_RTN; mth < DQ_N_METHODS; mth++)
+            for (int role = 0; role < 2; role++) {
+                dq_config cfg = {.method = (dq_method)mth,
+                                 .bits = bits,
+                                 .block_size = 32,
+                                 .head_dim = 64,
+                                 .group_size = 64};
+                dq_format f;
+                assert_int_equal(dq_format_init(&f, &cfg, (dq_role)role, NULL, 0), DS_OK);
+                assert_true(f.cfg.method <= DQ_KIVI); /* a format never holds a preset */
+                bytes[mth][role] = dq_page_bytes(&f);
+            }
+        size_t payload = (size_t)32 * 64 * bits / 8;
+        assert_int_equal(bytes[DQ_DECOQUANT_HV][DQ_KEYS], 32 + 256 + payload + 32);
+        assert_int_equal(bytes[DQ_DECOQUANT_HV][DQ_VALUES], 64 + payload);
+        assert_int_equal(bytes[DQ_DECOQUANT_HV][0] + bytes[DQ_DECOQUANT_HV][1],
+                         bytes[DQ_KIVI][0] + bytes[DQ_KIVI][1]);
+        assert_int_equal(bytes[DQ_HADAMARD_RTN][0], bytes[DQ_RTN][0]);
+        assert_int_equal(bytes[DQ_HADAMARD_RTN][1], bytes[DQ_RTN][1]);
+    }
+}
+
+/* The Hadamard rotation is exact at 8 bits up to quantization, and per token it spreads an
+ * outlier channel over all channels, so rotated per-token RTN beats plain RTN on outlier keys. */
+static void test_rotation(void **state) {
+    (void)state;
+    g_rng.state = 29;
+    uint16_t src[32 * 128];
+    float out[32 * 128];
+    make_page(src, 32, 128, 1);
+    double err[2][2];
+    for (int rotate = 0; rotate < 2; rotate++)
+        for (int b = 0; b < 2; b++) {
+            dq_config cfg = {.method = DQ_RTN,
+                             .bits = b ? 4 : 8,
+                             .block_size = 32,
+                             .head_dim = 128,
+                             .group_size = 128,
+                             .rotate = rotate};
+            codec c = codec_make(cfg, DQ_KEYS);
+            err[rotate][b] = round_trip(&c, src, out);
+            codec_free(&c);
+        }
+    print_message("rtn rel err 8/4 bits: plain %.4f %.4f, rotated %.4f %.4f\n", err[0][0],
+                  err[0][1], err[1][0], err[1][1]);
+    assert_true(err[1][0] < 0.01);
+    assert_true(err[1][1] < 0.7 * err[0][1]);
+}
+
+/* Outliers: the k values that widen their groups most come back exact (fp16), the rest of the
+ * page gets finer grids; unused slots (a page without outliers to take) are marked 0xffff. */
+static void test_outliers(void **state) {
+    (void)state;
+    g_rng.state = 31;
+    const int T = 32, D = 64, k = 8;
+    uint16_t src[32 * 64];
+    float out[32 * 64];
+    make_page(src, T, D, 0);
+    int spikes[8];
+    for (int j = 0; j < k; j++) {
+        spikes[j] = (j * 263 + 17) % (T * D);
+        src[spikes[j]] = ds_float_to_half((j % 2 ? -1.0f : 1.0f) * (200.0f + 10.0f * (float)j));
+    }
+    for (int mth = DQ_DECOQUANT; mth <= DQ_KIVI; mth++) {
+        double err[2];
+        for (int use = 0; use < 2; use++) {
+            dq_config cfg = {.method = (dq_method)mth,
+                             .bits = 4,
+                             .block_size = T,
+                             .head_dim = D,
+                             .group_size = 64,
+                             .outliers = use ? k : 0};
+            codec c = codec_make(cfg, DQ_KEYS);
+            assert_int_equal(dq_page_bytes(&c.fmt) - c.fmt.outlier_offset, use ? 4 * k : 0);
+            err[use] = round_trip(&c, src, out);
+            if (use && mth != DQ_DECOQUANT)
+                for (int j = 0; j < k; j++)
+                    assert_true(out[spikes[j]] == ds_half_to_float(src[spikes[j]]));
+            codec_free(&c);
+        }
+        print_message("%-9s 4-bit rel err with 8 spikes: %.4f, 8 outliers kept: %.4f\n",
+                      dq_method_name((dq_method)mth), err[0], err[1]);
+        assert_true(err[1] < 0.5 * err[0]);
+    }
+    for (int i = 0; i < T * D; i++)
+        src[i] = ds_float_to_half(1.0f);
+    dq_config cfg = {.method = DQ_RTN, .bits = 2, .block_size = T, .head_dim = D, .outliers = 4};
+    codec c = codec_make(cfg, DQ_KEYS);
+    assert_true(round_trip(&c, src, out) == 0.0);
+    const uint16_t *slots = (const uint16_t *)(c.page + c.fmt.outlier_offset);
+    for (int j = 0; j < 4; j++)
+        assert_int_equal(slots[2 * j], 0xffff);
+    codec_free(&c);
+}
+
+/* The least-squares grid search keeps min/max as a candidate per group: RTN and KIVI pages
+ * (whose groups are the page's own values) never get worse, symmetric grids included. */
+static void test_clip_not_worse(void **state) {
+    (void)state;
+    g_rng.state = 37;
+    uint16_t src[32 * 64];
+    float out[32 * 64];
+    for (int trial = 0; trial < 8; trial++) {
+        make_page(src, 32, 64, trial % 2);
+        for (int mth = DQ_RTN; mth <= DQ_KIVI; mth++)
+            for (int bits = 2; bits <= 8; bits *= 2) {
+                dq_config cfg = {.method = (dq_method)mth,
+                                 .bits = bits,
+                                 .block_size = 32,
+                                 .head_dim = 64,
+                                 .symmetric = trial / 4};
+                codec plain = codec_make(cfg, (dq_role)(trial % 2));
+                cfg.clip = 1;
+                codec clip = codec_make(cfg, (dq_role)(trial % 2));
+                double e_plain = round_trip(&plain, src, out), e_clip = round_trip(&clip, src, out);
+                assert_true(e_clip <= e_plain * (1.0 + 1e-9));
+                if (bits == 2) assert_true(e_clip < 0.95 * e_plain);
+                codec_free(&plain);
+                codec_free(&clip);
+            }
     }
 }
 
@@ -340,7 +471,7 @@ static void test_degenerate_pages(void **state) {
     for (int v = 0; v < 2; v++) {
         for (int i = 0; i < 32 * 64; i++)
             src[i] = values[v];
-        for (int mth = DQ_DECOQUANT; mth <= DQ_KIVI; mth++) {
+        for (int mth = DQ_DECOQUANT; mth < DQ_N_METHODS; mth++) {
             for (int refit = 0; refit < 2; refit++) {
                 dq_config cfg = {.method = (dq_method)mth,
                                  .bits = 2,
@@ -370,7 +501,7 @@ static void test_invalid_formats(void **state) {
     (void)state;
     dq_config ok = {.method = DQ_DECOQUANT, .bits = 4, .block_size = 32, .head_dim = 128};
     dq_config c;
-    c = ok, c.bits = 3, expect_invalid(c, "bits = 3");
+    c = ok, c.bits = 5, expect_invalid(c, "bits = 5");
     c = ok, c.bits = 0, expect_invalid(c, "bits = 0");
     c = ok, c.block_size = 0, expect_invalid(c, "block_size = 0");
     c = ok, c.head_dim = 0, expect_invalid(c, "head_dim = 0");
@@ -384,10 +515,16 @@ static void test_invalid_formats(void **state) {
     c = ok, c.method = DQ_FP16, expect_invalid(c, "fp16");
     c = ok, c.method = (dq_method)42, expect_invalid(c, "method");
     c = ok, c.method = DQ_RTN, c.head_dim = 96, c.group_size = 64, expect_invalid(c, "group_size");
+    c = ok, c.outliers = -1, expect_invalid(c, "outliers = -1");
+    c = ok, c.outliers = DQ_MAX_OUTLIERS + 1, expect_invalid(c, "outliers = 257");
+    c = ok, c.method = DQ_HADAMARD_RTN, c.head_dim = 96, c.group_size = 32;
+    expect_invalid(c, "head_dim = 96 is not a power of two");
     dq_method mth;
     char msg[128];
     assert_int_equal(dq_method_from_name("kivi", &mth, msg, sizeof msg), DS_OK);
     assert_int_equal(mth, DQ_KIVI);
+    assert_int_equal(dq_method_from_name("decoquant-hv", &mth, msg, sizeof msg), DS_OK);
+    assert_int_equal(mth, DQ_DECOQUANT_HV);
     assert_int_equal(dq_method_from_name("gptq", &mth, msg, sizeof msg), DS_EINVAL);
     assert_non_null(strstr(msg, "gptq"));
 }
@@ -401,6 +538,10 @@ int main(void) {
         cmocka_unit_test(test_rank_truncation),
         cmocka_unit_test(test_error_bounds),
         cmocka_unit_test(test_refit_not_worse),
+        cmocka_unit_test(test_preset_bytes),
+        cmocka_unit_test(test_rotation),
+        cmocka_unit_test(test_outliers),
+        cmocka_unit_test(test_clip_not_worse),
         cmocka_unit_test(test_strided_and_deterministic),
         cmocka_unit_test(test_degenerate_pages),
         cmocka_unit_test(test_invalid_formats),

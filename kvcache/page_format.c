@@ -11,6 +11,8 @@ static kv_method kv_method_from_dq(dq_method method) {
     case DQ_DECOQUANT: return KV_DECOQUANT;
     case DQ_RTN: return KV_RTN;
     case DQ_KIVI: return KV_KIVI;
+    case DQ_HADAMARD_RTN: /* presets: dq_format_init resolved them to the methods above */
+    case DQ_DECOQUANT_HV:
     case DQ_N_METHODS: break;
     }
     DS_ASSERT(!"kv_page_format_from_dq: a dq_format holds a valid dq_method");

@@ -1,7 +1,7 @@
 /* tools/eval/kv_cmd.c — `decoserve-eval kv`: KV-cache quality of each page codec at each bit
  * width, on synthetic, .npy or real model KV. Prints one table: bytes/token, compression vs fp16,
- * K/V reconstruction error and the attention output error, for fp16 and {decoquant, rtn, kivi} x
- * bits. */
+ * K/V reconstruction error and the attention output error, for fp16 and {decoquant, rtn, kivi,
+ * hadamard-rtn, decoquant-hv} x bits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +26,7 @@ typedef struct options {
     int axis[MAX_LIST], n_axis;
     int refit[MAX_LIST], n_refit;
     int rank;
+    int clip[MAX_LIST], n_clip;
 } options;
 
 static void usage(FILE *out) {
@@ -41,12 +42,14 @@ static void usage(FILE *out) {
         "  --seed N             (1)\n"
         "Codec:\n"
         "  --block-size N       tokens per page (32)       --group-size N  values per group (64)\n"
-        "  --methods LIST       fp16,decoquant,rtn,kivi (all)\n"
-        "  --bits LIST          8,4,2 (fp16 is always 16)\n"
+        "  --methods LIST       fp16,decoquant,rtn,kivi,hadamard-rtn,decoquant-hv (all)\n"
+        "  --bits LIST          8,4,2; 3 too (fp16 is always 16)\n"
         "  --dq-factors LIST    t1xd1 pairs, e.g. 1x8,2x4 (default: 1x8 for head_dim >= 128,\n"
         "                       else 1x4)\n"
         "  --dq-absorb LIST     small,large (small)        --dq-axis LIST  row,chan (chan)\n"
         "  --dq-refit LIST      0,1 (1)                    --dq-rank N     kept rank (full)\n"
+        "  --clip LIST          0,1: least-squares grid per group instead of min/max (0);\n"
+        "                       decoquant-hv always clips\n"
         "Every combination of the --dq-* lists gives one decoquant row.\n");
 }
 
@@ -124,12 +127,13 @@ static int parse_options(int argc, char **argv, options *o) {
                    .block_size = 32,
                    .group_size = 64,
                    .seed = 1,
-                   .n_methods = 4,
+                   .n_methods = DQ_N_METHODS,
                    .n_bits = 3,
                    .n_absorb = 1,
                    .n_axis = 1,
-                   .n_refit = 1};
-    for (int i = 0; i < 4; i++)
+                   .n_refit = 1,
+                   .n_clip = 1};
+    for (int i = 0; i < DQ_N_METHODS; i++)
         o->methods[i] = i;
     o->bits[0] = 8, o->bits[1] = 4, o->bits[2] = 2;
     o->axis[0] = DQ_AXIS_CHAN, o->refit[0] = 1; /* dq_config_defaults */
@@ -182,6 +186,8 @@ static int parse_options(int argc, char **argv, options *o) {
             r = o->n_axis = parse_list(a, v, o->axis, item_axis);
         else if (!strcmp(a, "--dq-refit"))
             r = o->n_refit = parse_list(a, v, o->refit, item_bool);
+        else if (!strcmp(a, "--clip"))
+            r = o->n_clip = parse_list(a, v, o->clip, item_bool);
         else if (!strcmp(a, "--dq-factors")) {
             r = o->n_factors = parse_list(a, v, packed, item_factor);
             for (int k = 0; k < o->n_factors; k++)
@@ -192,8 +198,8 @@ static int parse_options(int argc, char **argv, options *o) {
         }
         if (r < 0) return -1;
         for (int k = 0; k < o->n_bits; k++)
-            if (o->bits[k] != 2 && o->bits[k] != 4 && o->bits[k] != 8) {
-                fprintf(stderr, "decoserve-eval: --bits %d: expected 2, 4 or 8\n", o->bits[k]);
+            if (o->bits[k] != 2 && o->bits[k] != 3 && o->bits[k] != 4 && o->bits[k] != 8) {
+                fprintf(stderr, "decoserve-eval: --bits %d: expected 2, 3, 4 or 8\n", o->bits[k]);
                 return -1;
             }
     }
@@ -226,6 +232,42 @@ static int run_one(const kv_set *set, dq_config cfg, const char *variant) {
     }
     print_row(dq_method_name(cfg.method), cfg.bits, variant, &m);
     return 0;
+}
+
+/* The rows of one method at one bit width: one for RTN, KIVI and the presets, every combination
+ * of the --dq-* lists for DecoQuant. */
+static int run_method(const kv_set *set, const options *o, dq_config base) {
+    char msg[256], variant[64];
+    const char *clip = base.clip ? " clip" : "";
+    if (base.method != DQ_DECOQUANT) {
+        static const char *const names[DQ_N_METHODS] = {[DQ_RTN] = "per-token",
+                                                        [DQ_KIVI] = "K/chan V/token",
+                                                        [DQ_HADAMARD_RTN] = "rotated per-token",
+                                                        [DQ_DECOQUANT_HV] =
+                                                            "K chan+outl V rot/tok"};
+        snprintf(variant, sizeof variant, "%s%s", names[base.method], clip);
+        return run_one(set, base, variant);
+    }
+    int rc = 0;
+    for (int f = 0; f < o->n_factors && !rc; f++)
+        for (int a = 0; a < o->n_absorb && !rc; a++)
+            for (int x = 0; x < o->n_axis && !rc; x++)
+                for (int r = 0; r < o->n_refit && !rc; r++) {
+                    dq_config c = base;
+                    c.t1 = o->t1[f], c.d1 = o->d1[f];
+                    c.absorb = (dq_absorb)o->absorb[a], c.axis = (dq_axis)o->axis[x];
+                    c.refit = o->refit[r];
+                    dq_format fmt;
+                    if (dq_format_init(&fmt, &c, DQ_KEYS, msg, sizeof msg) != DS_OK) {
+                        fprintf(stderr, "decoserve-eval: decoquant: %s\n", msg);
+                        return -1;
+                    }
+                    snprintf(variant, sizeof variant, "%dx%d %s %s%s%s", fmt.cfg.t1, fmt.cfg.d1,
+                             c.absorb ? "S->large" : "S->small", c.axis ? "chan" : "row",
+                             c.refit ? " refit" : "", clip);
+                    rc = run_one(set, c, variant);
+                }
+    return rc;
 }
 
 int cmd_kv(int argc, char **argv) {
@@ -300,33 +342,12 @@ int cmd_kv(int argc, char **argv) {
             rc = run_one(&set, base, "-");
             continue;
         }
-        for (int bi = 0; bi < o.n_bits && !rc; bi++) {
-            base.bits = o.bits[bi];
-            if (base.method != DQ_DECOQUANT) {
-                rc = run_one(&set, base, base.method == DQ_KIVI ? "K/chan V/token" : "per-token");
-                continue;
+        for (int bi = 0; bi < o.n_bits && !rc; bi++)
+            for (int ci = 0; ci < o.n_clip && !rc; ci++) {
+                base.bits = o.bits[bi];
+                base.clip = o.clip[ci];
+                rc = run_method(&set, &o, base);
             }
-            for (int f = 0; f < o.n_factors && !rc; f++)
-                for (int a = 0; a < o.n_absorb && !rc; a++)
-                    for (int x = 0; x < o.n_axis && !rc; x++)
-                        for (int r = 0; r < o.n_refit && !rc; r++) {
-                            dq_config c = base;
-                            c.t1 = o.t1[f], c.d1 = o.d1[f];
-                            c.absorb = (dq_absorb)o.absorb[a], c.axis = (dq_axis)o.axis[x];
-                            c.refit = o.refit[r];
-                            dq_format fmt;
-                            if (dq_format_init(&fmt, &c, DQ_KEYS, msg, sizeof msg) != DS_OK) {
-                                fprintf(stderr, "decoserve-eval: decoquant: %s\n", msg);
-                                rc = -1;
-                                break;
-                            }
-                            char variant[64];
-                            snprintf(variant, sizeof variant, "%dx%d %s %s%s", fmt.cfg.t1,
-                                     fmt.cfg.d1, c.absorb ? "S->large" : "S->small",
-                                     c.axis ? "chan" : "row", c.refit ? " refit" : "");
-                            rc = run_one(&set, c, variant);
-                        }
-        }
     }
     kv_set_free(&set);
     return rc ? 1 : 0;

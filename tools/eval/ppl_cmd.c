@@ -57,8 +57,8 @@ static int parse_config(const char *item, ppl_config *c) {
     }
     char *colon = strchr(buf, ':');
     if (!colon || cli_int(PROG, "--configs bits", colon + 1, 2, 8, &c->bits) < 0 ||
-        (c->bits != 2 && c->bits != 4 && c->bits != 8)) {
-        fprintf(stderr, "%s: --configs: '%s': expected METHOD:BITS with BITS 8, 4 or 2\n", PROG,
+        (c->bits != 2 && c->bits != 3 && c->bits != 4 && c->bits != 8)) {
+        fprintf(stderr, "%s: --configs: '%s': expected METHOD:BITS with BITS 8, 4, 3 or 2\n", PROG,
                 item);
         return -1;
     }
