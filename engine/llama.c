@@ -131,6 +131,21 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     ops_rope_config rope = llama_rope_config(c);
     st = ops_rope_config_validate(&rope, msg, msg_len);
     if (st != DS_OK) return st;
+    /* The attention reads pages in place through kernels/kv_pages.h, which has no Hadamard
+     * rotation, outlier section or symmetric groups: those pages (the decoquant-hv and
+     * hadamard-rtn presets) are the evaluator's, not the engine's, for now. */
+    for (int role = 0; role < 2; role++) {
+        const dq_config *f = role ? &cache->value_format.cfg : &cache->key_format.cfg;
+        if (f->rotate || f->outliers || f->symmetric)
+            return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                           "kv_method %s: its %s pages (%s%s%s) are read by decoserve-eval only; "
+                           "the serving attention reads fp16, rtn, kivi and decoquant pages",
+                           dq_method_name(role ? cache->config.value_codec.method
+                                               : cache->config.key_codec.method),
+                           role ? "value" : "key", f->rotate ? "Hadamard-rotated " : "",
+                           f->outliers ? "with outliers " : "",
+                           f->symmetric ? "symmetric groups" : "groups");
+    }
 
     llama_engine *e = calloc(1, sizeof *e);
     if (!e) return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory");

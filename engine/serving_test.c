@@ -121,9 +121,9 @@ typedef struct kv_setting {
     dq_method method;
 } kv_setting;
 
-static const kv_setting SETTINGS[] = {
-    {16, DQ_FP16},     {8, DQ_KIVI},      {4, DQ_KIVI}, {2, DQ_KIVI},         {8, DQ_DECOQUANT},
-    {4, DQ_DECOQUANT}, {2, DQ_DECOQUANT}, {4, DQ_RTN},  {4, DQ_DECOQUANT_HV}, {2, DQ_DECOQUANT_HV}};
+static const kv_setting SETTINGS[] = {{16, DQ_FP16},     {8, DQ_KIVI},      {4, DQ_KIVI},
+                                      {2, DQ_KIVI},      {8, DQ_DECOQUANT}, {4, DQ_DECOQUANT},
+                                      {2, DQ_DECOQUANT}, {4, DQ_RTN}};
 
 /* 16 prompts of 3..90 random ids (so they span several 16-token blocks), 24 greedy tokens. */
 static void tiny_requests(serving_request *q, int32_t ids[N_PROMPTS][96]) {
@@ -352,6 +352,22 @@ static void test_create_errors_name_options(void **state) {
     expect_create_error(&o, "tensor_parallel = 2, n_nodes = 1");
     o.tensor_parallel = 1, o.max_waiting = 0;
     expect_create_error(&o, "max_waiting = 0");
+    /* the evaluator's presets: pages the serving attention does not read (DS_EUNSUPPORTED) */
+    const struct {
+        dq_method method;
+        const char *want;
+    } presets[] = {{DQ_DECOQUANT_HV, "kv_method decoquant-hv: its key pages (with outliers groups)"
+                                     " are read by decoserve-eval only"},
+                   {DQ_HADAMARD_RTN, "kv_method hadamard-rtn: its key pages (Hadamard-rotated "}};
+    for (int i = 0; i < 2; i++) {
+        o.max_waiting = 64, o.kv_bits = 4, o.kv_method = presets[i].method;
+        serving *s = NULL;
+        char msg[512] = "";
+        const ds_status got = serving_create(&o, &s, msg, sizeof msg);
+        if (got != DS_EUNSUPPORTED || !strstr(msg, presets[i].want))
+            fail_msg("want DS_EUNSUPPORTED with '%s', got %d: %s", presets[i].want, got, msg);
+        assert_null(s);
+    }
 }
 
 /* Automatic sizing (kv_memory_bytes 0: 1 GiB on the CPU): info reports the pools as sized. */
