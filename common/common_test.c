@@ -16,6 +16,7 @@
 #include "common/file.h"
 #include "common/half.h"
 #include "common/status.h"
+#include "common/utf8.h"
 
 /* Every one of the 65536 half values survives half -> float -> half (NaNs stay NaN). */
 static void test_half_round_trip_all(void **state) {
@@ -85,6 +86,33 @@ static void test_status_messages(void **state) {
     assert_string_equal(msg, "bits=3: expected 2, 4, 8 or 16");
     assert_string_equal(ds_status_str(DS_ENOMEM), "out of memory");
     assert_int_equal(ds_fail(NULL, 0, DS_ERANGE, "x"), DS_ERANGE);
+}
+
+/* Every way a sequence can be invalid is refused at its first byte; valid text of every length
+ * passes whole. */
+static void test_utf8_invalid_at(void **state) {
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t at;
+    } cases[] = {
+        {"Hi", 2},
+        {"a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10}, /* 1 to 4 bytes */
+        {"Hi\xff", 2},                                 /* never a lead byte */
+        {"\xc0\xaf", 0},                               /* overlong '/' */
+        {"x\xe0\x80\xaf", 1},                          /* overlong, 3 bytes */
+        {"\xf0\x80\x80\xaf", 0},                       /* overlong, 4 bytes */
+        {"ab\xed\xa0\x80", 2},                         /* surrogate U+D800 */
+        {"\xf4\x90\x80\x80", 0},                       /* above U+10FFFF */
+        {"ok\xe2\x82", 2},                             /* truncated */
+        {"\xe2\x28\xa1", 0},                           /* bad continuation */
+        {"\x80", 0},                                   /* lone continuation */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t got = ds_utf8_invalid_at(cases[i].s, strlen(cases[i].s));
+        if (got != cases[i].at) fail_msg("case %zu: invalid at %zu, want %zu", i, got, cases[i].at);
+    }
+    assert_int_equal(ds_utf8_invalid_at("", 0), 0);
 }
 
 /* ---- whole-file and JSON reads ---- */
@@ -215,7 +243,7 @@ int main(void) {
         cmocka_unit_test(test_half_rounding_bound), cmocka_unit_test(test_half_rows_match_scalar),
         cmocka_unit_test(test_status_messages),     cmocka_unit_test(test_read_file_limit),
         cmocka_unit_test(test_read_file_pipe),      cmocka_unit_test(test_read_file_errors),
-        cmocka_unit_test(test_read_json),
+        cmocka_unit_test(test_read_json),           cmocka_unit_test(test_utf8_invalid_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

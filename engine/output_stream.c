@@ -18,6 +18,8 @@ struct serving_stream {
     void (*wake)(void *ctx);
     void *wake_ctx;
     int cancel_requested;
+    atomic_int *n_waiting; /* the engine's; this stream counts in it while waiting is set */
+    int waiting;
     /* pending output, moved out by poll */
     int32_t *ids;
     int n_ids, cap_ids;
@@ -31,7 +33,8 @@ struct serving_stream {
 };
 
 serving_stream *output_stream_create(int64_t id, int prompt_tokens, serving_notify_fn notify,
-                                     void *notify_ctx, void (*wake)(void *ctx), void *wake_ctx) {
+                                     void *notify_ctx, void (*wake)(void *ctx), void *wake_ctx,
+                                     atomic_int *n_waiting) {
     serving_stream *st = calloc(1, sizeof *st);
     if (!st) return NULL;
     pthread_mutex_init(&st->mu, NULL);
@@ -44,6 +47,9 @@ serving_stream *output_stream_create(int64_t id, int prompt_tokens, serving_noti
     st->wake_ctx = wake_ctx;
     st->prompt_tokens = prompt_tokens;
     st->ttft_s = -1;
+    st->n_waiting = n_waiting;
+    st->waiting = 1;
+    atomic_fetch_add(n_waiting, 1);
     return st;
 }
 
@@ -101,10 +107,25 @@ void output_stream_notify(serving_stream *st) {
     if (st->notify) st->notify(st->notify_ctx);
 }
 
+/* Caller holds st->mu. A cancelled or finished stream never counts again. */
+static void set_waiting_locked(serving_stream *st, int waiting) {
+    if (st->cancel_requested || st->finish) waiting = 0;
+    if (waiting == st->waiting) return;
+    st->waiting = waiting;
+    atomic_fetch_add(st->n_waiting, waiting ? 1 : -1);
+}
+
+void output_stream_set_waiting(serving_stream *st, int waiting) {
+    pthread_mutex_lock(&st->mu);
+    set_waiting_locked(st, waiting);
+    pthread_mutex_unlock(&st->mu);
+}
+
 void output_stream_finish(serving_stream *st, serving_finish why, const char *error,
                           int completion_tokens) {
     pthread_mutex_lock(&st->mu);
     st->finish = why;
+    set_waiting_locked(st, 0);
     if (error) snprintf(st->error, sizeof st->error, "%s", error);
     st->completion_tokens = completion_tokens;
     pthread_mutex_unlock(&st->mu);
@@ -196,6 +217,7 @@ int64_t serving_stream_id(const serving_stream *st) { return st->id; }
 void serving_stream_cancel(serving_stream *st) {
     pthread_mutex_lock(&st->mu);
     st->cancel_requested = 1;
+    set_waiting_locked(st, 0);
     pthread_mutex_unlock(&st->mu);
     st->wake(st->wake_ctx);
 }

@@ -11,6 +11,7 @@
 #ifndef DS_ENGINE_OUTPUT_STREAM_H
 #define DS_ENGINE_OUTPUT_STREAM_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,10 +19,12 @@
 
 /* A stream with both references held: request id, the submitter's notify callback (run on the
  * engine thread, no lock held, after every push and the finish), wake (run by
- * serving_stream_cancel so the engine applies it within a step) and the prompt's length for the
- * usage. NULL when out of memory. */
+ * serving_stream_cancel so the engine applies it within a step), the prompt's length for the
+ * usage, and n_waiting, the engine's count of live requests waiting to run: the new stream counts
+ * in it (see output_stream_set_waiting). NULL when out of memory. */
 serving_stream *output_stream_create(int64_t id, int prompt_tokens, serving_notify_fn notify,
-                                     void *notify_ctx, void (*wake)(void *ctx), void *wake_ctx);
+                                     void *notify_ctx, void (*wake)(void *ctx), void *wake_ctx,
+                                     atomic_int *n_waiting);
 /* Drops the engine's reference. */
 void output_stream_unref(serving_stream *st);
 
@@ -38,6 +41,10 @@ void output_stream_finish(serving_stream *st, serving_finish why, const char *er
 /* Usage known at admission and at the first token. */
 void output_stream_set_cached_prompt(serving_stream *st, int cached_prompt_tokens);
 void output_stream_set_ttft(serving_stream *st, double ttft_s);
+/* Whether the request counts in n_waiting: the engine sets it as the request waits (queued or
+ * preempted) or runs. A cancel or the finish takes it out at once and for good, so that
+ * max_waiting counts live requests only, not those cancelled since the last step. */
+void output_stream_set_waiting(serving_stream *st, int waiting);
 /* 1 once serving_stream_cancel or _release asked the engine to end the request. */
 int output_stream_cancel_requested(serving_stream *st);
 

@@ -17,12 +17,13 @@ sampler_params sampler_params_default(void) {
 ds_status sampler_params_validate(const sampler_params *params, char *msg, size_t msg_len) {
     const sampler_params *p = params;
     if (!(p->temperature >= 0.0f) || isinf(p->temperature))
-        return ds_fail(msg, msg_len, DS_EINVAL, "temperature = %g: must be >= 0 and finite",
+        return ds_fail(msg, msg_len, DS_EINVAL, "temperature = %.9g: must be >= 0 and finite",
                        (double)p->temperature);
     if (p->top_k < 0)
         return ds_fail(msg, msg_len, DS_EINVAL, "top_k = %d: must be >= 0 (0 = off)", p->top_k);
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return ds_fail(msg, msg_len, DS_EINVAL, "top_p = %g: must be in (0, 1]", (double)p->top_p);
+        return ds_fail(msg, msg_len, DS_EINVAL, "top_p = %.9g: must be in (0, 1]",
+                       (double)p->top_p);
     if (p->seed < SAMPLER_SEED_RANDOM)
         return ds_fail(msg, msg_len, DS_EINVAL, "seed = %lld: must be >= 0 or -1 (random)",
                        (long long)p->seed);

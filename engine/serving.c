@@ -4,6 +4,7 @@
 #include "engine/serving.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ typedef struct request {
     stop_matcher stop;
     bpe_decoder *dec;
     int max_tokens, ignore_eos, n_generated, admitted;
+    int waiting; /* as last told to the stream (output_stream_set_waiting) */
     int32_t stop_ids[SERVING_MAX_STOP_IDS];
     int n_stop_ids;
     double t_submit, t_last_token;
@@ -51,12 +53,13 @@ struct serving {
     size_t text_cap;
     request *live;                            /* requests in the scheduler (engine thread only) */
     latency_histogram ttft, inter_token, e2e; /* engine thread; copied into each snapshot */
-    double step_end_s; /* when the latest forward pass returned: the time of its tokens */
+    double step_end_s;    /* when the latest forward pass returned: the time of its tokens */
+    atomic_int n_waiting; /* live requests waiting to run: what max_waiting bounds */
 
     pthread_mutex_t mu; /* protects everything below */
     pthread_cond_t cv;
     request *intake_head, *intake_tail;
-    int n_intake, n_waiting; /* n_waiting: the scheduler's, as of the last step */
+    int n_intake;
     int accepting, stopping, drain, wake;
     char device_failed[512]; /* why, once a step answered DS_EUNAVAILABLE; "" while healthy */
     int thread_started;
@@ -218,6 +221,7 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     serving *s = calloc(1, sizeof *s);
     if (!s) return ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->n_waiting, 0);
     pthread_cond_init(&s->cv, NULL);
     s->options = *o;
     s->model_path = strdup(o->model_path ? o->model_path : o->random_weights);
@@ -407,6 +411,8 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
         return rc;
     }
     r->t_submit = ds_now_s();
+    r->waiting = 1;
+    int n_waiting;
     pthread_mutex_lock(&s->mu);
     const char *failure = backend_failure(s);
     if (s->device_failed[0] || failure)
@@ -414,11 +420,11 @@ ds_status serving_submit(serving *s, const serving_request *q, serving_notify_fn
                      s->device_failed[0] ? s->device_failed : failure);
     else if (!s->accepting)
         rc = ds_fail(msg, msg_len, DS_EUNAVAILABLE, "server is shutting down");
-    else if (s->n_intake + s->n_waiting >= s->options.max_waiting)
-        rc = ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (max_waiting)",
-                     s->n_intake + s->n_waiting);
+    else if ((n_waiting = atomic_load(&s->n_waiting)) >= s->options.max_waiting)
+        rc =
+            ds_fail(msg, msg_len, DS_EBUSY, "%d requests already waiting (max_waiting)", n_waiting);
     else if (!(r->stream = output_stream_create(s->next_id, r->seq.n_prompt, notify, notify_ctx,
-                                                wake_engine, s)))
+                                                wake_engine, s, &s->n_waiting)))
         rc = ds_fail(msg, msg_len, DS_ENOMEM, "submit: out of memory");
     if (rc == DS_OK) {
         r->seq.id = s->next_id++;
@@ -595,7 +601,6 @@ static void snapshot_stats(serving *s) {
     o->ttft = s->ttft;
     o->inter_token = s->inter_token;
     o->e2e = s->e2e;
-    s->n_waiting = ss.waiting;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -629,7 +634,6 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
     pthread_mutex_lock(&s->mu);
     request *in = s->intake_head;
     s->intake_head = s->intake_tail = NULL;
-    s->n_waiting += s->n_intake; /* they wait in the scheduler now; the snapshot recounts */
     s->n_intake = 0;
     s->wake = 0;
     int cancel_all = s->stopping && !s->drain;
@@ -651,6 +655,11 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
     sched_batch *b;
     ds_status st = sched_schedule(s->sched, &b, msg, msg_len);
     if (st != DS_OK) return st;
+    for (request *r = s->live; r; r = r->next) {
+        int waiting = r->seq.state == SCHED_WAITING || r->seq.state == SCHED_PREEMPTED;
+        if (waiting != r->waiting) output_stream_set_waiting(r->stream, waiting);
+        r->waiting = waiting;
+    }
     for (int i = 0; i < b->n_failed; i++) {
         request *r = b->failed[i]->user;
         char why[200];

@@ -53,7 +53,8 @@ typedef struct serving_options {
                                 weights and scratch */
     int max_seqs;            /* running sequences at most */
     int max_batched_tokens;  /* tokens per step at most (prefill chunk + decodes) */
-    int max_waiting;         /* queued requests before submit answers DS_EBUSY */
+    int max_waiting;         /* requests waiting to run (queued or preempted) before submit
+                                answers DS_EBUSY; a cancelled one stops counting at once */
     int prefix_cache;        /* share full blocks between prompts with a common prefix */
     qm_type weights;         /* CPU compute weights: QM_Q4_0 (q4, the default), QM_Q8_0 or QM_F32 */
     int gpu_bf16;            /* CUDA: bf16 weights (default fp16) */

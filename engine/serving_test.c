@@ -301,6 +301,12 @@ static void test_bad_requests(void **state) {
     expect_reject(s, &q, DS_EINVAL, "temperature");
     q.sampling.temperature = 0, q.sampling.top_p = 0;
     expect_reject(s, &q, DS_EINVAL, "top_p");
+    /* enough digits that the value shown is the value refused (the next float above 1) */
+    q.sampling.top_p = 1.0000001f;
+    expect_reject(s, &q, DS_EINVAL, "top_p = 1.00000012: must be in (0, 1]");
+    q.sampling.top_p = 1, q.sampling.temperature = -0.1f;
+    expect_reject(s, &q, DS_EINVAL, "temperature = -0.100000001: must be >= 0");
+    q.sampling.temperature = 0;
     q.sampling.top_p = 1, q.sampling.top_k = -2;
     expect_reject(s, &q, DS_EINVAL, "top_k");
     q.sampling.top_k = 0;
@@ -399,15 +405,29 @@ static void test_queue_full(void **state) {
     serving_request q;
     serving_request_default(&q);
     q.prompt_ids = ids, q.n_prompt_ids = 2;
-    serving_stream *st[3];
+    serving_stream *st[4];
     for (int i = 0; i < 3; i++)
         st[i] = submit(s, &q);
     expect_reject(s, &q, DS_EBUSY, "max_waiting");
+    /* a cancelled request gives its place back at once, before any step runs */
+    serving_stream_cancel(st[1]);
+    st[3] = submit(s, &q);
+    expect_reject(s, &q, DS_EBUSY, "3 requests already waiting");
+    /* once they run, they no longer wait */
+    int worked;
+    assert_int_equal(serving_step(s, &worked, msg, sizeof msg), DS_OK);
+    serving_stream *more = submit(s, &q);
     run_until_idle(s);
-    for (int i = 0; i < 3; i++) {
-        completion c;
+    completion c;
+    collect(more, &c);
+    collect(st[1], &c);
+    assert_int_equal(c.finish, SERVING_CANCELLED);
+    for (int i = 0; i < 4; i++) {
+        if (i == 1) continue;
         collect(st[i], &c);
+        assert_int_not_equal(c.finish, SERVING_CANCELLED);
     }
+    blocks_all_free(s);
     serving_destroy(s);
 }
 

@@ -7,44 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid (overlong, surrogate,
- * > U+10FFFF, truncated). */
-static size_t utf8_char_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) return 0;
-    if (cp >= 0xd800 && cp <= 0xdfff) return 0;
-    return len;
-}
-
-static int utf8_valid(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_char_len((const unsigned char *)s + i, n - i);
-        if (len == 0) return 0;
-        i += len;
-    }
-    return 1;
-}
+#include "common/utf8.h"
 
 ds_status stop_init(stop_matcher *m, const char *const *strings, int n_strings, int include_stop,
                     char *msg, size_t msg_len) {
@@ -58,7 +21,7 @@ ds_status stop_init(stop_matcher *m, const char *const *strings, int n_strings, 
         if (len > STOP_MAX_LEN)
             return ds_fail(msg, msg_len, DS_EINVAL, "stop[%d]: longer than %d bytes", i,
                            STOP_MAX_LEN);
-        if (!utf8_valid(strings[i], len))
+        if (ds_utf8_invalid_at(strings[i], len) != len)
             return ds_fail(msg, msg_len, DS_EINVAL, "stop[%d]: not valid UTF-8", i);
         memcpy(m->strings[i], strings[i], len);
         m->lens[i] = len;

@@ -321,17 +321,18 @@ static void rpc_on_request(rpc *r, int ok) {
     }
     const ProtobufCMessageDescriptor *type = r->method->request_type;
     ProtobufCMessage *req = ok ? pb_buffer_unpack(type, r->request) : NULL;
+    char details[DETAILS_MAX] = "";
     if (req == NULL) {
-        char details[DETAILS_MAX];
         snprintf(details, sizeof details, "request: %s %s message",
                  ok && r->request ? "not a valid" : "no", type->name);
         rpc_finish(r, GRPC_STATUS_INVALID_ARGUMENT, details);
         return;
     }
-    if (r->method->stream != NULL) {
+    if (proto_map_check_request(req, details, sizeof details) != DS_OK) {
+        rpc_finish(r, GRPC_STATUS_INVALID_ARGUMENT, details);
+    } else if (r->method->stream != NULL) {
         r->method->stream(r, req);
     } else {
-        char details[DETAILS_MAX] = "";
         grpc_status_code status = r->method->unary(r->srv, req, &r->reply, details, sizeof details);
         rpc_finish(r, status, details);
     }
@@ -563,7 +564,43 @@ void ds_grpc_server_options_default(ds_grpc_server_options *o) {
                                   .port = 50051,
                                   .max_message_bytes = 4 << 20,
                                   .shutdown_timeout_s = 30.0,
-                                  .shutdown_grace_s = 5.0};
+                                  .shutdown_grace_s = 5.0,
+                                  .max_streams_per_connection = 100,
+                                  .idle_timeout_s = 300.0,
+                                  .handshake_timeout_s = 10.0,
+                                  .keepalive_s = 60.0,
+                                  .keepalive_timeout_s = 20.0};
+}
+
+enum { CLIENT_PING_MIN_MS = 10000 };
+
+static int ms_of(double s) { return s >= 2e6 ? 2000000000 : (int)(s * 1000.0 + 0.5); }
+
+static grpc_arg int_arg(const char *key, int value) {
+    return (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)key, .value.integer = value};
+}
+
+static ds_status check_options(const ds_grpc_server_options *o, char *msg, size_t msg_len) {
+    if (o->port < 0 || o->port > 65535)
+        return ds_fail(msg, msg_len, DS_EINVAL, "port = %d: expected 0 to 65535", o->port);
+    if (o->max_message_bytes < 1)
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_message_bytes = %d: expected >= 1",
+                       o->max_message_bytes);
+    if (o->max_streams_per_connection < 1)
+        return ds_fail(msg, msg_len, DS_EINVAL, "max_streams_per_connection = %d: expected >= 1",
+                       o->max_streams_per_connection);
+    const struct {
+        const char *name;
+        double value;
+    } times[] = {{"idle_timeout_s", o->idle_timeout_s},
+                 {"handshake_timeout_s", o->handshake_timeout_s},
+                 {"keepalive_s", o->keepalive_s},
+                 {"keepalive_timeout_s", o->keepalive_timeout_s}};
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++)
+        if (!(times[i].value >= 0.001 && times[i].value <= 1e6))
+            return ds_fail(msg, msg_len, DS_EINVAL, "%s = %.9g: expected 0.001 to 1e6 seconds",
+                           times[i].name, times[i].value);
+    return DS_OK;
 }
 
 static void on_shutdown_notified(cq_tag *tag, int ok) {
@@ -577,11 +614,8 @@ ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *o
     char addr[300];
     int bracket = strchr(options->host, ':') != NULL && options->host[0] != '[';
     snprintf(addr, sizeof addr, bracket ? "[%s]:%d" : "%s:%d", options->host, options->port);
-    if (options->port < 0 || options->port > 65535)
-        return ds_fail(msg, msg_len, DS_EINVAL, "port = %d: expected 0 to 65535", options->port);
-    if (options->max_message_bytes < 1)
-        return ds_fail(msg, msg_len, DS_EINVAL, "max_message_bytes = %d: expected >= 1",
-                       options->max_message_bytes);
+    ds_status st = check_options(options, msg, msg_len);
+    if (st != DS_OK) return st;
 
     grpc_init();
     ds_grpc_server *srv = calloc(1, sizeof *srv);
@@ -591,14 +625,19 @@ ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *o
     srv->shutdown_grace_s = options->shutdown_grace_s;
     srv->shutdown_tag.on_done = on_shutdown_notified;
     atomic_init(&srv->outputs_pending, 0);
-    grpc_arg args[2] = {
-        {.type = GRPC_ARG_INTEGER,
-         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         .value.integer = options->max_message_bytes},
+    grpc_arg args[] = {
+        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, options->max_message_bytes),
         /* a second server on a busy port must fail, not share it */
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
+        int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, options->max_streams_per_connection),
+        int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms_of(options->idle_timeout_s)),
+        int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, ms_of(options->handshake_timeout_s)),
+        int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, ms_of(options->keepalive_s)),
+        int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms_of(options->keepalive_timeout_s)),
+        int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, CLIENT_PING_MIN_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
     };
-    grpc_channel_args channel_args = {.num_args = 2, .args = args};
+    grpc_channel_args channel_args = {.num_args = sizeof args / sizeof args[0], .args = args};
     srv->server = grpc_server_create(&channel_args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);

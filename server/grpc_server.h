@@ -10,9 +10,10 @@
  * the engine, which frees its blocks within one step.
  *
  * Statuses: a malformed message or a bad field is INVALID_ARGUMENT with the engine's message naming
- * the field; a full waiting queue or a message over max_message_bytes is RESOURCE_EXHAUSTED; a
- * request while loading or draining, or one that meets the shutdown, is UNAVAILABLE with why; an
- * engine failure mid-request is INTERNAL.
+ * the field (strings that are not UTF-8 and a request_id over 256 bytes included); a full waiting
+ * queue or a message over max_message_bytes is RESOURCE_EXHAUSTED; a request while loading or
+ * draining, or one that meets the shutdown, is UNAVAILABLE with why; an engine failure mid-request
+ * is INTERNAL.
  *
  * (The prefix is ds_grpc_server_ because the gRPC library owns grpc_server_.) */
 #ifndef DS_SERVER_GRPC_SERVER_H
@@ -33,6 +34,19 @@ typedef struct ds_grpc_server_options {
     int max_message_bytes;     /* larger requests answer RESOURCE_EXHAUSTED (default 4 MiB) */
     double shutdown_timeout_s; /* the drain: in-flight requests get this long (default 30) */
     double shutdown_grace_s;   /* calls still open this long after the drain are cut (default 5) */
+    /* Per connection, through the C core's channel args (so a client cannot hold a connection,
+     * or a connection's worth of calls, for free): */
+    int max_streams_per_connection; /* calls open at once on one connection (default 100); the
+                                       client queues the rest (HTTP/2 MAX_CONCURRENT_STREAMS) */
+    double idle_timeout_s;          /* a connection with no call open this long is closed
+                                       (GOAWAY; default 300) */
+    double handshake_timeout_s;     /* a new connection must finish the TLS handshake and send
+                                       its HTTP/2 preface and SETTINGS within this (default 10) */
+    double keepalive_s;             /* the server pings each connection this often (default 60)
+                                       and closes it when the ping is not answered within
+                                       keepalive_timeout_s (default 20); a client may ping every
+                                       10 s at most, else it gets GOAWAY (too_many_pings) */
+    double keepalive_timeout_s;
 } ds_grpc_server_options;
 
 void ds_grpc_server_options_default(ds_grpc_server_options *o);

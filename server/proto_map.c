@@ -2,7 +2,66 @@
  * this file is the one place a renamed field has to be followed. */
 #include "server/proto_map.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "common/utf8.h"
+
+static ds_status check_utf8(const char *name, const char *value, char *msg, size_t msg_len) {
+    size_t n = strlen(value), at = ds_utf8_invalid_at(value, n);
+    if (at == n) return DS_OK;
+    return ds_fail(msg, msg_len, DS_EINVAL, "%s: not valid UTF-8 (byte %zu of %zu)", name, at, n);
+}
+
+/* Walks the message's fields through its descriptor, so a string field added to the proto is
+ * checked without a change here. Submessages are checked with their field's name in front. */
+static ds_status check_strings(const ProtobufCMessage *pb, const char *prefix, char *msg,
+                               size_t msg_len) {
+    const ProtobufCMessageDescriptor *d = pb->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        const char *field = (const char *)pb + f->offset;
+        size_t n = 1;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)((const char *)pb + f->quantifier_offset);
+            field = *(const char *const *)field;
+        } else if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            if (*(const uint32_t *)((const char *)pb + f->quantifier_offset) != f->id) continue;
+        }
+        for (size_t k = 0; k < n; k++) {
+            const void *value = ((const void *const *)field)[k];
+            if (value == NULL) continue;
+            char name[128];
+            if (f->label == PROTOBUF_C_LABEL_REPEATED)
+                snprintf(name, sizeof name, "%s%s[%zu]", prefix, f->name, k);
+            else
+                snprintf(name, sizeof name, "%s%s", prefix, f->name);
+            ds_status st;
+            if (f->type == PROTOBUF_C_TYPE_STRING) {
+                st = check_utf8(name, value, msg, msg_len);
+            } else {
+                char inner[140];
+                snprintf(inner, sizeof inner, "%s.", name);
+                st = check_strings(value, inner, msg, msg_len);
+            }
+            if (st != DS_OK) return st;
+        }
+    }
+    return DS_OK;
+}
+
+ds_status proto_map_check_request(const ProtobufCMessage *pb, char *msg, size_t msg_len) {
+    ds_status st = check_strings(pb, "", msg, msg_len);
+    if (st != DS_OK || pb->descriptor != &decoserve__v1__generate_request__descriptor) return st;
+    const Decoserve__V1__GenerateRequest *req = (const Decoserve__V1__GenerateRequest *)pb;
+    size_t n = strlen(req->request_id);
+    if (n > PROTO_MAP_REQUEST_ID_MAX)
+        return ds_fail(msg, msg_len, DS_EINVAL, "request_id: %zu bytes, at most %d", n,
+                       PROTO_MAP_REQUEST_ID_MAX);
+    return DS_OK;
+}
 
 void proto_map_generate_request(const Decoserve__V1__GenerateRequest *pb, serving_request *out) {
     serving_request_default(out);

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "proto/health.pb-c.h"
 #include "server/proto_map.h"
 
 /* Packs and unpacks req, as a request crosses the wire. */
@@ -194,6 +195,59 @@ static void assert_all_fields_set(const ProtobufCMessage *m) {
     }
 }
 
+static void expect_refused(const ProtobufCMessage *pb, const char *want) {
+    char msg[256] = "";
+    ds_status st = proto_map_check_request(pb, msg, sizeof msg);
+    if (st != DS_EINVAL || strncmp(msg, want, strlen(want)))
+        fail_msg("want DS_EINVAL starting '%s', got %d: '%s'", want, st, msg);
+}
+
+/* Every string field of every request is UTF-8 checked, naming the field; the probe's request
+ * (prompt "Hi", max_tokens 2, request_id 0xff) is refused as it arrives off the wire. */
+static void test_check_strings(void **state) {
+    (void)state;
+    static const uint8_t probe[] = {0x0a, 0x02, 0x48, 0x69, 0x18, 0x02, 0x5a, 0x01, 0xff};
+    Decoserve__V1__GenerateRequest *pb =
+        decoserve__v1__generate_request__unpack(NULL, sizeof probe, probe);
+    assert_non_null(pb);
+    expect_refused(&pb->base, "request_id: not valid UTF-8 (byte 0 of 1)");
+    decoserve__v1__generate_request__free_unpacked(pb, NULL);
+
+    Decoserve__V1__GenerateRequest req = DECOSERVE__V1__GENERATE_REQUEST__INIT;
+    char *stops[3] = {"ok", "caf\xc3\xa9", "bad\xc3"};
+    req.prompt = "h\xc3\xa9llo \xf0\x9f\x98\x80";
+    req.stop = stops, req.n_stop = 2;
+    char msg[256] = "";
+    assert_int_equal(proto_map_check_request(&req.base, msg, sizeof msg), DS_OK);
+    req.n_stop = 3;
+    expect_refused(&req.base, "stop[2]: not valid UTF-8 (byte 3 of 4)");
+    req.n_stop = 0;
+    req.prompt = "x\xed\xa0\x80"; /* a surrogate */
+    expect_refused(&req.base, "prompt: not valid UTF-8 (byte 1");
+
+    Decoserve__V1__TokenizeRequest tok = DECOSERVE__V1__TOKENIZE_REQUEST__INIT;
+    tok.text = "\xc0\xaf"; /* overlong */
+    expect_refused(&tok.base, "text: not valid UTF-8");
+    Grpc__Health__V1__HealthCheckRequest health = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    health.service = "\x80";
+    expect_refused(&health.base, "service: not valid UTF-8");
+}
+
+/* request_id is bounded: it is repeated on every streamed message. */
+static void test_request_id_limit(void **state) {
+    (void)state;
+    char id[PROTO_MAP_REQUEST_ID_MAX + 2];
+    memset(id, 'a', sizeof id - 1);
+    id[sizeof id - 1] = '\0';
+    Decoserve__V1__GenerateRequest req = DECOSERVE__V1__GENERATE_REQUEST__INIT;
+    req.prompt = "x";
+    req.request_id = id;
+    expect_refused(&req.base, "request_id: 257 bytes, at most 256");
+    id[PROTO_MAP_REQUEST_ID_MAX] = '\0';
+    char msg[256] = "";
+    assert_int_equal(proto_map_check_request(&req.base, msg, sizeof msg), DS_OK);
+}
+
 static void test_stats_and_info_fill_every_field(void **state) {
     (void)state;
     serving_stats st;
@@ -270,6 +324,8 @@ int main(void) {
         cmocka_unit_test(test_sampling_and_stops),
         cmocka_unit_test(test_response),
         cmocka_unit_test(test_stats_and_info_fill_every_field),
+        cmocka_unit_test(test_check_strings),
+        cmocka_unit_test(test_request_id_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,11 +40,27 @@ static void usage(FILE *out) {
                  "  --shutdown-timeout S     on SIGTERM, seconds in-flight requests get to finish "
                  "(default 30)\n"
                  "  --shutdown-grace S       then, seconds before calls still open are cut "
-                 "(default 5)\n");
+                 "(default 5)\n"
+                 "Per connection:\n"
+                 "  --max-streams-per-connection N  calls open at once (default 100)\n"
+                 "  --idle-timeout S         close a connection with no call for S seconds "
+                 "(default 300)\n"
+                 "  --handshake-timeout S    a new connection must finish TLS and the HTTP/2 "
+                 "preface in S (default 10)\n"
+                 "  --keepalive S            ping every S seconds (default 60); no answer within\n"
+                 "  --keepalive-timeout S    S seconds (default 20) closes the connection\n");
     engine_flags_usage(out);
     fprintf(out, "Prints \"loading the model; gRPC on HOST:PORT\" (\", HTTP on http://HOST:PORT\") "
                  "on stderr once it listens, \"listening on HOST:PORT\" (and \"OpenAI API on "
                  "http://HOST:PORT\") once it serves; SIGTERM or SIGINT stop it (exit 0).\n");
+}
+
+/* A duration flag, lo to hi seconds. */
+static int seconds(const char *flag, const char *v, double lo, double hi, double *out) {
+    float s;
+    int r = cli_float(PROG, flag, v, lo, hi, &s);
+    *out = s;
+    return r;
 }
 
 static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server,
@@ -71,13 +87,19 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
         } else if (!strcmp(a, "--max-message-bytes")) {
             r = cli_int(PROG, a, v, 1024, 1 << 30, &server->max_message_bytes);
         } else if (!strcmp(a, "--shutdown-timeout")) {
-            float s;
-            r = cli_float(PROG, a, v, 0.0, 86400.0, &s);
-            server->shutdown_timeout_s = s;
+            r = seconds(a, v, 0.0, 86400.0, &server->shutdown_timeout_s);
         } else if (!strcmp(a, "--shutdown-grace")) {
-            float s;
-            r = cli_float(PROG, a, v, 0.0, 3600.0, &s);
-            server->shutdown_grace_s = s;
+            r = seconds(a, v, 0.0, 3600.0, &server->shutdown_grace_s);
+        } else if (!strcmp(a, "--max-streams-per-connection")) {
+            r = cli_int(PROG, a, v, 1, 1 << 20, &server->max_streams_per_connection);
+        } else if (!strcmp(a, "--idle-timeout")) {
+            r = seconds(a, v, 0.001, 3600.0, &server->idle_timeout_s);
+        } else if (!strcmp(a, "--handshake-timeout")) {
+            r = seconds(a, v, 0.001, 3600.0, &server->handshake_timeout_s);
+        } else if (!strcmp(a, "--keepalive")) {
+            r = seconds(a, v, 0.001, 3600.0, &server->keepalive_s);
+        } else if (!strcmp(a, "--keepalive-timeout")) {
+            r = seconds(a, v, 0.001, 3600.0, &server->keepalive_timeout_s);
         } else {
             fprintf(stderr, "%s: unknown flag %s (see --help)\n", PROG, a);
             return -1;

@@ -13,72 +13,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
 import grpc
-from grpc_tools import protoc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from checks import run_checks  # noqa: E402
+import serverlib as lib
+from serverlib import DECOSERVE, MKMODEL, STARTUP_S, TMP, Server, health_pb2, pb
 
-DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
-TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 REAL_MODEL = os.environ.get("DECOSERVE_MODEL", "")
 # Without DECOSERVE_MODEL the real model's golden answer is not checked; DECOSERVE_REQUIRE_MODEL=1
 # (what CI sets) turns that into a failure, so a green run cannot hide it.
 REQUIRE_MODEL = os.environ.get("DECOSERVE_REQUIRE_MODEL", "") == "1"
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-STARTUP_S = 300  # loading under ASan is slow
-
-# --- stubs from our proto -------------------------------------------------------------------
-
-stubs = os.path.join(TMP, "stubs")
-os.makedirs(stubs, exist_ok=True)
-for proto in (DECOSERVE_PROTO, HEALTH_PROTO):
-    rc = protoc.main(["protoc", "-I" + os.path.dirname(proto), "--python_out=" + stubs,
-                      "--grpc_python_out=" + stubs, proto])
-    if rc != 0:
-        sys.exit("grpc_tools.protoc failed on " + proto)
-sys.path.insert(0, stubs)
-import decoserve_pb2 as pb  # noqa: E402
-import decoserve_pb2_grpc  # noqa: E402
-import health_pb2  # noqa: E402
-import health_pb2_grpc  # noqa: E402
-
-# --- the server -----------------------------------------------------------------------------
-
-
-class Server:
-    """A `decoserve serve` on a free port; its stderr is collected by a thread."""
-
-    def __init__(self, model, *flags):
-        self.proc = subprocess.Popen(
-            [DECOSERVE, "serve", "--model", model, "--port", "0", *flags],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self.listening = threading.Event()
-        self.address = None
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.listening.wait(STARTUP_S):
-            self.proc.kill()
-            raise RuntimeError("server did not start:\n" + self.stderr())
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = decoserve_pb2_grpc.DecoserveStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            m = re.search(r"listening on (\S+)$", line.strip())
-            if m:
-                self.address = m.group(1)
-                self.listening.set()
-
-    def stderr(self):
-        return "".join(self.lines)
 
 
 def make_model():
@@ -99,30 +46,11 @@ def text_of(messages):
     return "".join(m.text for m in messages)
 
 
-def wait_blocks_back(stub, timeout=20):
-    """GetStats until nothing runs or waits and both KV pools are whole again; the last stats."""
-    deadline = time.time() + timeout
-    while True:
-        s = stub.GetStats(pb.GetStatsRequest(), timeout=10)
-        idle = s.running == 0 and s.waiting == 0
-        whole = (s.open_blocks_free == s.open_blocks_total and
-                 s.full_blocks_free == s.full_blocks_total)
-        if (idle and whole) or time.time() > deadline:
-            return s
-        time.sleep(0.05)
-
-
 def expect_status(code, fragment, fn):
-    """fn() must fail with code and details containing fragment."""
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, "got %s (%s), want %s" % (e.code(), e.details(), code)
-        assert fragment in (e.details() or ""), "details %r lack %r" % (e.details(), fragment)
-        # The engine names its options and the request's fields, never a CLI flag.
-        assert not re.search(r"--[a-z]", e.details() or ""), "details %r name a flag" % e.details()
-        return
-    raise AssertionError("succeeded, want %s" % code)
+    """lib.expect_status, and the details name the engine's options and the request's fields,
+    never a CLI flag."""
+    e = lib.expect_status(code, fragment, fn)
+    assert not re.search(r"--[a-z]", e.details() or ""), "details %r name a flag" % e.details()
 
 
 def run_cli(*args, timeout=300):
@@ -223,7 +151,7 @@ def check_concurrent_streams():
         assert last.request_id == "c%d" % i, last.request_id
         assert last.finish_reason == pb.FINISH_REASON_LENGTH, (i, last)
         assert sum(len(m.token_ids) for m in msgs) == max_tokens, (i, msgs)
-    stats = wait_blocks_back(stub)
+    stats = lib.wait_blocks_back(stub)
     assert stats.peak_running > 1, "never batched: peak_running %d" % stats.peak_running
 
 
@@ -243,7 +171,7 @@ def check_cancel_mid_stream():
         raise AssertionError("the stream went on after cancel")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.CANCELLED, e.code()
-    s = wait_blocks_back(stub)
+    s = lib.wait_blocks_back(stub)
     assert s.requests_cancelled == before + 1, (before, s.requests_cancelled)
     assert s.open_blocks_free == s.open_blocks_total, s
     assert s.full_blocks_free == s.full_blocks_total, s
@@ -260,7 +188,7 @@ def check_deadline():
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code()
     assert got, "no token before the deadline"
-    s = wait_blocks_back(stub)
+    s = lib.wait_blocks_back(stub)
     assert s.requests_cancelled == before + 1, (before, s.requests_cancelled)
     assert s.open_blocks_free == s.open_blocks_total, s
     assert s.full_blocks_free == s.full_blocks_total, s
@@ -321,7 +249,7 @@ def check_bad_requests():
     assert r.status == health_pb2.HealthCheckResponse.SERVING
     msgs = generate(stub, prompt="Still there?", max_tokens=3, ignore_eos=True)
     assert msgs[-1].usage.completion_tokens == 3
-    s = wait_blocks_back(stub)
+    s = lib.wait_blocks_back(stub)
     assert s.full_blocks_free == s.full_blocks_total and s.open_blocks_free == s.open_blocks_total
 
 
@@ -366,7 +294,7 @@ def check_queue_full():
                       lambda: generate(small.stub, timeout=30, prompt="x", max_tokens=1))
         running.cancel()
         waiting.cancel()
-        s = wait_blocks_back(small.stub)
+        s = lib.wait_blocks_back(small.stub)
         assert s.full_blocks_free == s.full_blocks_total, s
     finally:
         small.proc.send_signal(signal.SIGTERM)
@@ -427,9 +355,4 @@ CHECKS = [
     check_sigterm_under_load,  # last: it stops the server
 ]
 
-passed, failed = run_checks(CHECKS)
-if srv.proc.poll() is None:
-    srv.proc.kill()
-    print("server log:\n" + srv.stderr())
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+lib.run_checks(CHECKS, servers=[srv])
