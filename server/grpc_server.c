@@ -66,6 +66,7 @@ typedef struct rpc_method {
     const ProtobufCMessageDescriptor *request_type;
     unary_fn unary;   /* or */
     stream_fn stream; /* Generate, Health/Watch */
+    int open;         /* served without an API key: health probes carry none */
 } rpc_method;
 
 typedef enum rpc_state {
@@ -102,7 +103,8 @@ struct rpc {
 };
 
 struct ds_grpc_server {
-    lifecycle *life; /* borrowed: the engine once loaded, and whether to admit */
+    lifecycle *life;          /* borrowed: the engine once loaded, and whether to admit */
+    const security *security; /* borrowed; NULL: no API key */
     grpc_server *server;
     grpc_completion_queue *cq;
     int port;
@@ -306,9 +308,28 @@ static void generate_begin(rpc *r, const ProtobufCMessage *request) {
     stream_send(r);
 }
 
+/* The call's authorization metadata passes the API key check (security.h). */
+static int rpc_authorized(const rpc *r) {
+    const security *sec = r->srv->security;
+    if (sec == NULL || !security_requires_key(sec)) return 1;
+    for (size_t i = 0; i < r->request_md.count; i++) {
+        const grpc_metadata *md = &r->request_md.metadata[i];
+        if (grpc_slice_str_cmp(md->key, "authorization") == 0)
+            return security_authorized(sec, (const char *)GRPC_SLICE_START_PTR(md->value),
+                                       GRPC_SLICE_LENGTH(md->value));
+    }
+    return security_authorized(sec, NULL, 0);
+}
+
 static void rpc_on_request(rpc *r, int ok) {
     if (r->close_done) { /* cancelled before its message was handled */
         r->state = RPC_DONE;
+        return;
+    }
+    if (!(r->method && r->method->open) && !rpc_authorized(r)) {
+        rpc_finish(r, GRPC_STATUS_UNAUTHENTICATED,
+                   "authorization: missing or not a valid API key (send 'authorization: Bearer "
+                   "KEY')");
         return;
     }
     if (r->method == NULL) {
@@ -538,17 +559,17 @@ static void watch_begin(rpc *r, const ProtobufCMessage *request) {
 
 static const rpc_method METHODS[] = {
     {"/decoserve.v1.Decoserve/Generate", &decoserve__v1__generate_request__descriptor, NULL,
-     generate_begin},
+     generate_begin, 0},
     {"/decoserve.v1.Decoserve/Tokenize", &decoserve__v1__tokenize_request__descriptor, tokenize,
-     NULL},
+     NULL, 0},
     {"/decoserve.v1.Decoserve/ModelInfo", &decoserve__v1__model_info_request__descriptor,
-     model_info, NULL},
+     model_info, NULL, 0},
     {"/decoserve.v1.Decoserve/GetStats", &decoserve__v1__get_stats_request__descriptor, get_stats,
-     NULL},
+     NULL, 0},
     {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
-     health_check, NULL},
+     health_check, NULL, 1},
     {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, NULL,
-     watch_begin},
+     watch_begin, 1},
 };
 
 static const rpc_method *find_method(grpc_slice path) {
@@ -621,6 +642,7 @@ ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *o
     ds_grpc_server *srv = calloc(1, sizeof *srv);
     DS_ASSERT(srv != NULL);
     srv->life = life;
+    srv->security = options->security;
     srv->shutdown_timeout_s = options->shutdown_timeout_s;
     srv->shutdown_grace_s = options->shutdown_grace_s;
     srv->shutdown_tag.on_done = on_shutdown_notified;
@@ -641,7 +663,9 @@ ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *o
     srv->server = grpc_server_create(&channel_args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = options->security
+                                         ? security_grpc_credentials(options->security)
+                                         : grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
@@ -650,8 +674,11 @@ ds_status ds_grpc_server_create(lifecycle *life, const ds_grpc_server_options *o
         grpc_completion_queue_destroy(srv->cq);
         free(srv);
         grpc_shutdown();
-        return ds_fail(msg, msg_len, DS_EIO, "%s: cannot bind (address in use or not local?)",
-                       addr);
+        return ds_fail(msg, msg_len, DS_EIO, "%s: cannot bind (address in use or not local?%s)",
+                       addr,
+                       options->security && security_tls(options->security)
+                           ? " or the TLS certificate and key rejected: see the log above"
+                           : "");
     }
     grpc_server_start(srv->server);
     rpc_post_next(srv);

@@ -10,10 +10,11 @@
  * the engine, which frees its blocks within one step.
  *
  * Statuses: a malformed message or a bad field is INVALID_ARGUMENT with the engine's message naming
- * the field (strings that are not UTF-8 and a request_id over 256 bytes included); a full waiting
- * queue or a message over max_message_bytes is RESOURCE_EXHAUSTED; a request while loading or
- * draining, or one that meets the shutdown, is UNAVAILABLE with why; an engine failure mid-request
- * is INTERNAL.
+ * the field (strings that are not UTF-8 and a request_id over 256 bytes included); a call without
+ * a configured API key (security.h) is UNAUTHENTICATED, Health/Check and Health/Watch excepted; a
+ * full waiting queue or a message over max_message_bytes is RESOURCE_EXHAUSTED; a request while
+ * loading or draining, or one that meets the shutdown, is UNAVAILABLE with why; an engine failure
+ * mid-request is INTERNAL.
  *
  * (The prefix is ds_grpc_server_ because the gRPC library owns grpc_server_.) */
 #ifndef DS_SERVER_GRPC_SERVER_H
@@ -25,6 +26,7 @@
 #include "common/status.h"
 #include "engine/serving.h"
 #include "server/lifecycle.h"
+#include "server/security.h"
 
 typedef struct ds_grpc_server ds_grpc_server;
 
@@ -47,6 +49,7 @@ typedef struct ds_grpc_server_options {
                                        keepalive_timeout_s (default 20); a client may ping every
                                        10 s at most, else it gets GOAWAY (too_many_pings) */
     double keepalive_timeout_s;
+    const security *security; /* borrowed, outlives the server; NULL: plaintext, no API key */
 } ds_grpc_server_options;
 
 void ds_grpc_server_options_default(ds_grpc_server_options *o);

@@ -16,6 +16,7 @@
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/lifecycle.h"
+#include "server/security.h"
 
 static const char *PROG = "decoserve serve";
 
@@ -48,7 +49,9 @@ static void usage(FILE *out) {
                  "  --handshake-timeout S    a new connection must finish TLS and the HTTP/2 "
                  "preface in S (default 10)\n"
                  "  --keepalive S            ping every S seconds (default 60); no answer within\n"
-                 "  --keepalive-timeout S    S seconds (default 20) closes the connection\n");
+                 "  --keepalive-timeout S    S seconds (default 20) closes the connection\n"
+                 "TLS and API keys:\n");
+    security_usage(out);
     engine_flags_usage(out);
     fprintf(out, "Prints \"loading the model; gRPC on HOST:PORT\" (\", HTTP on http://HOST:PORT\") "
                  "on stderr once it listens, \"listening on HOST:PORT\" (and \"OpenAI API on "
@@ -64,18 +67,21 @@ static int seconds(const char *flag, const char *v, double lo, double hi, double
 }
 
 static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_options *server,
-                 ds_http_server_options *http, int *http_on) {
+                 ds_http_server_options *http, int *http_on, security_options *sec) {
     if (engine_flags_defaults(PROG, engine) < 0) return -1;
     ds_grpc_server_options_default(server);
     ds_http_server_options_default(http);
     *http_on = 0;
+    memset(sec, 0, sizeof *sec);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v;
         int e = engine_flags_next(PROG, argc, argv, &i, engine, usage, &v);
         if (e < 0) return -1;
         if (e == 0) continue;
         int r = 0;
-        if (!strcmp(a, "--host")) {
+        if (security_flag(a, v, sec)) {
+            continue;
+        } else if (!strcmp(a, "--host")) {
             server->host = v;
         } else if (!strcmp(a, "--port")) {
             r = cli_int(PROG, a, v, 0, 65535, &server->port);
@@ -108,6 +114,11 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
     }
     http->host = server->host;
     http->max_body_bytes = (size_t)server->max_message_bytes;
+    char msg[256];
+    if (security_options_check(sec, msg, sizeof msg) != DS_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, msg);
+        return -1;
+    }
     return engine_flags_check(PROG, engine);
 }
 
@@ -154,7 +165,18 @@ int cmd_serve(int argc, char **argv) {
     ds_grpc_server_options server_options;
     ds_http_server_options http_options;
     int http_on;
-    if (parse(argc, argv, &engine_options, &server_options, &http_options, &http_on) < 0) return 2;
+    security_options security_options;
+    if (parse(argc, argv, &engine_options, &server_options, &http_options, &http_on,
+              &security_options) < 0)
+        return 2;
+    char msg[512];
+    security *sec = NULL;
+    ds_status st = security_create(&security_options, &sec, msg, sizeof msg);
+    if (st != DS_OK) {
+        fprintf(stderr, "%s: %s\n", PROG, msg);
+        return 1;
+    }
+    server_options.security = sec;
 
     /* Installed before the model loads, so a stop during loading still exits cleanly. */
     struct sigaction sa;
@@ -166,20 +188,21 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     if (engine_options.node_rank > 0) { /* a follower serves nothing: it exits in here */
+        security_destroy(sec);
         serving_destroy(engine_flags_open(PROG, &engine_options));
         return 1;
     }
-    char msg[512];
     lifecycle *life = lifecycle_create();
     ds_grpc_server *server = NULL;
     ds_http_server *http = NULL;
-    ds_status st = ds_grpc_server_create(life, &server_options, &server, msg, sizeof msg);
+    st = ds_grpc_server_create(life, &server_options, &server, msg, sizeof msg);
     if (st == DS_OK && http_on)
         st = ds_http_server_create(life, &http_options, &http, msg, sizeof msg);
     if (st != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         ds_grpc_server_destroy(server);
         lifecycle_destroy(life);
+        security_destroy(sec);
         return 1;
     }
     const char *host = server_options.host;
@@ -207,6 +230,7 @@ int cmd_serve(int argc, char **argv) {
     ds_http_server_destroy(http);
     ds_grpc_server_destroy(server);
     lifecycle_destroy(life);
+    security_destroy(sec);
     if (l.engine == NULL) return 1;
     serving_destroy(l.engine);
     fprintf(stderr, "%s: stopped\n", PROG);
