@@ -6,6 +6,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "common/cpu_x86.h"
+
 __attribute__((target("avx,f16c"))) static void to_float_f16c(const uint16_t *src, float *dst,
                                                               size_t n) {
     size_t i = 0;
@@ -27,7 +29,7 @@ __attribute__((target("avx,f16c"))) static void to_half_f16c(const float *src, u
 
 static int have_f16c(void) {
     static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    if (cached < 0) cached = __builtin_cpu_supports("avx") && ds_cpu_has_f16c();
     return cached;
 }
 #else

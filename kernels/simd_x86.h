@@ -7,6 +7,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include "common/cpu_x86.h"
 #define SIMD_X86 1
 
 /* (v0 + v4) + (v2 + v6) + ((v1 + v5) + (v3 + v7)): the same tree for every vector. */

@@ -6,7 +6,7 @@ packages=(
     bazel-bootstrap gcc libc6-dev python3 python3-pip clang-format
     libcmocka-dev libopenblas-dev liblapacke-dev libutf8proc-dev libcjson-dev
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler grpc-proto python3-grpcio python3-grpc-tools
-    gnuplot-nox openssl
+    gnuplot-nox openssl clang libclang-rt-dev
     systemd binutils python3-yaml
     libmicrohttpd-dev curl prometheus python3-prometheus-client
 )
