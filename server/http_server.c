@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "common/clock.h"
@@ -25,8 +26,10 @@
 enum { WAIT_SLICE_MS = 100, DESTROY_WAIT_S = 5 };
 
 struct ds_http_server {
-    lifecycle *life; /* borrowed */
-    serving *engine; /* set by ds_http_server_attach, before the lifecycle publishes it */
+    lifecycle *life;          /* borrowed */
+    const security *security; /* borrowed; NULL: plaintext, no API key */
+    int client_ca;            /* mutual TLS: every request's connection must have a certificate */
+    serving *engine;          /* set by ds_http_server_attach, before the lifecycle publishes it */
     struct MHD_Daemon *daemon;
     int port;
     size_t max_body_bytes;
@@ -93,6 +96,27 @@ static int client_gone(struct MHD_Connection *c) {
     char byte;
     ssize_t n = recv(info->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* With a client CA, whether the connection's TLS client presented a certificate that verifies
+ * against it. libmicrohttpd asks for one in the handshake but leaves the verdict to us. */
+static int client_certified(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (info == NULL || info->tls_session == NULL) return 0;
+    gnutls_session_t session = info->tls_session;
+    unsigned n_certs = 0, status = 0;
+    if (gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 ||
+        gnutls_certificate_get_peers(session, &n_certs) == NULL || n_certs == 0)
+        return 0;
+    return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+}
+
+/* The API key check (security.h) on the request's Authorization header. */
+static int authorized(const ds_http_server *srv, struct MHD_Connection *c) {
+    if (srv->security == NULL) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    return security_authorized(srv->security, h, h ? strlen(h) : 0);
 }
 
 /* ---- completions ---- */
@@ -286,15 +310,16 @@ typedef enum route_id {
 typedef struct route {
     const char *path, *method;
     route_id id;
+    int open; /* served without an API key: probes and scrapers carry none (as vLLM's /metrics) */
 } route;
 
 static const route ROUTES[] = {
-    {"/v1/completions", MHD_HTTP_METHOD_POST, ROUTE_COMPLETIONS},
-    {"/v1/chat/completions", MHD_HTTP_METHOD_POST, ROUTE_CHAT},
-    {"/v1/models", MHD_HTTP_METHOD_GET, ROUTE_MODELS},
-    {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS},
-    {"/health", MHD_HTTP_METHOD_GET, ROUTE_HEALTH},
-    {"/ready", MHD_HTTP_METHOD_GET, ROUTE_READY},
+    {"/v1/completions", MHD_HTTP_METHOD_POST, ROUTE_COMPLETIONS, 0},
+    {"/v1/chat/completions", MHD_HTTP_METHOD_POST, ROUTE_CHAT, 0},
+    {"/v1/models", MHD_HTTP_METHOD_GET, ROUTE_MODELS, 0},
+    {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS, 1},
+    {"/health", MHD_HTTP_METHOD_GET, ROUTE_HEALTH, 1},
+    {"/ready", MHD_HTTP_METHOD_GET, ROUTE_READY, 1},
 };
 
 /* The route for url, or NULL with err set (404, or 405 for the wrong method). */
@@ -376,13 +401,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     openai_error err;
+    if (srv->client_ca && !client_certified(c)) {
+        openai_error_set(&err, 403, "",
+                         "TLS client certificate: none, or not signed by the client CA");
+        return send_error(c, &err);
+    }
+    const route *rt = find_route(url, method, &err);
+    if (!(rt && rt->open) && !authorized(srv, c)) { /* an unknown path learns nothing either */
+        openai_error_set(&err, 401, "",
+                         "authorization: missing or not a valid API key (send 'Authorization: "
+                         "Bearer KEY')");
+        return send_error(c, &err);
+    }
     if (call->too_large) {
         openai_error_set(&err, 413, "",
                          "request body: over the limit of %zu bytes (max_body_bytes)",
                          srv->max_body_bytes);
         return send_error(c, &err);
     }
-    const route *rt = find_route(url, method, &err);
     if (rt == NULL) return send_error(c, &err);
     return dispatch(srv, c, rt, call);
 }
@@ -475,17 +511,39 @@ ds_status ds_http_server_create(lifecycle *life, const ds_http_server_options *o
             return st;
         }
     }
+    srv->security = options->security;
+    const char *cert = NULL, *key = NULL, *client_ca = NULL;
+    if (srv->security) security_tls_pem(srv->security, &cert, &key, &client_ca);
+    srv->client_ca = client_ca != NULL;
+    /* TLS (GnuTLS, which Debian's libmicrohttpd is built with) from the PEM texts; a client CA
+     * makes the handshake ask for a client certificate, which client_certified checks. */
+    struct MHD_OptionItem tls[4];
+    int n_tls = 0;
+    if (cert) {
+        tls[n_tls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert};
+        tls[n_tls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key};
+    }
+    if (client_ca)
+        tls[n_tls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)client_ca};
+    tls[n_tls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if (cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        free(srv);
+        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                       "HTTP port: this libmicrohttpd was built without TLS");
+    }
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    srv->daemon = MHD_start_daemon(flags, (uint16_t)options->port, NULL, NULL, on_request, srv,
-                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
+                     MHD_USE_ERROR_LOG | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (cert ? MHD_USE_TLS : 0);
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)options->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         free(srv);
         return ds_fail(msg, msg_len, DS_EIO,
-                       "%s port %d: cannot listen for HTTP (address in use or not local?)",
-                       options->host, options->port);
+                       "%s port %d: cannot listen for HTTP (address in use or not local?%s)",
+                       options->host, options->port,
+                       cert ? " or the TLS certificate and key rejected" : "");
     }
     const union MHD_DaemonInfo *bound = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = bound ? bound->port : options->port;

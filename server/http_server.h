@@ -8,12 +8,18 @@
  * stream (serving_stream_wait), so a slow client holds only its own thread. A client that
  * disconnects (seen within 100 ms while its request runs) has its request cancelled.
  *
+ * Security (server/security.h, shared with the gRPC port): with TLS the port speaks HTTPS; with a
+ * client CA a request whose connection has no client certificate that verifies against it is 403
+ * (every path); with API keys a request without 'Authorization: Bearer KEY' for one of them is 401,
+ * except GET /health, /ready and /metrics (probes and scrapers carry no key; vLLM leaves /metrics
+ * open too).
+ *
  * Statuses: 400 for a body that is not JSON or a field of the wrong type or value (the error's
- * param names OpenAI's field), 404 for an unknown path, 405 for a known path with the wrong
- * method, 413 for a body over max_body_bytes, 429 when the waiting queue is full, 503 while the
- * model loads or the server drains or shuts down, 500 for an engine failure. Every error is an
- * OpenAI error object. A streamed request that fails after its first chunk ends with a `data:
- * {"error": ...}` event before `data: [DONE]`. */
+ * param names OpenAI's field), 401 / 403 as above, 404 for an unknown path, 405 for a known path
+ * with the wrong method, 413 for a body over max_body_bytes, 429 when the waiting queue is full,
+ * 503 while the model loads or the server drains or shuts down, 500 for an engine failure. Every
+ * error is an OpenAI error object. A streamed request that fails after its first chunk ends with
+ * a `data: {"error": ...}` event before `data: [DONE]`. */
 #ifndef DS_SERVER_HTTP_SERVER_H
 #define DS_SERVER_HTTP_SERVER_H
 
@@ -22,6 +28,7 @@
 #include "common/status.h"
 #include "engine/serving.h"
 #include "server/lifecycle.h"
+#include "server/security.h"
 
 typedef struct ds_http_server ds_http_server;
 
@@ -30,6 +37,7 @@ typedef struct ds_http_server_options {
     int port;                  /* 0: a free port, see ds_http_server_port */
     size_t max_body_bytes;     /* larger bodies answer 413 (default 4 MiB) */
     const char *chat_template; /* "chatml", "llama3", or NULL: recognised in the model's own */
+    const security *security;  /* TLS and API keys (borrowed, outliving the server), or NULL */
 } ds_http_server_options;
 
 void ds_http_server_options_default(ds_http_server_options *o);

@@ -35,12 +35,13 @@ int security_flag(const char *flag, const char *value, security_options *o) {
 
 void security_usage(FILE *out) {
     fprintf(out,
-            "  --tls-cert PEM           serve TLS with this certificate chain (needs --tls-key)\n"
+            "  --tls-cert PEM           serve TLS (gRPC and HTTPS) with this certificate chain "
+            "(needs --tls-key)\n"
             "  --tls-key PEM            the certificate's private key\n"
             "  --tls-client-ca PEM      mutual TLS: clients must present a certificate this CA "
             "signed\n"
             "  --api-key KEY            calls must send 'authorization: Bearer KEY' (health "
-            "checks exempt)\n"
+            "checks and /metrics exempt)\n"
             "  --api-key-file PATH      the same, any key of the file (one a line; # comments); "
             "not shown by ps\n");
 }
@@ -159,6 +160,11 @@ grpc_server_credentials *security_grpc_credentials(const security *s) {
         s->client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
                      : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
         NULL);
+}
+
+void security_tls_pem(const security *s, const char **cert, const char **key,
+                      const char **client_ca) {
+    *cert = s->cert, *key = s->key, *client_ca = s->client_ca;
 }
 
 /* 0 when a[0..n) equals key, in time that depends on n alone: every byte is read whatever

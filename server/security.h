@@ -54,6 +54,11 @@ int security_requires_key(const security *s);
  * (grpc_server_credentials_release) once the port is added. */
 grpc_server_credentials *security_grpc_credentials(const security *s);
 
+/* The PEM texts (NUL-terminated, owned by s) for a front door that is not gRPC's: the certificate
+ * chain and its key (both NULL without TLS) and the client CA (NULL without mutual TLS). */
+void security_tls_pem(const security *s, const char **cert, const char **key,
+                      const char **client_ca);
+
 /* Whether a call may proceed: 1 when no key is required, or when authorization (the header's
  * value, authorization_len bytes, not NUL-terminated; NULL when absent) is "Bearer KEY" (the
  * scheme in any case) for a configured KEY. Every key is compared, each in time independent of

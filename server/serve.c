@@ -55,7 +55,8 @@ static void usage(FILE *out) {
     engine_flags_usage(out);
     fprintf(out, "Prints \"loading the model; gRPC on HOST:PORT\" (\", HTTP on http://HOST:PORT\") "
                  "on stderr once it listens, \"listening on HOST:PORT\" (and \"OpenAI API on "
-                 "http://HOST:PORT\") once it serves; SIGTERM or SIGINT stop it (exit 0).\n");
+                 "http://HOST:PORT\") once it serves, https:// with TLS; SIGTERM or SIGINT stop "
+                 "it (exit 0).\n");
 }
 
 /* A duration flag, lo to hi seconds. */
@@ -126,8 +127,8 @@ static int parse(int argc, char **argv, serving_options *engine, ds_grpc_server_
 typedef struct loader {
     const serving_options *options;
     lifecycle *life;
-    ds_http_server *http; /* or NULL */
-    const char *host;
+    ds_http_server *http;           /* or NULL */
+    const char *host, *http_scheme; /* "http://" or, with TLS, "https://" */
     int bracket, grpc_port;
     serving *engine; /* once loaded and started */
 } loader;
@@ -156,7 +157,7 @@ static void *load_main(void *arg) {
     if (l->http) ds_http_server_attach(l->http, engine);
     lifecycle_set_engine(l->life, engine);
     print_address("listening on", "", l, l->grpc_port);
-    if (l->http) print_address("OpenAI API on", "http://", l, ds_http_server_port(l->http));
+    if (l->http) print_address("OpenAI API on", l->http_scheme, l, ds_http_server_port(l->http));
     return NULL;
 }
 
@@ -177,6 +178,7 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     server_options.security = sec;
+    http_options.security = sec;
 
     /* Installed before the model loads, so a stop during loading still exits cleanly. */
     struct sigaction sa;
@@ -210,13 +212,14 @@ int cmd_serve(int argc, char **argv) {
                 .life = life,
                 .http = http,
                 .host = host,
+                .http_scheme = security_tls(sec) ? "https://" : "http://",
                 .bracket = strchr(host, ':') != NULL && host[0] != '[',
                 .grpc_port = ds_grpc_server_port(server)};
     if (http)
         fprintf(stderr,
-                l.bracket ? "%s: loading the model; gRPC on [%s]:%d, HTTP on http://[%s]:%d\n"
-                          : "%s: loading the model; gRPC on %s:%d, HTTP on http://%s:%d\n",
-                PROG, host, l.grpc_port, host, ds_http_server_port(http));
+                l.bracket ? "%s: loading the model; gRPC on [%s]:%d, HTTP on %s[%s]:%d\n"
+                          : "%s: loading the model; gRPC on %s:%d, HTTP on %s%s:%d\n",
+                PROG, host, l.grpc_port, l.http_scheme, host, ds_http_server_port(http));
     else
         fprintf(stderr,
                 l.bracket ? "%s: loading the model; gRPC on [%s]:%d\n"

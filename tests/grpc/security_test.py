@@ -1,6 +1,7 @@
 """security_test — TLS, mutual TLS and API keys on `decoserve serve` (finding 7 of issue 19), seen
 by Python grpcio over secure channels. The CAs and certificates are made at test time with
-Debian's openssl: a server CA, a client CA and an unrelated CA whose certificates must be refused.
+Debian's openssl (tests/pylib/pki.py): a server CA, a client CA and an unrelated CA whose
+certificates must be refused.
 
 Usage: security_test.py DECOSERVE MKMODEL DECOSERVE_PROTO HEALTH_PROTO
 Runs on the tiny model; prints one line per check and ends with "N passed, N failed".
@@ -12,48 +13,17 @@ import subprocess
 import grpc
 
 import serverlib as lib
+from pki import Pki, read
 from serverlib import health_pb2, pb
 
-D = os.path.join(lib.TMP, "pki")
-os.makedirs(D, exist_ok=True)
 UNAUTHENTICATED, UNAVAILABLE = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE
 KEYS = ["key-one-7f3a9c", "key-two-41d08e"]
-
-
-def openssl(*args):
-    subprocess.run(["openssl", *args], check=True, cwd=D, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-
-
-def make_ca(name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", name + ".key", "-out", name + ".pem", "-days", "2", "-subj",
-            "/CN=decoserve test " + name)
-
-
-def make_cert(name, ca, extensions):
-    """A key and a certificate signed by ca; the file paths."""
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name)
-    with open(os.path.join(D, name + ".ext"), "w") as f:
-        f.write(extensions + "\n")
-    openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", name + ".ext")
-    return os.path.join(D, name + ".pem"), os.path.join(D, name + ".key")
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-for ca in ("server_ca", "client_ca", "other_ca"):
-    make_ca(ca)
-server_cert, server_key = make_cert("localhost", "server_ca",
-                                    "subjectAltName=DNS:localhost,IP:127.0.0.1")
-client_cert, client_key = make_cert("client", "client_ca", "extendedKeyUsage=clientAuth")
-rogue_cert, rogue_key = make_cert("rogue", "other_ca", "extendedKeyUsage=clientAuth")
-SERVER_CA, OTHER_CA = read(os.path.join(D, "server_ca.pem")), read(os.path.join(D, "other_ca.pem"))
+pki = Pki(os.path.join(lib.TMP, "pki"))
+D = pki.dir
+server_cert, server_key = pki.server_cert, pki.server_key
+client_cert, client_key = pki.client_cert, pki.client_key
+rogue_cert, rogue_key = pki.rogue_cert, pki.rogue_key
+SERVER_CA, OTHER_CA = pki.server_ca_pem, pki.other_ca_pem
 key_file = os.path.join(D, "api.keys")
 with open(key_file, "w") as f:
     f.write("# decoserve API keys\n%s\n\n%s\n" % (KEYS[0], KEYS[1]))
@@ -62,7 +32,7 @@ model = lib.tiny_model()
 tls = lib.Server(model, "--tls-cert", server_cert, "--tls-key", server_key, "--api-key-file",
                  key_file)
 mtls = lib.Server(model, "--tls-cert", server_cert, "--tls-key", server_key, "--tls-client-ca",
-                  os.path.join(D, "client_ca.pem"))
+                  pki.client_ca)
 plain_key = lib.Server(model, "--api-key", KEYS[0])
 
 

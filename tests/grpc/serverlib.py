@@ -50,7 +50,8 @@ def tiny_model():
 class Server:
     """A `decoserve serve` on a free port; its stderr is collected by a thread. .channel, .stub
     and .health speak plaintext; connect() gives another channel: plaintext, or TLS when root_ca
-    (PEM bytes) is given."""
+    (PEM bytes) is given. With --http-port among the flags, .http is its URL (http:// or
+    https://HOST:PORT) once the server serves."""
 
     def __init__(self, model, *flags, env=None):
         self.proc = subprocess.Popen(
@@ -59,7 +60,8 @@ class Server:
             env=env)
         self.lines = []
         self.listening = threading.Event()
-        self.address = None
+        self.address = self.http = None
+        self.serves_http = "--http-port" in flags
         threading.Thread(target=self._read, daemon=True).start()
         if not self.listening.wait(STARTUP_S):
             self.proc.kill()
@@ -74,6 +76,11 @@ class Server:
             m = re.search(r"listening on (\S+)$", line.strip())
             if m:
                 self.address = m.group(1)
+                if not self.serves_http:
+                    self.listening.set()
+            m = re.search(r"OpenAI API on (https?://\S+)$", line.strip())
+            if m:  # printed after the gRPC line
+                self.http = m.group(1)
                 self.listening.set()
 
     def stderr(self):

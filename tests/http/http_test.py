@@ -26,6 +26,9 @@ import openai
 from grpc_tools import protoc
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from http_json import exchange  # noqa: E402
+
 DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
 TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 REAL_MODEL = os.environ.get("DECOSERVE_MODEL", "")
@@ -90,16 +93,7 @@ class Server:
     def request(self, method, path, body=None, headers=None, timeout=120):
         """(status, parsed JSON or text) of one HTTP request."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        data = r.read().decode()
-        conn.close()
-        try:
-            return r.status, json.loads(data)
-        except ValueError:
-            return r.status, data
+        return exchange(conn, method, path, body, headers)
 
     def stats(self):
         return self.stub.GetStats(pb.GetStatsRequest(), timeout=10)
