@@ -172,6 +172,23 @@ def requests():
     }
 
 
+def openai_bodies():
+    """First byte: bit 0 chat, bits 1.. the template (0 chatml, 1 llama3, 2 none)."""
+    completion = {"model": "m", "prompt": "Hello", "max_tokens": 4, "temperature": 0.7,
+                  "top_p": 0.9, "seed": 3, "stop": ["ab", "\u00e9"], "stream": True,
+                  "stream_options": {"include_usage": True}, "top_k": 5, "ignore_eos": True}
+    chat = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Hi \U0001F600"}], "max_tokens": 3}
+    return {
+        "completion": b"\0" + json.dumps(completion).encode(),
+        "completion_ids": b"\0" + json.dumps({"prompt": [[1, 2, 3]], "max_tokens": 2}).encode(),
+        "chat_chatml": b"\1" + json.dumps(chat).encode(),
+        "chat_llama3": b"\3" + json.dumps(chat).encode(),
+        "chat_none": b"\5" + json.dumps(chat).encode(),
+        "bad_types": b"\0" + b'{"prompt": 7, "max_tokens": "x", "n": 2}',
+    }
+
+
 def write(target, name, data):
     d = os.path.join(ROOT, target)
     os.makedirs(d, exist_ok=True)
@@ -188,3 +205,5 @@ with open(config, "rb") as f:
 write("tokenizer_json", "tokenizer.json", json.dumps(TOKENIZER_JSON).encode())
 for name, data in requests().items():
     write("request", name, data)
+for name, data in openai_bodies().items():
+    write("openai", name, data)

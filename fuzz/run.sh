@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf hf tokenizer_json request)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf hf tokenizer_json request openai)
 output_base=${DECOSERVE_FUZZ_OUTPUT_BASE:-$HOME/.cache/decoserve-fuzz-bazel}
 flags=(--repo_env=CC=clang --symlink_prefix=/ --copt=-Wno-error
     --copt=-fsanitize=fuzzer-no-link,address,undefined --copt=-fno-sanitize-recover=all
