@@ -8,27 +8,9 @@
 
 #include "engine/serving.h"
 #include "fuzz/fuzz_input.h"
+#include "fuzz/tiny_engine.h"
 #include "server/chat_template.h"
 #include "server/openai_api.h"
-
-static serving *g_engine;
-
-static void destroy_engine(void) { serving_destroy(g_engine); }
-
-static serving *engine(void) {
-    if (g_engine) return g_engine;
-    serving_options o;
-    serving_options_default(&o);
-    o.random_weights = "tiny";
-    o.kv_memory_bytes = 4 << 20;
-    o.block_size = 16;
-    o.max_seqs = 4;
-    o.n_threads = 1;
-    char msg[512];
-    if (serving_create(&o, &g_engine, msg, sizeof msg) != DS_OK) abort();
-    atexit(destroy_engine);
-    return g_engine;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *const templates[] = {"chatml", "llama3", NULL};
@@ -41,12 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     openai_request q;
     openai_error err;
     if (openai_request_parse(endpoint, (const char *)data + 1, size - 1, &tmpl, 1, &q, &err) == 0) {
-        serving_stream *st;
-        if (serving_submit(engine(), &q.request, NULL, NULL, &st, msg, sizeof msg) == DS_OK) {
-            serving_stream_release(st);
-            int worked;
-            if (serving_step(engine(), &worked, msg, sizeof msg) != DS_OK) abort();
-        }
+        fuzz_submit_and_step(&q.request);
     } else if (err.http_status != 400 || err.message[0] == 0) {
         abort(); /* a refusal is a 400 that says why */
     }

@@ -8,38 +8,15 @@
 
 #include "engine/serving.h"
 #include "fuzz/fuzz_input.h"
+#include "fuzz/tiny_engine.h"
 #include "proto/decoserve.pb-c.h"
 #include "proto/health.pb-c.h"
 #include "server/proto_map.h"
 
-static serving *g_engine;
-
-static void destroy_engine(void) { serving_destroy(g_engine); }
-
-static serving *engine(void) {
-    if (g_engine) return g_engine;
-    serving_options o;
-    serving_options_default(&o);
-    o.random_weights = "tiny";
-    o.kv_memory_bytes = 4 << 20;
-    o.block_size = 16;
-    o.max_seqs = 4;
-    o.n_threads = 1;
-    char msg[512];
-    if (serving_create(&o, &g_engine, msg, sizeof msg) != DS_OK) abort();
-    atexit(destroy_engine);
-    return g_engine;
-}
-
 static void generate(const ProtobufCMessage *pb) {
     serving_request q;
     proto_map_generate_request((const Decoserve__V1__GenerateRequest *)pb, &q);
-    serving_stream *st;
-    char msg[512];
-    if (serving_submit(engine(), &q, NULL, NULL, &st, msg, sizeof msg) != DS_OK) return;
-    serving_stream_release(st);
-    int worked;
-    if (serving_step(engine(), &worked, msg, sizeof msg) != DS_OK) abort();
+    fuzz_submit_and_step(&q);
 }
 
 static void tokenize(const ProtobufCMessage *pb) {
@@ -48,11 +25,11 @@ static void tokenize(const ProtobufCMessage *pb) {
     int n_ids;
     char msg[512];
     size_t len;
-    if (serving_tokenize(engine(), req->text, strlen(req->text), &ids, &n_ids, msg, sizeof msg) !=
-        DS_OK)
+    if (serving_tokenize(fuzz_tiny_engine(), req->text, strlen(req->text), &ids, &n_ids, msg,
+                         sizeof msg) != DS_OK)
         return;
     for (int i = 0; i < n_ids; i++)
-        if (serving_token_bytes(engine(), ids[i], &len) == NULL) abort();
+        if (serving_token_bytes(fuzz_tiny_engine(), ids[i], &len) == NULL) abort();
     free(ids);
 }
 

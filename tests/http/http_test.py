@@ -27,6 +27,7 @@ from grpc_tools import protoc
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from checks import run_checks  # noqa: E402
 from http_json import exchange  # noqa: E402
 
 DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
@@ -532,16 +533,7 @@ CHECKS = [
     check_drain_timeout,
 ]
 
-passed = failed = 0
-for check in CHECKS:
-    t0 = time.time()
-    try:
-        check()
-        passed += 1
-        print("ok   %-40s %5.1f s" % (check.__name__, time.time() - t0), flush=True)
-    except Exception as e:  # noqa: BLE001 -- report every check, whatever broke
-        failed += 1
-        print("FAIL %s: %s: %s" % (check.__name__, type(e).__name__, e), flush=True)
+passed, failed = run_checks(CHECKS)
 if srv.proc.poll() is None:
     srv.proc.kill()
 if failed:
