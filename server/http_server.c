@@ -161,8 +161,9 @@ static enum MHD_Result answer_whole(ds_http_server *srv, struct MHD_Connection *
     while (out.finish == SERVING_RUNNING && !gone) {
         if (serving_stream_wait(stream, &out, WAIT_SLICE_MS / 1000.0))
             fwrite(out.text ? out.text : "", 1, out.text_len, f);
-        else
-            gone = client_gone(c);
+        /* Asked after every wait, not only after an idle one: a request whose tokens come
+         * faster than the slice would otherwise never notice its client leaving. */
+        gone = out.finish == SERVING_RUNNING && client_gone(c);
     }
     int closed = fclose(f);
     DS_ASSERT(closed == 0);
