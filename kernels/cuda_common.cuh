@@ -1,15 +1,16 @@
 /* kernels/cuda_common.cuh — device helpers shared by the .cu files: the tensor-core MMA and
- * matrix moves the attention kernel is built on (sm_80+ PTX), asynchronous copies, fp16 packing
- * and warp reductions. Fragment layouts are PTX's for mma.m16n8k16 (lane = 4 * gid + tig):
- *     A 16x16 row-major  a0 = A[gid][2tig..+1]   a1 = A[gid+8][2tig..+1]
- *                        a2 = A[gid][2tig+8..+9] a3 = A[gid+8][2tig+8..+9]
- *     B 16x8  (k x n)    b0 = B[2tig..+1][gid]   b1 = B[2tig+8..+9][gid]
- *     C 16x8             c0,c1 = C[gid][2tig..+1]  c2,c3 = C[gid+8][2tig..+1]
- * Each 32-bit register holds two fp16, the lower index in the low half. */
+ * matrix moves the attention kernel is built on (sm_80+ PTX), asynchronous copies, fp16 packing,
+ * a one-instruction mask-and-or, the SFU's exp2 and a compile-time loop. Fragment layouts are PTX's
+ * for mma.m16n8k16 (lane = 4 * gid + tig): A 16x16 row-major  a0 = A[gid][2tig..+1]   a1 =
+ * A[gid+8][2tig..+1] a2 = A[gid][2tig+8..+9] a3 = A[gid+8][2tig+8..+9] B 16x8  (k x n)    b0 =
+ * B[2tig..+1][gid]   b1 = B[2tig+8..+9][gid] C 16x8             c0,c1 = C[gid][2tig..+1]  c2,c3 =
+ * C[gid+8][2tig..+1] Each 32-bit register holds two fp16, the lower index in the low half. */
 #ifndef DS_KERNELS_CUDA_COMMON_CUH
 #define DS_KERNELS_CUDA_COMMON_CUH
 
 #include <stdint.h>
+
+#include <utility>
 
 #include <cuda_fp16.h>
 
@@ -62,5 +63,31 @@ DS_DEV float2 unpack_half2(uint32_t x) {
 }
 
 DS_DEV float half_bits_to_float(uint16_t x) { return __half2float(__ushort_as_half(x)); }
+
+/* (a & B) | C in one LOP3 with both constants as immediates (left to itself the compiler splits
+ * a mask-then-or with two constants into two instructions). */
+template <uint32_t B, uint32_t C> DS_DEV uint32_t and_or(uint32_t a) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(a), "n"(B), "n"(C));
+    return r;
+}
+
+/* 2^x, the SFU's approximation (relative error ~2^-22, subnormal results flushed to 0): the
+ * softmax's exponentials, without exp2f's subnormal-range fix-up around every call. */
+DS_DEV float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* f(std::integral_constant<int, I>{}) for I = 0 .. N-1, unrolled at compile time, so that
+ * indices reach templates and asm immediates. */
+template <typename F, int... I>
+DS_DEV void static_for_seq(F &&f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F> DS_DEV void static_for(F &&f) {
+    static_for_seq(f, std::make_integer_sequence<int, N>{});
+}
 
 #endif

@@ -13,6 +13,14 @@
  * them into fp16 with one exact subtraction and one FMA with the group's (scale, min), in
  * registers, so the tensor cores see the same operands as for an fp16 page.
  *   - KIVI keys (per-channel groups over the block) and values (per-token groups) this way.
+ *     Where the geometry allows (keys: a channel's codes are one 16-byte row, T * BITS = 128;
+ *     values: an even number of 16-byte chunks per token row), the codes reach the lanes by
+ *     ldmatrix.trans straight from the staged page, which leaves every operand register's two
+ *     codes at the same bit offset of its two halves: one lop3 and one exact fp16 op per pair,
+ *     no byte shuffling, and the tensor cores take the codes themselves: the scales are folded
+ *     into the query (keys) and into P (values), the minimums enter as one extra MMA each
+ *     (scores_codes_mma, values_kivi_mma). Elsewhere lanes load runs, pair codes by byte_perm
+ *     and dequantize to fp16 (scores_codes, values_kivi).
  *   - DecoQuant (t1 = 1, d2 = 16, chan axis): K[t][c1*16+c2] = sum_r A[c1][r] B[r][t][c2], so
  *     q.k_t = sum_{r,c2} Qp[r][c2] B[r][t][c2] with the projected query Qp = q A (per page, fp32,
  *     then fp16), then as KIVI keys on the large tensor B; values: W[r][c2][g] =
@@ -97,12 +105,56 @@ DS_DEV uint32_t dequant2(uint32_t x, uint32_t scale, uint32_t mn) {
     return *reinterpret_cast<uint32_t *>(&r);
 }
 
+/* The MMA-native code paths. ldmatrix.trans over 16-byte rows of codes hands lane (gid, tig)
+ * the 16-bit unit gid of rows 2tig and 2tig+1 in one register: two runs of 16 / BITS codes at
+ * the same positions of the two halves. So a pair of codes for one MMA operand register is one
+ * lop3 (mask both halves' code, or in the fp16 exponent of 1024) with no shuffling, where the
+ * generic path needs a byte_perm, a shift and a lop3 per pair, after a load and a shift per run.
+ * Keys (rows = channels): needs one unit per lane per channel, T * BITS == 128. Values (rows =
+ * tokens): needs an even number of 16-byte chunks per token row, D * BITS / 128. */
+template <int T, int BITS> constexpr bool keys_mma = T *BITS == 128;
+template <int D, int BITS> constexpr bool values_mma = (D * BITS / 128) % 2 == 0;
+
+/* Codes E of both halves of an ldmatrix unit register as fp16 integers: 1024 + code * 2^sub
+ * (sub: the code's offset inside its byte) by one LOP3, then the exact code by one FMA with
+ * powers of two. The scales and minimums are folded out of the product (scores_codes_mma,
+ * values_kivi_mma), so the tensor cores take the codes themselves. */
+template <int BITS, int E> DS_DEV uint32_t code_unit(uint32_t r) {
+    constexpr int bit = E * BITS, sub = bit % 8;
+    const uint32_t w = bit >= 8 ? r >> (bit & ~7) : r;
+    const uint32_t x = and_or<(((1u << BITS) - 1) << sub) * 0x10001u, 0x64006400u>(w);
+    __half2 c = *reinterpret_cast<const __half2 *>(&x);
+    if constexpr (sub != 0)
+        c = __hfma2(c, __float2half2_rn(1.0f / (float)(1 << sub)),
+                    __float2half2_rn(-1024.0f / (float)(1 << sub)));
+    else
+        c = __hsub2(c, __float2half2_rn(1024.0f));
+    return *reinterpret_cast<uint32_t *>(&c);
+}
+
+DS_DEV uint32_t hmul2_bits(uint32_t a, uint32_t b) {
+    __half2 r =
+        __hmul2(*reinterpret_cast<const __half2 *>(&a), *reinterpret_cast<const __half2 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+/* Bytes of a key + value page pair of the code formats as the kernels are compiled for it
+ * (classify() checks the formats' page_bytes against it): KIVI key page (scale, min) per channel
+ * + codes, value page (scale, min) per (token, group) + codes; DecoQuant pages the small tensor
+ * (D/16)^2 fp16, (scale, min) per row of the large tensor (D rows) + codes. */
+__host__ __device__ constexpr int code_pair_bytes(int fmt, int D, int T, int bits, int ngv) {
+    return fmt == FMT_KIVI ? D * 4 + T * ngv * 4 + 2 * D * T * bits / 8
+                           : 2 * ((D / 16) * (D / 16) * 2 + D * 4 + D * T * bits / 8);
+}
+
 /* ---- per-warp softmax state and the page step they share ---------------------------------- */
 
 /* Lane (gid, tig) owns heads 2tig and 2tig+1 (the C fragments' columns). l is the lane's partial
  * sum over its own tokens, reduced over gid at the end. */
 template <int KS> struct warp_state {
     float o[KS][4]; /* O^T fragments: m-tile of 16 channels (format's order) x heads 2tig..+1 */
+    float oz[4];    /* KIVI values on the MMA-native path: sum_t p_t min_t of group gid (rows
+                       gid < NGV) x heads 2tig..+1, added to every channel of the group at the end */
     float m[2], l[2];
 };
 
@@ -110,6 +162,7 @@ template <int KS> DS_DEV void state_init(warp_state<KS> &st) {
 #pragma unroll
     for (int i = 0; i < KS; i++)
         st.o[i][0] = st.o[i][1] = st.o[i][2] = st.o[i][3] = 0.0f;
+    st.oz[0] = st.oz[1] = st.oz[2] = st.oz[3] = 0.0f;
     st.m[0] = st.m[1] = -INFINITY;
     st.l[0] = st.l[1] = 0.0f;
 }
@@ -130,19 +183,21 @@ DS_DEV void softmax_page(warp_state<KS> &st, float s[NT][4], uint32_t pb[NT][2])
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
     }
     const float m0 = fmaxf(st.m[0], mx0), m1 = fmaxf(st.m[1], mx1);
-    const float c0 = st.m[0] == -INFINITY ? 0.0f : exp2f(st.m[0] - m0);
-    const float c1 = st.m[1] == -INFINITY ? 0.0f : exp2f(st.m[1] - m1);
+    const float c0 = st.m[0] == -INFINITY ? 0.0f : fast_exp2(st.m[0] - m0);
+    const float c1 = st.m[1] == -INFINITY ? 0.0f : fast_exp2(st.m[1] - m1);
     st.m[0] = m0, st.m[1] = m1;
 #pragma unroll
     for (int i = 0; i < KS; i++) {
         st.o[i][0] *= c0, st.o[i][2] *= c0;
         st.o[i][1] *= c1, st.o[i][3] *= c1;
     }
+    st.oz[0] *= c0, st.oz[2] *= c0;
+    st.oz[1] *= c1, st.oz[3] *= c1;
     float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int i = 0; i < NT; i++) {
-        const float p0 = exp2f(s[i][0] - m0), p1 = exp2f(s[i][1] - m1);
-        const float p2 = exp2f(s[i][2] - m0), p3 = exp2f(s[i][3] - m1);
+        const float p0 = fast_exp2(s[i][0] - m0), p1 = fast_exp2(s[i][1] - m1);
+        const float p2 = fast_exp2(s[i][2] - m0), p3 = fast_exp2(s[i][3] - m1);
         sum0 += p0 + p2, sum1 += p1 + p3;
         pb[i][0] = movmatrix_trans(pack_half2(p0, p1));
         pb[i][1] = movmatrix_trans(pack_half2(p2, p3));
@@ -163,9 +218,14 @@ template <int D, int T> DS_DEV uint32_t f16_chunk_offset(int token, int chunk) {
     return (uint32_t)(token * D * 2 + ((chunk ^ ((token / (2 * NT)) & 7)) * 16));
 }
 
-/* Channel of O^T row r of m-tile m, in the order each value format accumulates. */
-template <int D, int FMT, int NGV> DS_DEV int channel_of(int m, int r) {
-    if constexpr (FMT == FMT_KIVI) {
+/* Channel of O^T row r of m-tile m, in the order each value format accumulates. KIVI on the
+ * MMA-native path: m-tile m = (chunk pair m / CPU, code e = m % CPU of each unit), row gid from
+ * the pair's first 16-byte chunk of the token row, row gid + 8 from its second. */
+template <int D, int FMT, int NGV, int BITS> DS_DEV int channel_of(int m, int r) {
+    if constexpr (FMT == FMT_KIVI && values_mma<D, BITS>) {
+        constexpr int CPU = 16 / BITS, CPC = 128 / BITS;
+        return (2 * (m / CPU) + (r >> 3)) * CPC + (r & 7) * CPU + m % CPU;
+    } else if constexpr (FMT == FMT_KIVI) {
         constexpr int GL = D / NGV, MPG = GL / 16, CW = GL / 8;
         return (m / MPG) * GL + (r & 7) * CW + 2 * (m % MPG) + (r >> 3);
     } else {
@@ -287,6 +347,134 @@ DS_DEV void values_kivi(warp_state<D / 16> &st, const uint32_t pb[T / 16][2], co
     }
 }
 
+/* Keys on the MMA-native path (T * BITS == 128: a channel's codes are one 16-byte row): one
+ * ldmatrix.x4.trans gives 32 channels x the lane's 2NT tokens (unit gid), registers 2h | 2h + 1
+ * the channels 16j + 2tig.. | 16j + 8 + 2tig.. of k-step j = 2jj + h (the fp16 k order, so qh is
+ * loaded as for fp16 pages); code e of the unit is token gid * 2NT + e, row e % 2 of tile e / 2.
+ * Channel c's (scale, min) are the 32 bits at params + 4c. The per-channel scales are folded
+ * into the query and the minimums into one score per head added to every token:
+ *     q . k_t = sum_c (q_c scale_c) code_ct + sum_c q_c min_c,
+ * the second an MMA with the minimums as every row of A. Serves KIVI keys and DecoQuant's large
+ * tensor (channel r * 16 + c2) alike. */
+template <int D, int T, int BITS>
+DS_DEV void scores_codes_mma(float s[T / 16][4], const uint32_t qb[D / 16][2], const uint8_t *page,
+                             uint32_t params_offset, uint32_t payload_offset, int lane) {
+    static_assert(keys_mma<T, BITS>, "one 16-byte row of codes per channel");
+    constexpr int NT = T / 16, KS = D / 16;
+    const int tig = lane & 3;
+    const uint8_t *params = page + params_offset;
+    const uint32_t rows = smem_addr(page + payload_offset) + lane * 16;
+    float z[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* sum_c q_c min_c: all rows alike */
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+    for (int jj = 0; jj < KS / 2; jj++) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, rows + jj * 32 * 16);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int j = 2 * jj + h;
+            const uint2 lo = *reinterpret_cast<const uint2 *>(params + (16 * j + 2 * tig) * 4);
+            const uint2 hi = *reinterpret_cast<const uint2 *>(params + (16 * j + 8 + 2 * tig) * 4);
+            const uint32_t slo = __byte_perm(lo.x, lo.y, 0x5410),
+                           mlo = __byte_perm(lo.x, lo.y, 0x7632);
+            const uint32_t shi = __byte_perm(hi.x, hi.y, 0x5410),
+                           mhi = __byte_perm(hi.x, hi.y, 0x7632);
+            const uint32_t qs[2] = {hmul2_bits(qb[j][0], slo), hmul2_bits(qb[j][1], shi)};
+            const uint32_t am[4] = {mlo, mlo, mhi, mhi};
+            mma_16816(z, am, qb[j]);
+            static_for<NT>([&](auto I) {
+                constexpr int i = decltype(I)::value;
+                const uint32_t a[4] = {
+                    code_unit<BITS, 2 * i>(r[2 * h]), code_unit<BITS, 2 * i + 1>(r[2 * h]),
+                    code_unit<BITS, 2 * i>(r[2 * h + 1]), code_unit<BITS, 2 * i + 1>(r[2 * h + 1])};
+                mma_16816(s[i], a, qs);
+            });
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            s[i][e] += z[e];
+}
+
+/* 16-byte chunk ch of token t's row of KIVI value codes as staged: XOR-swizzled in its aligned
+ * run of 8 chunks by (t / 2NT) % 8, so the 8 token rows of every ldmatrix (tokens 2NT apart)
+ * land in distinct banks. A bijection when 2NT rows span a multiple of 8 chunks (else left
+ * plain). The staging copy writes chunk L to value_chunk(L / NCH, L % NCH). */
+template <int D, int T, int BITS> DS_DEV int value_chunk(int t, int ch) {
+    constexpr int NCH = D * BITS / 128;
+    constexpr bool swizzled = (T / 8 * NCH) % 8 == 0;
+    return (t * NCH + ch) ^ (swizzled ? (t / (T / 8)) & 7 : 0);
+}
+
+/* KIVI values on the MMA-native path: per tile one ldmatrix.x4.trans per pair of 16-byte chunks
+ * (rows = the tile's tokens in P^T's k order, so any token order works): registers 0 | 1 hold
+ * k 2tig.. of chunks 2pq | 2pq + 1 (O^T rows gid | gid + 8), 2 | 3 the same for k 2tig + 8..;
+ * code e of each unit is m-tile pq * CPU + e (channel_of). (scale, min) per (token, group) as
+ * values_kivi, folded out of the product:
+ *     sum_t p_t v_tc = sum_t (p_t scale_tg) code_tc + sum_t p_t min_tg,
+ * the first with P scaled per group (both chunks of an m-tile lie in one group), the second an
+ * MMA with the minimums of group g as row g of A, accumulated in st.oz across pages. */
+template <int D, int T, int BITS, int NGV>
+DS_DEV void values_kivi_mma(warp_state<D / 16> &st, const uint32_t pb[T / 16][2],
+                            const uint8_t *page, uint32_t params_offset, uint32_t payload_offset,
+                            int lane) {
+    static_assert(values_mma<D, BITS>, "an even number of chunks per token row");
+    constexpr int NT = T / 16, NCH = D * BITS / 128, CPU = 16 / BITS, CPC = 128 / BITS,
+                  GL = D / NGV;
+    const int gid = lane >> 2, tig = lane & 3, mm = lane >> 3, rr = lane & 7;
+    const uint8_t *params = page + params_offset;
+    const uint32_t pay = smem_addr(page + payload_offset);
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+        const int t_row = token_of<NT>(i, rr + 8 * (mm >> 1)); /* this lane's ldmatrix row */
+        const int tk[4] = {token_of<NT>(i, 2 * tig), token_of<NT>(i, 2 * tig + 1),
+                           token_of<NT>(i, 2 * tig + 8), token_of<NT>(i, 2 * tig + 9)};
+        uint32_t slo[NGV], mlo[NGV], shi[NGV], mhi[NGV], ps[NGV][2]; /* ps: P^T x scales */
+#pragma unroll
+        for (int g = 0; g < NGV; g++) {
+            uint32_t prm[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                prm[u] = *reinterpret_cast<const uint32_t *>(params + (tk[u] * NGV + g) * 4);
+            slo[g] = __byte_perm(prm[0], prm[1], 0x5410),
+            mlo[g] = __byte_perm(prm[0], prm[1], 0x7632);
+            shi[g] = __byte_perm(prm[2], prm[3], 0x5410),
+            mhi[g] = __byte_perm(prm[2], prm[3], 0x7632);
+            ps[g][0] = hmul2_bits(pb[i][0], slo[g]), ps[g][1] = hmul2_bits(pb[i][1], shi[g]);
+        }
+        { /* sum_t p_t min_tg into row g of st.oz */
+            uint32_t am[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+            for (int g = 0; g < NGV; g++)
+                if (gid == g) am[0] = mlo[g], am[2] = mhi[g];
+            mma_16816(st.oz, am, pb[i]);
+        }
+        static_for<NCH / 2>([&](auto PQ) {
+            constexpr int pq = decltype(PQ)::value;
+            uint32_t r[4];
+            ldmatrix_x4_trans(r, pay + value_chunk<D, T, BITS>(t_row, 2 * pq + (mm & 1)) * 16);
+            constexpr int g0 = 2 * pq * CPC / GL, g1 = (2 * pq + 1) * CPC / GL;
+            static_for<CPU>([&](auto E) {
+                constexpr int e = decltype(E)::value;
+                const uint32_t c0 = code_unit<BITS, e>(r[0]), c1 = code_unit<BITS, e>(r[1]);
+                const uint32_t c2 = code_unit<BITS, e>(r[2]), c3 = code_unit<BITS, e>(r[3]);
+                if constexpr (g0 == g1) {
+                    const uint32_t a[4] = {c0, c1, c2, c3};
+                    mma_16816(st.o[pq * CPU + e], a, ps[g0]);
+                } else { /* the rows' groups differ: one MMA per group, the other rows zero */
+                    const uint32_t a0[4] = {c0, 0u, c2, 0u}, a1[4] = {0u, c1, 0u, c3};
+                    mma_16816(st.o[pq * CPU + e], a0, ps[g0]);
+                    mma_16816(st.o[pq * CPU + e], a1, ps[g1]);
+                }
+            });
+        });
+    }
+}
+
 /* A row of DecoQuant's small tensor ([m][rank] fp16, m = rank = KS) as floats. */
 template <int KS> DS_DEV void small_row(float out[KS], const uint8_t *small, int row) {
     const uint32_t *w = reinterpret_cast<const uint32_t *>(small + row * KS * 2);
@@ -369,9 +557,9 @@ DS_DEV void values_deco(warp_state<D / 16> &st, const uint32_t pb[T / 16][2], co
 }
 
 /* The row's own block, exact from the fp16 open pool (global memory, rows of stride H * D),
- * n_valid <= T tokens. qb: Q^T B fragments in the format's k order (fp16 pages: ldmatrix's,
- * quantized pages: channels 16j + 4tig + q). */
-template <int D, int T, int FMT, int NGV>
+ * n_valid <= T tokens. qb: Q^T B fragments in the format's k order (fp16 pages and the
+ * MMA-native code path: ldmatrix's, the generic code path: channels 16j + 4tig + q). */
+template <int D, int T, int FMT, int NGV, int BITS>
 DS_DEV void own_block(warp_state<D / 16> &st, const uint32_t qb[D / 16][2], const uint16_t *kb,
                       const uint16_t *vb, size_t row_stride, int n_valid, float scale_log2, int gid,
                       int tig) {
@@ -385,7 +573,7 @@ DS_DEV void own_block(warp_state<D / 16> &st, const uint32_t qb[D / 16][2], cons
 #pragma unroll
         for (int j = 0; j < KS; j++) {
             uint32_t a[4] = {0, 0, 0, 0};
-            if constexpr (FMT == FMT_F16) {
+            if constexpr (FMT == FMT_F16 || keys_mma<T, BITS>) {
                 const int c = 16 * j + 2 * tig;
                 if (t0 < n_valid) {
                     a[0] = *reinterpret_cast<const uint32_t *>(k0 + c);
@@ -426,8 +614,8 @@ DS_DEV void own_block(warp_state<D / 16> &st, const uint32_t qb[D / 16][2], cons
             row[u] = tok[u] < n_valid ? vb + (size_t)tok[u] * row_stride : nullptr;
 #pragma unroll
         for (int m = 0; m < KS; m++) {
-            const int c0 = channel_of<D, FMT, NGV>(m, gid),
-                      c1 = channel_of<D, FMT, NGV>(m, gid + 8);
+            const int c0 = channel_of<D, FMT, NGV, BITS>(m, gid),
+                      c1 = channel_of<D, FMT, NGV, BITS>(m, gid + 8);
             uint32_t v[4][2]; /* [token][row gid | gid+8] */
 #pragma unroll
             for (int u = 0; u < 4; u++) {
@@ -460,6 +648,8 @@ template <int D, int T, int FMT, int BITS, int NGV>
 __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     paged_attention_kernel(const paged_attention_params p, const pa_plan plan) {
     constexpr int NT = T / 16, KS = D / 16;
+    constexpr bool KMMA = FMT != FMT_F16 && keys_mma<T, BITS>;
+    constexpr bool VMMA = FMT == FMT_KIVI && values_mma<D, BITS>;
     extern __shared__ __align__(16) uint8_t smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const int gid = lane >> 2, tig = lane & 3;
@@ -480,18 +670,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     float qf[KS][4];
 #pragma unroll
     for (int j = 0; j < KS; j++) {
-        if constexpr (FMT == FMT_F16) { /* k order of ldmatrix: channels 16j + 2tig.., +8 */
+        if constexpr (FMT == FMT_F16 || KMMA) { /* k order of ldmatrix: channels 16j + 2tig.., +8 */
             qh[j][0] = gid < G ? *reinterpret_cast<const uint32_t *>(qrow + 16 * j + 2 * tig) : 0u;
             qh[j][1] =
                 gid < G ? *reinterpret_cast<const uint32_t *>(qrow + 16 * j + 8 + 2 * tig) : 0u;
-        } else { /* k order of the code formats: channels 16j + 4tig + 0..3 */
+        } else { /* k order of the generic code path: channels 16j + 4tig + 0..3 */
             const uint2 x = gid < G ? *reinterpret_cast<const uint2 *>(qrow + 16 * j + 4 * tig)
                                     : make_uint2(0u, 0u);
             qh[j][0] = x.x, qh[j][1] = x.y;
-            if constexpr (FMT == FMT_DECO) {
-                const float2 lo = unpack_half2(x.x), hi = unpack_half2(x.y);
-                qf[j][0] = lo.x, qf[j][1] = lo.y, qf[j][2] = hi.x, qf[j][3] = hi.y;
-            }
+        }
+        if constexpr (FMT == FMT_DECO) { /* c1 = j, c2 = the lane's four k positions */
+            const float2 lo = unpack_half2(qh[j][0]), hi = unpack_half2(qh[j][1]);
+            qf[j][0] = lo.x, qf[j][1] = lo.y, qf[j][2] = hi.x, qf[j][3] = hi.y;
         }
     }
 
@@ -507,13 +697,15 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     const uint8_t *head_pages = p.cache.full + (size_t)h * pair;
     uint8_t *ring = smem + (size_t)warp * plan.stages * plan.stage_bytes;
     int32_t ids = 0; /* page ids of this warp's pages 32 at a time, lane i holds page k0 + i */
+    /* Ring slots advance by one per page issued / used (no division in the loop). */
+    int slot_issue = 0, slot_use = 0;
     auto issue = [&](int k) {
         if (k < n_mine) {
             if ((k & 31) == 0) ids = k + lane < n_mine ? table[first + (k + lane) * n_warps] : 0;
             const int32_t id = __shfl_sync(0xffffffffu, ids, k & 31);
             const uint8_t *src = head_pages + (size_t)id * p.cache.full_block_stride;
-            uint8_t *dst = ring + (size_t)(k % plan.stages) * plan.stage_bytes;
-            const uint32_t dst_addr = smem_addr(dst);
+            const uint32_t dst_addr = smem_addr(ring) + (uint32_t)slot_issue * plan.stage_bytes;
+            slot_issue = slot_issue + 1 == plan.stages ? 0 : slot_issue + 1;
             if constexpr (FMT == FMT_F16) {                    /* fixed size: unrolled, swizzled */
                 constexpr int CPR = D / 8, PER_PART = T * CPR; /* 16-byte chunks per row, part */
 #pragma unroll
@@ -523,10 +715,22 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
                                     f16_chunk_offset<D, T>(w / CPR, w % CPR),
                                 src + (size_t)c * 16);
                 }
-            } else {
-                const int n_chunks = (int)(pair / 16);
-                for (int c = lane; c < n_chunks; c += 32)
-                    cp_async_16(dst_addr + c * 16, src + (size_t)c * 16);
+            } else { /* the pair's size as compiled: unrolled; KIVI value codes swizzled */
+                constexpr int N = code_pair_bytes(FMT, D, T, BITS, NGV) / 16;
+                constexpr int NCH = D * BITS / 128,
+                              V0 = (D * 4 + D * T * BITS / 8 + T * NGV * 4) / 16;
+                const uint8_t *src_lane = src + lane * 16;
+#pragma unroll
+                for (int it = 0; it < (N + 31) / 32; it++) {
+                    const int c = lane + 32 * it;
+                    if (32 * (it + 1) <= N || c < N) {
+                        int to = c;
+                        if constexpr (VMMA)
+                            if (c >= V0 && c < V0 + T * NCH)
+                                to = V0 + value_chunk<D, T, BITS>((c - V0) / NCH, (c - V0) % NCH);
+                        cp_async_16(dst_addr + to * 16, src_lane + it * 512);
+                    }
+                }
             }
         }
         cp_async_commit();
@@ -537,11 +741,15 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
         issue(k + plan.stages - 1);
         wait_stages<7>(plan.stages - 1);
         __syncwarp();
-        const uint8_t *page = ring + (size_t)(k % plan.stages) * plan.stage_bytes;
+        const uint8_t *page = ring + (size_t)slot_use * plan.stage_bytes;
+        slot_use = slot_use + 1 == plan.stages ? 0 : slot_use + 1;
         float s[NT][4];
         uint32_t pb[NT][2];
         if constexpr (FMT == FMT_F16) {
             scores_f16<D, T>(s, qh, page, lane);
+        } else if constexpr (KMMA && FMT == FMT_KIVI) {
+            scores_codes_mma<D, T, BITS>(s, qh, page, p.key_format.params_offset,
+                                         p.key_format.payload_offset, lane);
         } else if constexpr (FMT == FMT_KIVI) {
             scores_codes<D, T, BITS>(s, qh, page, p.key_format.params_offset,
                                      p.key_format.payload_offset, gid, tig);
@@ -554,8 +762,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
                 qpb[j][0] = pack_half2(qp[j][0], qp[j][1]);
                 qpb[j][1] = pack_half2(qp[j][2], qp[j][3]);
             }
-            scores_codes<D, T, BITS>(s, qpb, page, p.key_format.params_offset,
-                                     p.key_format.payload_offset, gid, tig);
+            if constexpr (KMMA)
+                scores_codes_mma<D, T, BITS>(s, qpb, page, p.key_format.params_offset,
+                                             p.key_format.payload_offset, lane);
+            else
+                scores_codes<D, T, BITS>(s, qpb, page, p.key_format.params_offset,
+                                         p.key_format.payload_offset, gid, tig);
         }
 #pragma unroll
         for (int i = 0; i < NT; i++)
@@ -570,6 +782,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
         } else {
             if constexpr (FMT == FMT_F16)
                 values_f16<D, T>(st, pb, page, lane);
+            else if constexpr (VMMA)
+                values_kivi_mma<D, T, BITS, NGV>(st, pb, page + pk, p.value_format.params_offset,
+                                                 p.value_format.payload_offset, lane);
             else
                 values_kivi<D, T, BITS, NGV>(st, pb, page + pk, p.value_format.params_offset,
                                              p.value_format.payload_offset, gid, tig);
@@ -583,8 +798,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
         const int32_t open = p.open_table[(size_t)seq * p.table_stride + n_full];
         const uint16_t *blk = p.cache.open + (size_t)open * p.cache.open_block_stride;
         const size_t stride = (size_t)H * D;
-        own_block<D, T, FMT, NGV>(st, qh, blk + (size_t)h * D, blk + (size_t)T * stride + h * D,
-                                  stride, pos - n_full * T + 1, plan.scale_log2, gid, tig);
+        own_block<D, T, FMT, NGV, BITS>(st, qh, blk + (size_t)h * D,
+                                        blk + (size_t)T * stride + h * D, stride,
+                                        pos - n_full * T + 1, plan.scale_log2, gid, tig);
     }
 #pragma unroll
     for (int e = 0; e < 2; e++)
@@ -596,12 +812,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, FMT == FMT_KIVI ? 2 : 1)
     __syncthreads();
     float *o_sm = reinterpret_cast<float *>(smem);
     float *ml_sm = o_sm + (size_t)n_warps * kMaxGroup * D;
+    float oz[NGV][2] = {}; /* the value minimums' term of each group, for heads 2tig..+1 */
+    if constexpr (VMMA)
+#pragma unroll
+        for (int g = 0; g < NGV; g++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                oz[g][e] = __shfl_sync(0xffffffffu, st.oz[e], 4 * g + tig);
 #pragma unroll
     for (int m = 0; m < KS; m++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int g = 2 * tig + (e & 1), c = channel_of<D, FMT, NGV>(m, gid + 8 * (e >> 1));
-            o_sm[((size_t)warp * kMaxGroup + g) * D + c] = st.o[m][e];
+            const int g = 2 * tig + (e & 1),
+                      c = channel_of<D, FMT, NGV, BITS>(m, gid + 8 * (e >> 1));
+            o_sm[((size_t)warp * kMaxGroup + g) * D + c] =
+                st.o[m][e] + (VMMA ? oz[c / (D / NGV)][e & 1] : 0.0f);
         }
     if (gid == 0)
 #pragma unroll
@@ -687,6 +912,23 @@ template <int D, int T> pa_kernel_fn pick_format(int fmt, int bits, int ngv) {
     return nullptr;
 }
 
+/* The kernels stage a page pair of the code formats with its size and the KIVI value codes'
+ * offset compiled in (code_pair_bytes): a format laid out otherwise is refused, not misread. */
+ds_status check_pair(const kv_page_format *kf, const kv_page_format *vf, int fmt, int ngv,
+                     char *msg, size_t msg_len) {
+    const int D = kf->head_dim, T = kf->block_size, bits = kf->bits;
+    const uint32_t want = (uint32_t)code_pair_bytes(fmt, D, T, bits, ngv);
+    const int kivi_layout =
+        fmt != FMT_KIVI || (kf->page_bytes == (uint32_t)(D * 4 + D * T * bits / 8) &&
+                            vf->payload_offset == (uint32_t)(T * ngv * 4));
+    if (kf->page_bytes + vf->page_bytes != want || !kivi_layout)
+        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                       "paged attention (cuda): %u + %u-byte key and value pages; the kernels "
+                       "are built for %u-byte pairs laid out as kvcache/decoquant.h",
+                       kf->page_bytes, vf->page_bytes, want);
+    return DS_OK;
+}
+
 /* Which kernel family runs the formats, or DS_EUNSUPPORTED naming what does not fit. */
 ds_status classify(const paged_attention_params *p, int *fmt, int *ngv, char *msg, size_t msg_len) {
     const kv_page_format *kf = &p->key_format, *vf = &p->value_format;
@@ -713,7 +955,7 @@ ds_status classify(const paged_attention_params *p, int *fmt, int *ngv, char *ms
                            "%d; built: head_dim, or 64 at head_dim 128",
                            vf->group_len, D);
         *fmt = FMT_KIVI, *ngv = D / vf->group_len;
-        return DS_OK;
+        return check_pair(kf, vf, *fmt, *ngv, msg, msg_len);
     case KV_DECOQUANT:
         for (int i = 0; i < 2; i++) {
             const kv_page_format *f = i ? vf : kf;
@@ -727,7 +969,7 @@ ds_status classify(const paged_attention_params *p, int *fmt, int *ngv, char *ms
                                f->axis_chan ? "chan" : "row", f->group_len);
         }
         *fmt = FMT_DECO, *ngv = 1;
-        return DS_OK;
+        return check_pair(kf, vf, *fmt, *ngv, msg, msg_len);
     case KV_RTN:
         return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
                        "paged attention (cuda): rtn pages are not built");
