@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "engine/backend_open.h"
-#include "kvcache/paged_cache.h"
-
 enum { CHUNK = 256 };
 
 /* -log softmax(logits)[target], in double. */
@@ -21,58 +18,64 @@ static double nll(const float *logits, int vocab, int target) {
     return log(sum) + mx - logits[target];
 }
 
-ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens, int ctx,
-                       int stride, int block_size, const dq_config *key_codec,
-                       const dq_config *value_codec, qm_type weight_type, int cuda,
-                       int tensor_parallel, ppl_result *out, char *msg, size_t msg_len) {
+int ppl_window_count(int n_tokens, int ctx, int stride) {
+    return n_tokens <= ctx ? 1 : 1 + (n_tokens - ctx + stride - 1) / stride;
+}
+
+ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_tokens,
+                       const ppl_options *o, ppl_result *out, char *msg, size_t msg_len) {
     *out = (ppl_result){0};
     const llama_config *c = &model->config;
+    const int ctx = o->ctx, stride = o->stride;
     if (ctx < 2 || ctx > c->context_length || stride < 1 || stride > ctx || n_tokens < 2)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "perplexity: ctx = %d (2..%d), stride = %d (1..ctx), tokens = %d (>= 2)",
                        ctx, c->context_length, stride, n_tokens);
-    kv_cache_config kc = {.n_layers = c->n_layers,
-                          .n_kv_heads = c->n_kv_heads,
-                          .head_dim = c->head_dim,
-                          .block_size = block_size,
-                          .key_codec = *key_codec,
-                          .value_codec = *value_codec,
-                          .n_open_blocks = CHUNK / block_size + 2,
-                          .n_full_blocks = ctx / block_size + 1,
-                          .no_storage = cuda};
-    kv_cache *cache = NULL;
-    engine_backend be = {0};
+    const int n_windows = ppl_window_count(n_tokens, ctx, stride);
+    const int first = o->first_window, last = o->end_window ? o->end_window : n_windows;
+    if (first < 0 || first >= last || last > n_windows)
+        return ds_fail(msg, msg_len, DS_EINVAL,
+                       "perplexity: windows %d:%d: %d tokens, ctx %d and stride %d make windows "
+                       "0:%d",
+                       first, last, n_tokens, ctx, stride, n_windows);
+    kv_forward_options fo = {.key_codec = o->key_codec,
+                             .value_codec = o->value_codec,
+                             .block_size = o->block_size,
+                             .max_seq_tokens = ctx,
+                             .max_step_tokens = CHUNK,
+                             .read = o->read,
+                             .weights = o->weights,
+                             .cuda = o->cuda,
+                             .tensor_parallel = o->tensor_parallel};
+    kv_forward f;
     float *logits = malloc((size_t)CHUNK * c->vocab_size * sizeof(float));
-    ds_status st = logits ? kv_cache_create(&kc, &cache, msg, msg_len)
+    ds_status st = logits ? kv_forward_open(&f, model, &fo, msg, msg_len)
                           : ds_fail(msg, msg_len, DS_ENOMEM, "perplexity: out of memory");
-    engine_backend_options bo = {.cuda = cuda,
-                                 .max_step_tokens = CHUNK,
-                                 .max_seqs = 1,
-                                 .cpu_weights = weight_type,
-                                 .tensor_parallel = tensor_parallel,
-                                 .n_nodes = 1,
-                                 .tp_timeout_ms = 60000};
-    if (st == DS_OK) st = engine_backend_open(model, cache, &bo, &be, msg, msg_len);
-    struct timespec t0, t1;
+    if (st != DS_OK) {
+        free(logits);
+        return st;
+    }
+    struct timespec t0, t1, c0, c1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int prev_end = 0;
-    for (int begin = 0; st == DS_OK && prev_end < n_tokens; begin += stride) {
-        int end = begin + ctx < n_tokens ? begin + ctx : n_tokens;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    /* The end of the window before `first` (what it scored up to). */
+    int prev_end = first ? (first - 1) * stride + ctx : 0;
+    prev_end = prev_end < n_tokens ? prev_end : n_tokens;
+    out->first_scored = prev_end > first * stride + 1 ? prev_end : first * stride + 1;
+    for (int w = first; st == DS_OK && w < last; w++) {
+        int begin = w * stride, end = begin + ctx < n_tokens ? begin + ctx : n_tokens;
         /* Positions whose logits score a token: t in [first_scored - 1, end - 1). */
         int first_scored = prev_end > begin + 1 ? prev_end : begin + 1;
         kv_seq seq;
         kv_seq_init(&seq);
         for (int i = begin; st == DS_OK && i < end; i += CHUNK) {
             int n = end - i < CHUNK ? end - i : CHUNK;
-            llama_step_seq s = {
-                .kv = &seq, .tokens = tokens + i, .n_tokens = n, .logits = LLAMA_LOGITS_ALL};
-            st = kv_seq_reserve(cache, &seq, s.tokens, n, msg, msg_len);
-            if (st == DS_OK) st = be.forward(be.impl, &s, 1, logits, msg, msg_len);
-            if (st == DS_OK)
-                kv_seq_commit(cache, &seq);
-            else if (seq.n_reserved > seq.n_tokens)
-                kv_seq_rollback(cache, &seq);
-            for (int r = 0; st == DS_OK && r < n; r++) {
+            /* a chunk whose rows score nothing needs no logits */
+            int scores = i + n >= first_scored;
+            st = kv_forward_step(&f, &seq, tokens + i, n,
+                                 scores ? LLAMA_LOGITS_ALL : LLAMA_LOGITS_NONE, logits, msg,
+                                 msg_len);
+            for (int r = 0; st == DS_OK && scores && r < n; r++) {
                 int target = i + r + 1;
                 if (target < first_scored || target >= end) continue;
                 out->nll_sum +=
@@ -80,17 +83,22 @@ ds_status ppl_evaluate(const llama_model *model, const int32_t *tokens, int n_to
                 out->n_scored++;
             }
         }
-        kv_seq_release(cache, &seq);
+        kv_seq_release(f.cache, &seq);
         prev_end = end;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
     if (st == DS_OK) {
         out->ppl = exp(out->nll_sum / (double)out->n_scored);
         out->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
-        out->bytes_per_token = kv_cache_bytes_per_token(cache);
+        out->cpu_seconds = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
+        out->bytes_per_token = f.bytes_per_token;
+        out->read = f.read;
+        out->n_windows = n_windows;
+        out->first_window = first, out->end_window = last;
+        out->end_scored = prev_end;
     }
-    if (be.destroy) be.destroy(be.impl);
-    kv_cache_destroy(cache);
+    kv_forward_close(&f);
     free(logits);
     return st;
 }

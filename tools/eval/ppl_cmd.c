@@ -1,5 +1,6 @@
 /* tools/eval/ppl_cmd.c — `decoserve-eval ppl`: perplexity of a model over the start of a text
- * for each KV setting, with the cache compressed exactly as when serving; one table. */
+ * for each KV setting, with the cache compressed as when serving (read by the engine or through
+ * the codec's round trip); one table, and one JSON line per setting with --json. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,22 +10,15 @@
 #include "engine/llama.h"
 #include "engine/model_files.h"
 #include "tools/eval/commands.h"
+#include "tools/eval/kv_settings.h"
 #include "tools/eval/perplexity.h"
 
 static const char *PROG = "decoserve-eval ppl";
-
-enum { MAX_CONFIGS = 32 };
 
 #define TEXT_MAX_BYTES ((size_t)1 << 30) /* --text; bpe_encode counts ids in an int */
 
 static const char *DEFAULT_CONFIGS = "fp16,decoquant:8,rtn:8,kivi:8,decoquant:4,rtn:4,kivi:4,"
                                      "decoquant:2,rtn:2,kivi:2";
-
-typedef struct ppl_config {
-    dq_method key_method, value_method;
-    int bits;
-    char name[40];
-} ppl_config;
 
 static void usage(FILE *out) {
     fprintf(
@@ -42,43 +36,46 @@ static void usage(FILE *out) {
         "                     Q4_0 / Q4_1 blocks, Q8_0 for other tensors)\n"
         "  --device cpu|cuda  where the forward pass runs (cuda: a build with --define cuda=1)\n"
         "  --tensor-parallel N  shard the model over GPUs 0..N-1 with NCCL (--device cuda)\n"
+        "  --kv-read auto|engine|codec  engine: attention reads the compressed pages as when\n"
+        "                     serving; codec: fp16 pages replaced by the codec's round trip\n"
+        "                     when their block fills (formats the engine refuses, e.g. the\n"
+        "                     presets); auto (default): engine where it accepts the format\n"
+        "  --windows A:B      evaluate windows A..B-1 of the protocol only (a shard: shards'\n"
+        "                     nll sums and scored counts add up to the whole run)\n"
+        "  --json FILE        also write one JSON object per config (a line each) to FILE\n"
         "Protocol: Hugging Face's sliding-window recipe (tools/eval/perplexity.h).\n",
         DEFAULT_CONFIGS);
 }
 
-static int parse_config(const char *item, ppl_config *c) {
-    char buf[64], msg[128];
-    snprintf(buf, sizeof buf, "%s", item);
-    snprintf(c->name, sizeof c->name, "%s", item);
-    if (!strcmp(buf, "fp16")) {
-        c->key_method = c->value_method = DQ_FP16;
-        c->bits = 16;
-        return 0;
+/* One line of JSON: the run's settings and result (what tools/eval_summary.py reads). */
+static void write_json(FILE *out, const char *text_path, int n_tokens, const ppl_options *o,
+                       const char *config, const ppl_result *r, double fp16_bytes) {
+    fputs("{\"text\": \"", out);
+    for (const char *p = text_path; *p; p++) {
+        if (*p == '"' || *p == '\\') fputc('\\', out);
+        fputc((unsigned char)*p < 0x20 ? '?' : *p, out);
     }
-    char *colon = strchr(buf, ':');
-    if (!colon || cli_int(PROG, "--configs bits", colon + 1, 2, 8, &c->bits) < 0 ||
-        (c->bits != 2 && c->bits != 3 && c->bits != 4 && c->bits != 8)) {
-        fprintf(stderr, "%s: --configs: '%s': expected METHOD:BITS with BITS 8, 4, 3 or 2\n", PROG,
-                item);
-        return -1;
-    }
-    *colon = 0;
-    char *slash = strchr(buf, '/');
-    if (slash) *slash = 0;
-    if (dq_method_from_name(buf, &c->key_method, msg, sizeof msg) != DS_OK ||
-        dq_method_from_name(slash ? slash + 1 : buf, &c->value_method, msg, sizeof msg) != DS_OK) {
-        fprintf(stderr, "%s: --configs: %s\n", PROG, msg);
-        return -1;
-    }
-    return 0;
+    fprintf(out,
+            "\", \"config\": \"%s\", \"key_method\": \"%s\", \"value_method\": \"%s\", "
+            "\"bits\": %d, \"bytes_per_token\": %.2f, \"fp16_bytes_per_token\": %.0f, "
+            "\"ppl\": %.17g, \"nll_sum\": %.17g, \"n_scored\": %ld, \"tokens\": %d, "
+            "\"ctx\": %d, \"stride\": %d, \"block_size\": %d, \"group_size\": %d, "
+            "\"weights\": \"%s\", \"read\": \"%s\", \"n_windows\": %d, \"first_window\": %d, "
+            "\"end_window\": %d, \"first_scored\": %d, \"end_scored\": %d, \"seconds\": %.2f, "
+            "\"cpu_seconds\": %.2f}\n",
+            config, dq_method_name(o->key_codec.method), dq_method_name(o->value_codec.method),
+            o->key_codec.bits, r->bytes_per_token, fp16_bytes, r->ppl, r->nll_sum, r->n_scored,
+            n_tokens, o->ctx, o->stride, o->block_size, o->key_codec.group_size,
+            qm_type_name(o->weights), kv_read_name(r->read), r->n_windows, r->first_window,
+            r->end_window, r->first_scored, r->end_scored, r->seconds, r->cpu_seconds);
 }
 
 int cmd_ppl(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *configs = DEFAULT_CONFIGS;
-    int max_tokens = 4096, ctx = 1024, stride = 512, block_size = 32, group_size = 64;
+    const char *text_path = NULL;
+    kv_run_flags run = kv_run_flags_defaults(DEFAULT_CONFIGS);
+    int max_tokens = 4096, ctx = 1024, stride = 512;
     dq_config dq = dq_config_defaults(DQ_DECOQUANT, 4);
-    qm_type weights = QM_Q4_0;
-    int cuda = 0, tensor_parallel = 1;
+    int cuda = 0, tensor_parallel = 1, first_window = 0, end_window = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -90,37 +87,32 @@ int cmd_ppl(int argc, char **argv) {
             return 2;
         }
         const char *v = argv[++i];
-        int r = 0;
-        if (!strcmp(a, "--model"))
-            model_path = v;
-        else if (!strcmp(a, "--text"))
+        int r = kv_run_flag(PROG, a, v, &run);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (!strcmp(a, "--text"))
             text_path = v;
-        else if (!strcmp(a, "--configs"))
-            configs = v;
         else if (!strcmp(a, "--max-tokens"))
             r = cli_int(PROG, a, v, 2, 1 << 26, &max_tokens);
         else if (!strcmp(a, "--ctx"))
             r = cli_int(PROG, a, v, 2, 1 << 20, &ctx);
         else if (!strcmp(a, "--stride"))
             r = cli_int(PROG, a, v, 1, 1 << 20, &stride);
-        else if (!strcmp(a, "--block-size"))
-            r = cli_int(PROG, a, v, 1, 1024, &block_size);
-        else if (!strcmp(a, "--group-size"))
-            r = cli_int(PROG, a, v, 1, 1 << 16, &group_size);
         else if (!strcmp(a, "--tensor-parallel"))
             r = cli_int(PROG, a, v, 1, 8, &tensor_parallel);
-        else if (!strcmp(a, "--device")) {
+        else if (!strcmp(a, "--windows")) {
+            char extra;
+            if (sscanf(v, "%d:%d%c", &first_window, &end_window, &extra) != 2 || first_window < 0 ||
+                end_window <= first_window) {
+                fprintf(stderr, "%s: --windows = '%s': expected A:B with 0 <= A < B\n", PROG, v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--device")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "%s: --device = '%s': expected cpu or cuda\n", PROG, v);
                 return 2;
             }
             cuda = !strcmp(v, "cuda");
-        } else if (!strcmp(a, "--weights")) {
-            char msg[128];
-            if (llama_weights_from_name(v, &weights, msg, sizeof msg) != DS_OK) {
-                fprintf(stderr, "%s: %s\n", PROG, msg);
-                return 2;
-            }
         } else if (!strcmp(a, "--dq-refit"))
             r = cli_int(PROG, a, v, 0, 1, &dq.refit);
         else if (!strcmp(a, "--dq-axis")) {
@@ -141,7 +133,7 @@ int cmd_ppl(int argc, char **argv) {
         }
         if (r < 0) return 2;
     }
-    if (!model_path || !text_path) {
+    if (!run.model_path || !text_path) {
         fprintf(stderr, "%s: --model and --text are required (see --help)\n", PROG);
         return 2;
     }
@@ -149,22 +141,14 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "%s: --tensor-parallel = %d: needs --device cuda\n", PROG, tensor_parallel);
         return 2;
     }
-    ppl_config list[MAX_CONFIGS];
-    int n_configs = 0;
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", configs);
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n_configs == MAX_CONFIGS) {
-            fprintf(stderr, "%s: --configs: at most %d\n", PROG, MAX_CONFIGS);
-            return 2;
-        }
-        if (parse_config(tok, &list[n_configs++]) < 0) return 2;
-    }
+    kv_setting list[KV_SETTINGS_MAX];
+    int n_configs = kv_settings_parse(PROG, run.configs, list);
+    if (n_configs < 0) return 2;
 
     char msg[512];
     llama_model model = {0};
     bpe_tokenizer *tok = NULL;
-    if (model_files_load(model_path, &model, &tok, msg, sizeof msg) != DS_OK) {
+    if (model_files_load(run.model_path, &model, &tok, msg, sizeof msg) != DS_OK) {
         fprintf(stderr, "%s: %s\n", PROG, msg);
         return 1;
     }
@@ -184,22 +168,33 @@ int cmd_ppl(int argc, char **argv) {
         rc = 1;
     }
     int n = n_ids < max_tokens ? n_ids : max_tokens;
+    FILE *json = NULL;
+    if (!rc && run.json_path && !(json = fopen(run.json_path, "w"))) {
+        fprintf(stderr, "%s: --json %s: cannot open for writing\n", PROG, run.json_path);
+        rc = 1;
+    }
     if (!rc) {
         printf("perplexity: %s, first %d tokens, ctx %d, stride %d, block %d, group %d, weights "
                "%s\n\n",
-               text_path, n, ctx, stride, block_size, group_size, qm_type_name(weights));
-        printf("%-22s %4s %10s %8s %10s %8s %8s\n", "kv config", "bits", "bytes/tok", "vs fp16",
-               "ppl", "delta", "seconds");
+               text_path, n, ctx, stride, run.block_size, run.group_size,
+               qm_type_name(run.weights));
+        printf("%-22s %4s %10s %8s %10s %8s %8s %6s %9s\n", "kv config", "bits", "bytes/tok",
+               "vs fp16", "ppl", "delta", "seconds", "read", "windows");
     }
     double base = 0;
     for (int i = 0; !rc && i < n_configs; i++) {
-        dq_config kc = dq, vc = dq;
-        kc.method = list[i].key_method, vc.method = list[i].value_method;
-        kc.bits = vc.bits = list[i].bits;
-        kc.group_size = vc.group_size = group_size;
+        ppl_options po = {.ctx = ctx,
+                          .stride = stride,
+                          .block_size = run.block_size,
+                          .read = run.read,
+                          .weights = run.weights,
+                          .cuda = cuda,
+                          .tensor_parallel = tensor_parallel,
+                          .first_window = first_window,
+                          .end_window = end_window};
+        kv_setting_codecs(&list[i], &dq, run.group_size, &po.key_codec, &po.value_codec);
         ppl_result r;
-        if (ppl_evaluate(&model, ids, n, ctx, stride, block_size, &kc, &vc, weights, cuda,
-                         tensor_parallel, &r, msg, sizeof msg) != DS_OK) {
+        if (ppl_evaluate(&model, ids, n, &po, &r, msg, sizeof msg) != DS_OK) {
             fprintf(stderr, "%s: %s: %s\n", PROG, list[i].name, msg);
             rc = 1;
             break;
@@ -213,8 +208,14 @@ int cmd_ppl(int argc, char **argv) {
             printf(" %+7.2f%%", 100.0 * (r.ppl / base - 1.0));
         else
             printf(" %8s", "-");
-        printf(" %8.1f\n", r.seconds);
+        printf(" %8.1f %6s %4d:%-4d\n", r.seconds, kv_read_name(r.read), r.first_window,
+               r.end_window);
         fflush(stdout);
+        if (json) write_json(json, text_path, n, &po, list[i].name, &r, fp16_bytes);
+    }
+    if (json && fclose(json)) {
+        fprintf(stderr, "%s: --json %s: write failed\n", PROG, run.json_path);
+        rc = 1;
     }
     free(text), free(ids);
     bpe_destroy(tok);
