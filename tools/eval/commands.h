@@ -5,5 +5,6 @@
 
 int cmd_kv(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
+int cmd_greedy(int argc, char **argv);
 
 #endif
