@@ -44,7 +44,9 @@ typedef struct kv_metrics {
     double key_rel_err, value_rel_err; /* relative Frobenius error over all heads */
     double key_max_abs, value_max_abs;
     double attn_rel_err;
-    double compress_us_per_page; /* wall time of dq_compress_page, mean over K and V pages */
+    /* CPU time of one dq_compress_page call on the calling thread (one core), mean over the key
+     * pages and over the value pages */
+    double key_us_per_page, value_us_per_page;
 } kv_metrics;
 
 /* Runs one configuration (the same config for keys and values, each with its own role) over the
