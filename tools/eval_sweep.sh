@@ -199,7 +199,7 @@ fi
 n_jobs=$(wc -l <"$PLAN")
 # CPU seconds per 1024-token window and per job start, measured on the development machine (one
 # shared core of an AMD EPYC): an estimate for planning, not a promise.
-est=$(awk -F'\t' -v ctx="$CTX" '{ if (match($2, /--windows [0-9]+:[0-9]+/)) { split(substr($2, RSTART + 10, RLENGTH - 10), w, ":"); s += (w[2] - w[1]) * 13.5 * ctx / 1024 + 2 }
+est=$(awk -F'\t' -v ctx="$CTX" '{ if (match($2, /--windows [0-9]+:[0-9]+/)) { split(substr($2, RSTART + 10, RLENGTH - 10), w, ":"); s += (w[2] - w[1]) * 10 * ctx / 1024 + 2 }
     else if ($1 ~ /^kv_/) s += 150; else s += 22 } END { printf "%d", s }' "$PLAN")
 echo "eval_sweep: $n_jobs jobs, $JOBS at once, deadline ${DEADLINE}s; texts: ${TEXTS[*]:-none}; plan: $PLAN"
 echo "eval_sweep: estimated ${est} CPU seconds, ~$((est / JOBS))s on $JOBS cores"

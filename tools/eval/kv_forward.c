@@ -26,14 +26,15 @@ const char *kv_read_name(kv_read read) { return READ_NAMES[read]; }
 static ds_status open_cache(kv_forward *f, const llama_model *model, const kv_forward_options *o,
                             int codec_read, char *msg, size_t msg_len) {
     const llama_config *c = &model->config;
+    const int max_seqs = o->max_seqs > 1 ? o->max_seqs : 1;
     kv_cache_config kc = {.n_layers = c->n_layers,
                           .n_kv_heads = c->n_kv_heads,
                           .head_dim = c->head_dim,
                           .block_size = o->block_size,
                           .key_codec = o->key_codec,
                           .value_codec = o->value_codec,
-                          .n_open_blocks = o->max_step_tokens / o->block_size + 2,
-                          .n_full_blocks = o->max_seq_tokens / o->block_size + 1,
+                          .n_open_blocks = o->max_step_tokens / o->block_size + 2 * max_seqs,
+                          .n_full_blocks = max_seqs * (o->max_seq_tokens / o->block_size + 1),
                           .no_storage = o->cuda};
     size_t open_bytes, full_bytes;
     ds_status st = kv_cache_block_bytes(&kc, &open_bytes, &full_bytes, msg, msg_len);
@@ -46,7 +47,7 @@ static ds_status open_cache(kv_forward *f, const llama_model *model, const kv_fo
     st = kv_cache_create(&kc, &f->cache, msg, msg_len);
     engine_backend_options bo = {.cuda = o->cuda && !codec_read,
                                  .max_step_tokens = o->max_step_tokens,
-                                 .max_seqs = 1,
+                                 .max_seqs = max_seqs,
                                  .cpu_weights = o->weights,
                                  .tensor_parallel = o->tensor_parallel,
                                  .n_nodes = 1,
@@ -78,6 +79,8 @@ ds_status kv_forward_open(kv_forward *f, const llama_model *model, const kv_forw
         f->read = KV_READ_CODEC;
         st = open_cache(f, model, o, 1, msg, msg_len);
     }
+    f->block_steps =
+        f->read == KV_READ_CODEC && (f->key_format.cfg.bits < 16 || f->value_format.cfg.bits < 16);
     if (st == DS_OK && f->read == KV_READ_CODEC) {
         size_t kw = dq_workspace_bytes(&f->key_format), vw = dq_workspace_bytes(&f->value_format);
         size_t kp = dq_page_bytes(&f->key_format), vp = dq_page_bytes(&f->value_format);
@@ -117,11 +120,43 @@ static void round_trip_block(kv_forward *f, const kv_seq *seq, int block) {
             }
 }
 
+ds_status kv_forward_batch(kv_forward *f, const llama_step_seq *seqs, int n_seqs, float *logits,
+                           char *msg, size_t msg_len) {
+    const int T = f->cache->config.block_size;
+    const int cut = f->block_steps;
+    ds_status st = DS_OK;
+    int reserved = 0;
+    for (; st == DS_OK && reserved < n_seqs; reserved++) {
+        const llama_step_seq *s = &seqs[reserved];
+        if (cut && s->kv->n_tokens % T + s->n_tokens > T)
+            st = ds_fail(msg, msg_len, DS_EINVAL,
+                         "kv forward: sequence %d: %d tokens from position %d cross a block "
+                         "boundary (--kv-read codec runs one block at a time)",
+                         reserved, s->n_tokens, s->kv->n_tokens);
+        else
+            st = kv_seq_reserve(f->cache, s->kv, s->tokens, s->n_tokens, msg, msg_len);
+        if (st != DS_OK) break;
+    }
+    if (st == DS_OK) st = f->backend.forward(f->backend.impl, seqs, n_seqs, logits, msg, msg_len);
+    for (int i = 0; i < reserved; i++) {
+        kv_seq *seq = seqs[i].kv;
+        if (st != DS_OK) {
+            if (seq->n_reserved > seq->n_tokens) kv_seq_rollback(f->cache, seq);
+            continue;
+        }
+        int first, end;
+        kv_seq_filling(f->cache, seq, &first, &end);
+        kv_seq_commit(f->cache, seq);
+        for (int b = first; cut && b < end; b++)
+            round_trip_block(f, seq, b);
+    }
+    return st;
+}
+
 ds_status kv_forward_step(kv_forward *f, kv_seq *seq, const int32_t *tokens, int n,
                           llama_logits mode, float *logits, char *msg, size_t msg_len) {
     const int T = f->cache->config.block_size, vocab = f->model->config.vocab_size;
-    const int cut =
-        f->read == KV_READ_CODEC && (f->key_format.cfg.bits < 16 || f->value_format.cfg.bits < 16);
+    const int cut = f->block_steps;
     ds_status st = DS_OK;
     for (int done = 0; st == DS_OK && done < n;) {
         int len = n - done;
@@ -131,18 +166,9 @@ ds_status kv_forward_step(kv_forward *f, kv_seq *seq, const int32_t *tokens, int
             .tokens = tokens + done,
             .n_tokens = len,
             .logits = mode == LLAMA_LOGITS_ALL || done + len == n ? mode : LLAMA_LOGITS_NONE};
-        float *out = mode == LLAMA_LOGITS_ALL ? logits + (size_t)done * vocab : logits;
-        st = kv_seq_reserve(f->cache, seq, s.tokens, len, msg, msg_len);
-        if (st == DS_OK) st = f->backend.forward(f->backend.impl, &s, 1, out, msg, msg_len);
-        if (st != DS_OK) {
-            if (seq->n_reserved > seq->n_tokens) kv_seq_rollback(f->cache, seq);
-            break;
-        }
-        int first, end;
-        kv_seq_filling(f->cache, seq, &first, &end);
-        kv_seq_commit(f->cache, seq);
-        for (int b = first; cut && b < end; b++)
-            round_trip_block(f, seq, b);
+        st = kv_forward_batch(f, &s, 1,
+                              mode == LLAMA_LOGITS_ALL ? logits + (size_t)done * vocab : logits,
+                              msg, msg_len);
         done += len;
     }
     return st;

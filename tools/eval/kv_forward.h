@@ -39,7 +39,8 @@ typedef struct kv_forward_options {
     dq_config key_codec, value_codec; /* block_size and head_dim are filled in */
     int block_size;
     int max_seq_tokens;  /* longest sequence the cache must hold */
-    int max_step_tokens; /* most tokens one kv_forward_step call carries */
+    int max_step_tokens; /* most tokens one step carries, all its sequences together */
+    int max_seqs;        /* sequences one kv_forward_batch carries (0: 1) */
     kv_read read;
     qm_type weights; /* CPU compute weights */
     int cuda, tensor_parallel;
@@ -49,7 +50,9 @@ typedef struct kv_forward {
     const llama_model *model;
     kv_cache *cache;
     engine_backend backend;
-    kv_read read;                       /* as resolved: KV_READ_ENGINE or KV_READ_CODEC */
+    kv_read read;    /* as resolved: KV_READ_ENGINE or KV_READ_CODEC */
+    int block_steps; /* 1: no step may cross a block boundary (codec reading, a compressed
+                        format: the round trip happens between steps) */
     dq_format key_format, value_format; /* the codec's (what the table's bytes/token count) */
     double bytes_per_token;             /* the codec's, all layers, K+V */
     uint8_t *page;                      /* KV_READ_CODEC scratch: one compressed page, */
@@ -67,5 +70,12 @@ void kv_forward_close(kv_forward *f);
  * before the failing one (KV_READ_CODEC runs a step as one piece per block). */
 ds_status kv_forward_step(kv_forward *f, kv_seq *seq, const int32_t *tokens, int n,
                           llama_logits mode, float *logits, char *msg, size_t msg_len);
+
+/* One step of several sequences (each seqs[i].kv continues from its committed tokens; logits as
+ * llama_engine_forward fills them, in batch order): reserve, forward, commit, and with
+ * KV_READ_CODEC the round trip of the blocks that fill. With KV_READ_CODEC no sequence's new
+ * tokens may cross a block boundary (DS_EINVAL). On error nothing is committed. */
+ds_status kv_forward_batch(kv_forward *f, const llama_step_seq *seqs, int n_seqs, float *logits,
+                           char *msg, size_t msg_len);
 
 #endif
