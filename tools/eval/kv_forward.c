@@ -73,7 +73,14 @@ ds_status kv_forward_open(kv_forward *f, const llama_model *model, const kv_forw
     if (o->read == KV_READ_CODEC && o->cuda)
         return ds_fail(msg, msg_len, DS_EINVAL,
                        "--kv-read codec: the round trip rewrites CPU pages; use --device cpu");
-    f->read = o->read == KV_READ_CODEC ? KV_READ_CODEC : KV_READ_ENGINE;
+    /* The engine accepts 3-bit caches, but its CPU attention reads 16-, 8-, 4- and 2-bit pages
+     * only (kernels/kv_pages.h): its 3-bit results are not the codec's. */
+    const int three_bits = kc.bits == 3 || vc.bits == 3;
+    if (three_bits && o->read == KV_READ_ENGINE)
+        return ds_fail(msg, msg_len, DS_EUNSUPPORTED,
+                       "--kv-read engine: 3-bit pages are not read by the engine's attention "
+                       "(kernels/kv_pages.h); use --kv-read codec or auto");
+    f->read = o->read == KV_READ_CODEC || three_bits ? KV_READ_CODEC : KV_READ_ENGINE;
     st = open_cache(f, model, o, f->read == KV_READ_CODEC, msg, msg_len);
     if (st == DS_EUNSUPPORTED && o->read == KV_READ_AUTO && !o->cuda) {
         f->read = KV_READ_CODEC;

@@ -12,7 +12,9 @@
  *                   the C reference decoder; it differs from KV_READ_ENGINE by the fp16 rounding
  *                   of decoded values (relative 2^-11 at most, below every codec's error);
  *   KV_READ_AUTO    the engine where it accepts the format, the codec where it refuses it
- *                   (DS_EUNSUPPORTED) and the forward pass runs on the CPU.
+ *                   (DS_EUNSUPPORTED) and the forward pass runs on the CPU, and for 3 bits,
+ *                   which the engine accepts but its CPU attention does not read (KV_READ_ENGINE
+ *                   refuses them).
  *
  * Lifetime: kv_forward_open borrows the model (it must outlive the kv_forward) and owns the
  * cache, the backend and the round-trip scratch until kv_forward_close. One thread. */

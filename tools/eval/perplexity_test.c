@@ -130,6 +130,11 @@ static void test_presets_read_through_the_codec(void **state) {
     assert_int_equal(kivi.read, KV_READ_ENGINE);
     assert_true(hv.bytes_per_token == kivi.bytes_per_token);
     assert_true(hv.ppl > fp16.ppl * 0.99 && hv.ppl < fp16.ppl * 1.03);
+    /* 3 bits: the engine's attention reads no 3-bit pages, so auto reads them through the codec */
+    run(f, DQ_KIVI, 3, KV_READ_ENGINE, 0, 0, DS_EUNSUPPORTED);
+    ppl_result k3 = run(f, DQ_KIVI, 3, KV_READ_AUTO, 0, 0, DS_OK);
+    assert_int_equal(k3.read, KV_READ_CODEC);
+    assert_true(k3.ppl > fp16.ppl && k3.ppl < fp16.ppl * 1.2); /* not ~8000 */
 }
 
 int main(void) {
