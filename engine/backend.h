@@ -31,6 +31,19 @@ typedef struct engine_backend {
     ds_status (*forward_sample)(void *impl, const llama_step_seq *seqs, int n_seqs,
                                 const sample_row *rows, int32_t *tokens, float *logprobs, char *msg,
                                 size_t msg_len);
+    /* Optional, both or neither (NULL: the engine steps through forward / forward_sample):
+     * forward_sample split in two so that the host works while the device runs (the engine's
+     * --async-scheduling). launch enqueues the step and returns without waiting for it; at most
+     * two launched steps are uncollected at a time (DS_EINVAL for a third). prev_row (NULL: none)
+     * hands tokens over on the device: prev_row[i] >= 0 makes sequence i's last token the id
+     * that the previously launched step sampled at row prev_row[i] (kernels/sample.h's
+     * sample_handoff_id), and that token, a placeholder, is not read. collect waits for the
+     * oldest launched step and fills tokens[i] and logprobs[i] (may be NULL) for each of its
+     * rows. A launch that fails leaves nothing launched; after a failed collect the engine still
+     * collects the other launched steps (their results are dropped). */
+    ds_status (*launch)(void *impl, const llama_step_seq *seqs, int n_seqs, const sample_row *rows,
+                        const int32_t *prev_row, char *msg, size_t msg_len);
+    ds_status (*collect)(void *impl, int32_t *tokens, float *logprobs, char *msg, size_t msg_len);
     void (*destroy)(void *impl);
     /* Optional (NULL: never fails by itself): NULL while the device is healthy, else why it is
      * not (a tensor-parallel peer died, noticed between steps); the string stays valid until

@@ -29,6 +29,7 @@ typedef struct engine_backend_options {
     int tp_timeout_ms;  /* bounds every tensor-parallel wait (cuda_tp_config.timeout_ms) */
     int random_weights; /* CUDA: draw the weights on the GPU (the model holds only its config) */
     int enforce_eager;  /* CUDA: no graphs (cuda_backend_options.enforce_eager) */
+    int async_steps;    /* offer launch / collect (engine/backend.h), where the device can */
     uint64_t seed;
 } engine_backend_options;
 

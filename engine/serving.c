@@ -1,6 +1,34 @@
 /* engine/serving.c — the serving engine (see serving.h): request intake, the step loop over the
  * scheduler and the forward pass, sampling, detokenization, stop conditions and stats. What a
- * request produces goes to its output stream (engine/output_stream.h). */
+ * request produces goes to its output stream (engine/output_stream.h).
+ *
+ * Async scheduling (serving_options.async_scheduling, vLLM's --async-scheduling) overlaps the host
+ * with the device through the backend's launch / collect (engine/backend.h). Each serving_step:
+ * intake and cancellations, schedule step N, launch it, then collect step N-1 (stream its
+ * tokens, stop conditions, finishes) while N runs, then commit N. Step N was scheduled before
+ * N-1's ids reached the host: every sequence N-1 sampled carries a placeholder as its last token
+ * (scheduler.h), and its chunk in N that ends there (the decode, or a recompute after a
+ * preemption) takes the id on the device (prev_row: its row in N-1's samples); collecting N-1
+ * writes the id in (sched_seq_resolve). The scheduler decides N from counts and blocks alone, so
+ * N's batch is the synchronous engine's unless N-1's tokens stopped a sequence in a way only the
+ * host sees (EOS, a stop id or string) or a cancel came while N-1 ran. What keeps the output
+ * that of the synchronous order:
+ *  - each sequence draws its uniforms in the same order (one sampler_next_row per sampled step),
+ *    and the forward pass does not depend on what else is in the batch (serving_test checks it on
+ *    the CPU), so a different batch mix gives the same tokens;
+ *  - a sequence that certainly ends with the token N samples (max_tokens, the context) leaves
+ *    the scheduler at N's commit, before N+1 is scheduled, exactly where the synchronous engine
+ *    removes it: without EOS / stop-id / stop-string hits the batches are the synchronous ones;
+ *  - one that stops with N-1's token (EOS, a stop id or string, an error) is already in step N:
+ *    it leaves the uncommitted batch (its reservation rolled back, sched_remove) and N's token for
+ *    it is dropped; so is the token of a request cancelled while its step ran (cancellations are
+ *    applied before the previous step's tokens are streamed, as they would have been in the
+ *    synchronous order);
+ *  - preemption in step N may pick a sequence whose last id is still a placeholder: freed, and
+ *    if readmitted at once its recompute ends with the handed-over id.
+ * What stays synchronous: backends without launch / collect (tensor parallelism, wrappers such as
+ * the tests' fault injection) run every step through forward / forward_sample; after any failed
+ * step every launched one is collected and dropped and every live request ends with the error. */
 #include "engine/serving.h"
 
 #include <pthread.h>
@@ -28,7 +56,8 @@ typedef struct request {
     stop_matcher stop;
     bpe_decoder *dec;
     int max_tokens, ignore_eos, n_generated, admitted;
-    int waiting; /* as last told to the stream (output_stream_set_waiting) */
+    int last_row; /* async: its row in the samples of the latest launched step that sampled it */
+    int waiting;  /* as last told to the stream (output_stream_set_waiting) */
     int32_t stop_ids[SERVING_MAX_STOP_IDS];
     int n_stop_ids;
     double t_submit, t_last_token;
@@ -49,7 +78,16 @@ struct serving {
     int32_t *sampled;
     void *sample_scratch;
     llama_step_seq *step;
-    char *text_buf; /* stop matcher output */
+    /* async scheduling: the launched steps not yet collected, oldest at flight_head; each row's
+     * request (NULL once it ended: that token is dropped) */
+    int async;
+    struct flight {
+        struct request **rows; /* [max_seqs] */
+        int n_rows;
+    } flights[2];
+    int flight_head, n_flight;
+    int32_t *prev_row; /* [max_seqs]: the launch's hand-off rows */
+    char *text_buf;    /* stop matcher output */
     size_t text_cap;
     request *live;                            /* requests in the scheduler (engine thread only) */
     latency_histogram ttft, inter_token, e2e; /* engine thread; copied into each snapshot */
@@ -103,10 +141,12 @@ void serving_request_default(serving_request *r) {
 }
 
 static void finish(serving *s, struct request *r, serving_finish why, const char *error);
+static void drain_flights(serving *s);
 
 void serving_destroy(serving *s) {
     if (!s) return;
     if (s->thread_started) serving_shutdown(s, 0);
+    drain_flights(s);
     /* Every stream still open gets its final output. */
     for (request *r = s->intake_head, *next; r; r = next) {
         next = r->next;
@@ -121,7 +161,9 @@ void serving_destroy(serving *s) {
     bpe_destroy(s->tok);
     llama_model_free(&s->model);
     free(s->logits), free(s->sample_scratch), free(s->step), free(s->text_buf);
-    free(s->sample_rows), free(s->sampled);
+    free(s->sample_rows), free(s->sampled), free(s->prev_row);
+    for (int i = 0; i < 2; i++)
+        free(s->flights[i].rows);
     free(s->model_path), free(s->chat_template);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
@@ -163,6 +205,7 @@ static engine_backend_options backend_options(const serving_options *o) {
                                     .tp_timeout_ms = o->tp_timeout_s * 1000,
                                     .random_weights = o->random_weights != NULL,
                                     .enforce_eager = o->enforce_eager,
+                                    .async_steps = o->async_scheduling,
                                     .seed = o->seed};
 }
 
@@ -267,8 +310,11 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
     sched_config sc = {.max_seqs = o->max_seqs, .max_batched_tokens = o->max_batched_tokens};
     if (st == DS_OK) st = sched_create(&sc, s->cache, &s->sched, msg, msg_len);
     if (st == DS_OK) {
-        /* A backend that samples on its device returns token ids only. */
-        const int on_device = s->backend.forward_sample != NULL;
+        s->async = o->async_scheduling && s->backend.launch && s->backend.collect;
+        if (o->async_scheduling && !s->async)
+            DS_LOG_I("async scheduling: %s steps synchronously", s->backend.device);
+        /* A backend that samples on its device returns token ids only (so does launch). */
+        const int on_device = s->backend.forward_sample != NULL || s->async;
         s->logits = on_device ? NULL : malloc((size_t)o->max_seqs * c->vocab_size * sizeof(float));
         s->sample_scratch = on_device ? NULL : malloc(sampler_scratch_size(c->vocab_size));
         s->sample_rows = on_device ? malloc((size_t)o->max_seqs * sizeof *s->sample_rows) : NULL;
@@ -279,6 +325,14 @@ ds_status serving_create(const serving_options *o, serving **out, char *msg, siz
         if ((on_device ? !s->sample_rows || !s->sampled : !s->logits || !s->sample_scratch) ||
             !s->step || !s->text_buf)
             st = ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+        for (int i = 0; st == DS_OK && s->async && i < 3; i++) {
+            void *p = malloc((size_t)o->max_seqs * sizeof(void *));
+            if (!p) st = ds_fail(msg, msg_len, DS_ENOMEM, "serving: out of memory");
+            if (i < 2)
+                s->flights[i].rows = p;
+            else
+                s->prev_row = p;
+        }
     }
     if (st != DS_OK) {
         serving_destroy(s);
@@ -466,6 +520,13 @@ static void unlink_live(serving *s, request *r) {
         }
 }
 
+/* Async: r has ended, so whatever its launched steps sample for it is dropped. */
+static void forget_rows(serving *s, const request *r) {
+    for (int f = 0; s->async && f < 2; f++)
+        for (int i = 0; i < s->flights[f].n_rows; i++)
+            if (s->flights[f].rows[i] == r) s->flights[f].rows[i] = NULL;
+}
+
 /* Ends a request: takes it out of the scheduler, flushes held text (unless cancelled), posts the
  * final output, and drops the engine's reference to the stream. */
 static void finish(serving *s, request *r, serving_finish why, const char *error) {
@@ -480,12 +541,13 @@ static void finish(serving *s, request *r, serving_finish why, const char *error
         size_t n_tail = stop_flush(&r->stop, tail, sizeof tail);
         push_output(r, NULL, 0, tail, n_tail);
     }
-    if (r->seq.state != SCHED_NEW)
+    if (r->seq.state == SCHED_NEW)
+        r->seq.state = SCHED_CANCELLED;
+    else if (r->seq.state != SCHED_FINISHED) /* async: left at its last step's commit */
         sched_remove(s->sched, &r->seq,
                      why == SERVING_STOP || why == SERVING_LENGTH ? SCHED_FINISHED
                                                                   : SCHED_CANCELLED);
-    else
-        r->seq.state = SCHED_CANCELLED;
+    forget_rows(s, r);
     if (why == SERVING_STOP || why == SERVING_LENGTH)
         latency_histogram_observe(&s->e2e, ds_now_s() - r->t_submit);
     serving_stream *st = r->stream;
@@ -511,9 +573,22 @@ static int is_stop_id(const request *r, int32_t tok) {
     return 0;
 }
 
+/* 1 when r's n_generated-th token ends it by length: max_tokens, or the context full (a trailing
+ * placeholder, async, does not count: it is the position that token goes to). */
+static int ends_by_length(const serving *s, const request *r, int n_generated) {
+    const int known = r->seq.n_tokens - r->seq.last_unknown;
+    return n_generated >= r->max_tokens || known + 1 > s->model.config.context_length;
+}
+
+/* The token r goes on with: appended, or (async) written over its placeholder. */
+static ds_status keep_token(serving *s, request *r, int32_t tok) {
+    if (!r->seq.last_unknown) return sched_seq_append(&r->seq, tok);
+    sched_seq_resolve(s->sched, &r->seq, tok);
+    return DS_OK;
+}
+
 /* One sampled token for r; finishes r when a stop condition holds. */
 static void accept_token(serving *s, request *r, int32_t tok) {
-    const llama_config *c = &s->model.config;
     r->n_generated++;
     if (r->n_generated == 1) {
         output_stream_set_ttft(r->stream, s->step_end_s - r->t_submit);
@@ -548,9 +623,9 @@ static void accept_token(serving *s, request *r, int32_t tok) {
     }
     if (hit != STOP_NONE)
         finish(s, r, SERVING_STOP, NULL);
-    else if (r->n_generated >= r->max_tokens || r->seq.n_tokens + 1 > c->context_length)
+    else if (ends_by_length(s, r, r->n_generated))
         finish(s, r, SERVING_LENGTH, NULL);
-    else if (sched_seq_append(&r->seq, tok) != DS_OK)
+    else if (keep_token(s, r, tok) != DS_OK)
         finish(s, r, SERVING_ERROR, "out of memory");
     else
         output_stream_notify(r->stream);
@@ -628,7 +703,10 @@ static void fail_device(serving *s, const char *why) {
     snapshot_stats(s);
 }
 
-ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
+/* A step's start, either way: intake and cancellations, then the schedule and what it decided
+ * (the waiting flags, the sequences that can never fit). */
+static ds_status begin_step(serving *s, sched_batch **b, int *did_work, double *t0, char *msg,
+                            size_t msg_len) {
     *did_work = 0;
     /* intake and shutdown */
     pthread_mutex_lock(&s->mu);
@@ -651,17 +729,16 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             *did_work = 1;
         }
     }
-    double t0 = ds_now_s();
-    sched_batch *b;
-    ds_status st = sched_schedule(s->sched, &b, msg, msg_len);
+    *t0 = ds_now_s();
+    ds_status st = sched_schedule(s->sched, b, msg, msg_len);
     if (st != DS_OK) return st;
     for (request *r = s->live; r; r = r->next) {
         int waiting = r->seq.state == SCHED_WAITING || r->seq.state == SCHED_PREEMPTED;
         if (waiting != r->waiting) output_stream_set_waiting(r->stream, waiting);
         r->waiting = waiting;
     }
-    for (int i = 0; i < b->n_failed; i++) {
-        request *r = b->failed[i]->user;
+    for (int i = 0; i < (*b)->n_failed; i++) {
+        request *r = (*b)->failed[i]->user;
         char why[200];
         snprintf(why, sizeof why,
                  "the sequence (%d tokens) needs more KV blocks than the pool holds (%d); raise "
@@ -670,21 +747,51 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
         finish(s, r, SERVING_ERROR, why);
         *did_work = 1;
     }
+    return DS_OK;
+}
+
+/* The batch as the backend takes it (s->step), and each request's first admission. */
+static void fill_step(serving *s, const sched_batch *b) {
+    for (int i = 0; i < b->n_items; i++) {
+        const sched_item *it = &b->items[i];
+        request *r = it->seq->user;
+        if (!r->admitted) { /* first admission: what the prefix cache held */
+            r->admitted = 1;
+            output_stream_set_cached_prompt(r->stream, it->first);
+        }
+        s->step[i] = (llama_step_seq){.kv = &it->seq->kv,
+                                      .tokens = it->seq->tokens + it->first,
+                                      .n_tokens = it->n,
+                                      .logits = it->sample ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE};
+    }
+}
+
+/* Prompt tokens (prefill and recompute, not decodes) the batch computes. */
+static int64_t prompt_tokens_of(const sched_batch *b) {
+    int64_t prompt = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        const sched_item *it = &b->items[i];
+        if (!(it->n == 1 && it->first >= it->seq->n_prompt)) prompt += it->n;
+    }
+    return prompt;
+}
+
+static void add_counts(serving *s, int64_t prompt, int64_t generated, double busy_s) {
+    pthread_mutex_lock(&s->mu);
+    s->prompt_tokens += prompt;
+    s->generated_tokens += generated;
+    s->busy_s += busy_s;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static ds_status step_sync(serving *s, int *did_work, char *msg, size_t msg_len) {
+    double t0;
+    sched_batch *b;
+    ds_status st = begin_step(s, &b, did_work, &t0, msg, msg_len);
+    if (st != DS_OK) return st;
     if (b->n_items > 0) {
         *did_work = 1;
-        for (int i = 0; i < b->n_items; i++) {
-            const sched_item *it = &b->items[i];
-            request *r = it->seq->user;
-            if (!r->admitted) { /* first admission: what the prefix cache held */
-                r->admitted = 1;
-                output_stream_set_cached_prompt(r->stream, it->first);
-            }
-            s->step[i] =
-                (llama_step_seq){.kv = &it->seq->kv,
-                                 .tokens = it->seq->tokens + it->first,
-                                 .n_tokens = it->n,
-                                 .logits = it->sample ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE};
-        }
+        fill_step(s, b);
         const int on_device = s->backend.forward_sample != NULL;
         if (on_device) {
             int n_rows = 0;
@@ -704,11 +811,11 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
         }
         sched_commit(s->sched);
         s->step_end_s = ds_now_s();
-        int64_t prompt = 0, generated = 0;
+        int64_t generated = 0;
+        const int64_t prompt = prompt_tokens_of(b);
         const int vocab = s->model.config.vocab_size;
         for (int i = 0, row = 0; i < b->n_items; i++) {
             const sched_item *it = &b->items[i];
-            if (!(it->n == 1 && it->first >= it->seq->n_prompt)) prompt += it->n;
             if (!it->sample) continue;
             request *r = it->seq->user;
             int tok = on_device ? s->sampled[row++]
@@ -717,14 +824,127 @@ ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
             generated++;
             accept_token(s, r, tok);
         }
-        pthread_mutex_lock(&s->mu);
-        s->prompt_tokens += prompt;
-        s->generated_tokens += generated;
-        s->busy_s += ds_now_s() - t0;
-        pthread_mutex_unlock(&s->mu);
+        add_counts(s, prompt, generated, ds_now_s() - t0);
     }
     snapshot_stats(s);
     return DS_OK;
+}
+
+/* --- async scheduling (see the top of this file) ---------------------------------------------- */
+
+static struct flight *oldest_flight(serving *s) { return &s->flights[s->flight_head]; }
+static struct flight *newest_flight(serving *s) {
+    return &s->flights[(s->flight_head + s->n_flight - 1) % 2];
+}
+
+/* Waits for the oldest launched step and takes its tokens in; *generated counts them. */
+static ds_status collect_flight(serving *s, int64_t *generated, char *msg, size_t msg_len) {
+    struct flight *f = oldest_flight(s);
+    ds_status st = s->backend.collect(s->backend.impl, s->sampled, NULL, msg, msg_len);
+    s->flight_head = (s->flight_head + 1) % 2;
+    s->n_flight--;
+    const int n_rows = f->n_rows;
+    f->n_rows = 0;
+    if (st != DS_OK) return st;
+    s->step_end_s = ds_now_s();
+    for (int i = 0; i < n_rows; i++) {
+        request *r = f->rows[i];
+        if (!r) continue; /* ended while the step ran */
+        (*generated)++;
+        accept_token(s, r, s->sampled[i]);
+    }
+    return DS_OK;
+}
+
+/* Collects every launched step, dropping the tokens (after a failure, or at destroy). */
+static void drain_flights(serving *s) {
+    char ignored[256];
+    while (s->n_flight) {
+        (void)s->backend.collect(s->backend.impl, s->sampled, NULL, ignored, sizeof ignored);
+        oldest_flight(s)->n_rows = 0;
+        s->flight_head = (s->flight_head + 1) % 2;
+        s->n_flight--;
+    }
+}
+
+/* A failed async step: the device goes idle, and every live request ends with the error (its
+ * placeholder or rows in flight mean nothing any more). */
+static ds_status async_failed(serving *s, ds_status st, const char *msg) {
+    drain_flights(s);
+    if (st == DS_EUNAVAILABLE) {
+        fail_device(s, msg);
+        return st;
+    }
+    while (s->live)
+        finish(s, s->live, SERVING_ERROR, msg);
+    snapshot_stats(s);
+    return st;
+}
+
+/* After step N's commit, before N+1 is scheduled: each request N sampled either certainly ends
+ * with that token (max_tokens, the context), and so leaves the scheduler now as the synchronous
+ * engine's would, or goes on with a placeholder that N+1 decodes. */
+static void look_ahead(serving *s, struct flight *f) {
+    for (int i = 0; i < f->n_rows; i++) {
+        request *r = f->rows[i];
+        if (!r) continue;
+        if (ends_by_length(s, r, r->n_generated + 1))
+            sched_remove(s->sched, &r->seq, SCHED_FINISHED);
+        else if (sched_seq_append_unknown(&r->seq) != DS_OK)
+            finish(s, r, SERVING_ERROR, "out of memory");
+    }
+}
+
+static ds_status step_async(serving *s, int *did_work, char *msg, size_t msg_len) {
+    double t0;
+    sched_batch *b;
+    ds_status st = begin_step(s, &b, did_work, &t0, msg, msg_len);
+    if (st != DS_OK) return async_failed(s, st, msg);
+    const int launching = b->n_items > 0;
+    int64_t prompt = 0, generated = 0;
+    if (launching) {
+        *did_work = 1;
+        fill_step(s, b);
+        prompt = prompt_tokens_of(b);
+        struct flight *f = &s->flights[(s->flight_head + s->n_flight) % 2];
+        int n_rows = 0;
+        for (int i = 0; i < b->n_items; i++) {
+            const sched_item *it = &b->items[i];
+            request *r = it->seq->user;
+            s->prev_row[i] = it->seq->last_unknown && it->sample ? r->last_row : -1;
+            if (!it->sample) continue;
+            s->sample_rows[n_rows] = sampler_next_row(&r->smp);
+            f->rows[n_rows] = r;
+            r->last_row = n_rows++;
+        }
+        st = s->backend.launch(s->backend.impl, s->step, b->n_items, s->sample_rows, s->prev_row,
+                               msg, msg_len);
+        if (st != DS_OK) {
+            sched_abort_step(s->sched);
+            return async_failed(s, st, msg);
+        }
+        f->n_rows = n_rows;
+        s->n_flight++;
+    }
+    if (s->n_flight > launching) { /* the step before this one: its tokens, while this one runs */
+        *did_work = 1;
+        st = collect_flight(s, &generated, msg, msg_len);
+        if (st != DS_OK) {
+            if (launching) sched_abort_step(s->sched);
+            return async_failed(s, st, msg);
+        }
+    }
+    if (launching) {
+        sched_commit(s->sched);
+        look_ahead(s, newest_flight(s));
+    }
+    if (*did_work) add_counts(s, prompt, generated, ds_now_s() - t0);
+    snapshot_stats(s);
+    return DS_OK;
+}
+
+ds_status serving_step(serving *s, int *did_work, char *msg, size_t msg_len) {
+    return s->async ? step_async(s, did_work, msg, msg_len) : step_sync(s, did_work, msg, msg_len);
 }
 
 /* --- the engine thread ------------------------------------------------------------------------ */
@@ -734,9 +954,9 @@ static void *engine_main(void *arg) {
     char msg[512];
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->wake && !s->intake_head && !s->live && !s->stopping)
+        while (!s->wake && !s->intake_head && !s->live && !s->n_flight && !s->stopping)
             pthread_cond_wait(&s->cv, &s->mu);
-        int done = s->stopping && !s->intake_head && !s->live;
+        int done = s->stopping && !s->intake_head && !s->live && !s->n_flight;
         pthread_mutex_unlock(&s->mu);
         if (done) break;
         int worked;
@@ -786,7 +1006,7 @@ void serving_shutdown(serving *s, int drain) {
         return;
     }
     char msg[256];
-    for (int worked = 1; worked && (s->live || s->intake_head);)
+    for (int worked = 1; worked && (s->live || s->intake_head || s->n_flight);)
         if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) break;
 }
 
@@ -812,5 +1032,6 @@ void serving_get_info(const serving *s, serving_info *out) {
         .bos_id = bpe_bos_id(s->tok),
         .eos_id = bpe_eos_id(s->tok),
         .kv_memory_bytes = pool_bytes(s->cache),
+        .async_scheduling = s->async,
         .chat_template = s->chat_template};
 }

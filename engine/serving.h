@@ -69,6 +69,11 @@ typedef struct serving_options {
     void *wrap_ctx;
     int n_threads;     /* 0: DECOSERVE_THREADS or the online CPUs */
     int enforce_eager; /* CUDA: no graphs, every step launched kernel by kernel */
+    /* Overlap the host with the device (vLLM's --async-scheduling): step N+1 is scheduled,
+     * planned and launched before step N's tokens are streamed, its decodes taking N's ids on the
+     * device; the tokens are those of the synchronous order (serving.c says why). Backends without
+     * launch / collect (tensor parallelism) step synchronously. */
+    int async_scheduling;
 } serving_options;
 
 /* CPU, kv 16-bit (kivi when compressed), block 32, group 64, KV memory 0 (automatic), 64
@@ -187,6 +192,7 @@ typedef struct serving_info {
     int kv_bits, block_size, tensor_parallel, max_seqs, max_batched_tokens;
     int32_t bos_id, eos_id;
     int64_t kv_memory_bytes;   /* both pools as sized (kv_memory_bytes 0 resolved): as in stats */
+    int async_scheduling;      /* 1: steps overlap the host (asked for, and the backend can) */
     const char *chat_template; /* the model's own (Jinja text from its files), or NULL */
 } serving_info;
 void serving_get_info(const serving *s, serving_info *out);

@@ -5,7 +5,11 @@
  *  - neither does preemption: the same batch in a pool small enough to preempt gives the same
  *    tokens;
  *  - cancellation, request validation, the engine thread and shutdown: every stream gets a final
- *    output and every block returns to the pools. */
+ *    output and every block returns to the pools;
+ *  - async scheduling changes nothing: a mixed workload (prompt lengths, max_tokens from 1,
+ *    stop ids, EOS, seeded sampling and greedy, a cancellation mid-run, a pool that preempts)
+ *    streams the same tokens with the same finishes as the synchronous engine, alone and
+ *    through the engine thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,8 +38,8 @@ typedef struct completion {
     serving_finish finish;
 } completion;
 
-static serving *make_serving(const char *model, int kv_bits, dq_method method, int64_t kv_memory,
-                             int max_seqs) {
+static serving *make_serving_async(const char *model, int kv_bits, dq_method method,
+                                   int64_t kv_memory, int max_seqs, int async) {
     serving_options o;
     serving_options_default(&o);
     o.model_path = model;
@@ -46,10 +50,19 @@ static serving *make_serving(const char *model, int kv_bits, dq_method method, i
     o.max_seqs = max_seqs;
     o.max_batched_tokens = 64;
     o.n_threads = 2;
+    o.async_scheduling = async;
     serving *s = NULL;
     char msg[512];
     if (serving_create(&o, &s, msg, sizeof msg) != DS_OK) fail_msg("serving_create: %s", msg);
+    serving_info info;
+    serving_get_info(s, &info);
+    assert_int_equal(info.async_scheduling, async);
     return s;
+}
+
+static serving *make_serving(const char *model, int kv_bits, dq_method method, int64_t kv_memory,
+                             int max_seqs) {
+    return make_serving_async(model, kv_bits, method, kv_memory, max_seqs, 0);
 }
 
 static void run_until_idle(serving *s) {
@@ -66,9 +79,9 @@ static void blocks_all_free(serving *s) {
     assert_int_equal(st.full_blocks_free, st.full_blocks_total);
 }
 
-static void collect(serving_stream *st, completion *c) {
+/* Appends what is new on the stream to c. */
+static void drain_stream(serving_stream *st, completion *c) {
     serving_output out = {0};
-    memset(c, 0, sizeof *c);
     while (serving_stream_poll(st, &out)) {
         assert_true(c->n + out.n_token_ids <= MAX_OUT);
         if (out.n_token_ids)
@@ -77,6 +90,11 @@ static void collect(serving_stream *st, completion *c) {
         if (out.finish) c->finish = out.finish;
     }
     serving_output_free(&out);
+}
+
+static void collect(serving_stream *st, completion *c) {
+    memset(c, 0, sizeof *c);
+    drain_stream(st, c);
     serving_stream_release(st);
 }
 
@@ -266,6 +284,145 @@ static void test_cancel_and_pools_refill(void **state) {
     assert_int_equal(stats.requests_cancelled, (N_PROMPTS + 2) / 3);
     assert_int_equal(stats.requests_finished, N_PROMPTS - (N_PROMPTS + 2) / 3);
     serving_destroy(s);
+}
+
+/* The mixed workload: tiny_requests' prompts with max_tokens 1..36, a quarter with stop ids (taken
+ * from ref, an unstopped run's output, so they hit), every other one sampled at temperature 0.8
+ * with its own seed (some with top-k / top-p), some honouring EOS. */
+static void mixed_requests(serving_request *q, int32_t ids[N_PROMPTS][96], const completion *ref,
+                           int32_t stop_ids[N_PROMPTS][2]) {
+    tiny_requests(q, ids);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        q[i].max_tokens = i == 3 ? 1 : 8 + (i * 7) % 29;
+        q[i].ignore_eos = i % 3 != 0;
+        if (i % 2) {
+            q[i].sampling.temperature = 0.8f;
+            q[i].sampling.seed = 1000 + i;
+            q[i].sampling.top_k = i % 4 == 1 ? 20 : 0;
+            q[i].sampling.top_p = i % 8 == 3 ? 0.9f : 1.0f;
+        }
+        if (ref && i % 4 == 2 && ref[i].n > 4) {
+            stop_ids[i][0] = ref[i].ids[ref[i].n / 2];
+            stop_ids[i][1] = ref[i].ids[ref[i].n - 1];
+            q[i].stop_ids = stop_ids[i];
+            q[i].n_stop_ids = 2;
+        }
+    }
+}
+
+/* Runs q[n] to the end, polling every stream after each step; request `cancel` is cancelled once
+ * it has streamed cancel_after tokens. */
+static void run_workload(serving *s, const serving_request *q, int n, int cancel, int cancel_after,
+                         completion *out) {
+    serving_stream *st[N_PROMPTS];
+    for (int i = 0; i < n; i++) {
+        st[i] = submit(s, &q[i]);
+        memset(&out[i], 0, sizeof out[i]);
+    }
+    char msg[512];
+    for (int worked = 1, cancelled = cancel < 0; worked;) {
+        if (serving_step(s, &worked, msg, sizeof msg) != DS_OK) fail_msg("step: %s", msg);
+        for (int i = 0; i < n; i++)
+            drain_stream(st[i], &out[i]);
+        if (!cancelled && out[cancel].n >= cancel_after) {
+            serving_stream_cancel(st[cancel]);
+            cancelled = 1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        drain_stream(st[i], &out[i]);
+        serving_stream_release(st[i]);
+    }
+    blocks_all_free(s);
+}
+
+enum { CANCEL = 9, CANCEL_AFTER = 5 };
+
+/* q[N_PROMPTS] through the synchronous and the async engine at kv `bits` in a pool small enough to
+ * preempt: the same tokens and finishes, the pools whole. same_batches: q ends only by length, so
+ * the async engine must run the synchronous engine's very batches (what tests/gpu's model_test
+ * relies on): it cancels once CANCEL has streamed one token less (the next is then in flight, and
+ * dropped: the same step as the synchronous cancel), and the step, preemption and prefix-hit
+ * counts agree. */
+static void compare_orders(const serving_request *q, int bits, int same_batches, completion *sync,
+                           completion *async) {
+    const int64_t tight = 21 * 4096 + 12 * 4096; /* test_preemption_changes_nothing's pool */
+    serving *a = make_serving_async(g_tiny, bits, DQ_KIVI, tight, 16, 0);
+    serving *b = make_serving_async(g_tiny, bits, DQ_KIVI, tight, 16, 1);
+    run_workload(a, q, N_PROMPTS, CANCEL, CANCEL_AFTER, sync);
+    run_workload(b, q, N_PROMPTS, CANCEL, CANCEL_AFTER - same_batches, async);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        const int n = sync[i].n - (same_batches && i == CANCEL);
+        if (async[i].n != n || memcmp(sync[i].ids, async[i].ids, (size_t)n * sizeof(int32_t)) ||
+            sync[i].finish != async[i].finish)
+            fail_msg("kv %d-bit%s: request %d: sync %d tokens (%s), async %d tokens (%s)", bits,
+                     same_batches ? " (length only)" : "", i, sync[i].n,
+                     serving_finish_name(sync[i].finish), async[i].n,
+                     serving_finish_name(async[i].finish));
+    }
+    assert_int_equal(sync[CANCEL].finish, SERVING_CANCELLED);
+    assert_int_equal(sync[CANCEL].n, CANCEL_AFTER);
+    serving_stats sa, sb;
+    serving_get_stats(a, &sa);
+    serving_get_stats(b, &sb);
+    assert_true(sa.preemptions > 0 && sb.preemptions > 0);
+    if (same_batches) {
+        assert_int_equal(sa.steps, sb.steps);
+        assert_int_equal(sa.preemptions, sb.preemptions);
+        assert_int_equal(sa.prefix_cache_hits, sb.prefix_cache_hits);
+    } else {
+        assert_int_equal(sa.generated_tokens, sb.generated_tokens);
+    }
+    serving_destroy(a);
+    serving_destroy(b);
+}
+
+/* The mixed workload, synchronous and async, at kv 16 and 4; then ended by length alone (the same
+ * batches); then once more through the engine thread. */
+static void test_async_scheduling_changes_nothing(void **state) {
+    (void)state;
+    serving_request q[N_PROMPTS], by_length[N_PROMPTS];
+    int32_t ids[N_PROMPTS][96], stop_ids[N_PROMPTS][2];
+    completion ref[N_PROMPTS], sync[N_PROMPTS], async[N_PROMPTS], async4[N_PROMPTS];
+    serving *roomy = make_serving(g_tiny, 16, DQ_FP16, 64 << 20, 16);
+    mixed_requests(q, ids, NULL, stop_ids);
+    run_workload(roomy, q, N_PROMPTS, -1, 0, ref);
+    serving_destroy(roomy);
+    mixed_requests(q, ids, ref, stop_ids);
+    assert_true(q[CANCEL].max_tokens > CANCEL_AFTER + 1);
+    compare_orders(q, 16, 0, sync, async);
+    compare_orders(q, 4, 0, sync, async4);
+    int stopped = 0, length = 0;
+    for (int i = 0; i < N_PROMPTS; i++)
+        stopped += sync[i].finish == SERVING_STOP, length += sync[i].finish == SERVING_LENGTH;
+    assert_int_equal(sync[3].n, 1);
+    assert_true(stopped >= 3 && length >= 6);
+    memcpy(by_length, q, sizeof by_length);
+    for (int i = 0; i < N_PROMPTS; i++)
+        by_length[i].ignore_eos = 1, by_length[i].n_stop_ids = 0;
+    compare_orders(by_length, 4, 1, sync, async);
+    /* the engine thread: no cancellation (its timing is the thread's), the same tokens */
+    serving *t = make_serving_async(g_tiny, 4, DQ_KIVI, 21 * 4096 + 12 * 4096, 16, 1);
+    char msg[256];
+    assert_int_equal(serving_start(t, msg, sizeof msg), DS_OK);
+    serving_stream *st[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++)
+        st[i] = submit(t, &q[i]);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        completion c = {0};
+        serving_output out = {0};
+        while (!c.finish && serving_stream_wait(st[i], &out, 30.0)) {
+            memcpy(c.ids + c.n, out.token_ids, (size_t)out.n_token_ids * sizeof(int32_t));
+            c.n += out.n_token_ids;
+            c.finish = out.finish;
+        }
+        serving_output_free(&out);
+        serving_stream_release(st[i]);
+        if (i != CANCEL) assert_same(&async4[i], &c, 1, "engine thread");
+    }
+    serving_shutdown(t, 1);
+    blocks_all_free(t);
+    serving_destroy(t);
 }
 
 static void expect_reject(serving *s, const serving_request *q, ds_status want, const char *field) {
@@ -617,6 +774,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_preemption_changes_nothing),
         cmocka_unit_test(test_batch_equals_alone_real),
         cmocka_unit_test(test_cancel_and_pools_refill),
+        cmocka_unit_test(test_async_scheduling_changes_nothing),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_create_errors_name_options),
         cmocka_unit_test(test_queue_full),

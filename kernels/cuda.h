@@ -131,6 +131,11 @@ ds_status gemv_cuda(const gemv_params *p, cudaStream_t stream, char *msg, size_t
  * or past *p->n_rows_dev (when set) are skipped, so a graph captured for n_rows replays smaller
  * batches. */
 ds_status sample_cuda(const sample_params *p, cudaStream_t stream, char *msg, size_t msg_len);
+/* Async scheduling's hand-off on the device: tokens[i] = sample_handoff_id(ids, src[i]) for every
+ * i < n_rows with src[i] >= 0 (the others keep their token). ids: the previous step's sampled
+ * ids, still in device memory. */
+ds_status sample_handoff_cuda(int32_t *tokens, const int32_t *src, const int32_t *ids, int n_rows,
+                              cudaStream_t stream, char *msg, size_t msg_len);
 
 #ifdef __cplusplus
 }

@@ -221,3 +221,25 @@ ds_status sample_cuda(const sample_params *p, cudaStream_t stream, char *msg, si
     CUDA_CHECK(cudaGetLastError());
     return DS_OK;
 }
+
+namespace {
+
+__global__ void sample_handoff_kernel(int32_t *tokens, const int32_t *src, const int32_t *ids,
+                                      int n_rows) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_rows && src[i] >= 0) tokens[i] = sample_handoff_id(ids, src[i]);
+}
+
+} // namespace
+
+ds_status sample_handoff_cuda(int32_t *tokens, const int32_t *src, const int32_t *ids, int n_rows,
+                              cudaStream_t stream, char *msg, size_t msg_len) {
+    if (n_rows < 0)
+        return ds_fail(msg, msg_len, DS_EINVAL, "sample hand-off (cuda): %d rows", n_rows);
+    if (n_rows == 0) return DS_OK;
+    const int threads = 128;
+    sample_handoff_kernel<<<(n_rows + threads - 1) / threads, threads, 0, stream>>>(tokens, src,
+                                                                                    ids, n_rows);
+    CUDA_CHECK(cudaGetLastError());
+    return DS_OK;
+}

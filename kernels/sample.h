@@ -84,6 +84,14 @@ DS_SAMPLE_FN int sample_ranks_before(float a, int32_t ia, float b, int32_t ib) {
     return a > b || (a == b && ia < ib);
 }
 
+/* Async scheduling's hand-off (engine/backend.h launch): the input id of a decode whose token the
+ * previous step sampled at row src of ids. A row that found no token (-1: its sequence stops, so
+ * this row's output is dropped) reads as 0, keeping the embedding lookup in bounds. The CPU
+ * backend and sample_handoff_cuda both apply it. */
+DS_SAMPLE_FN int32_t sample_handoff_id(const int32_t *ids, int32_t src) {
+    return ids[src] >= 0 ? ids[src] : 0;
+}
+
 /* Bytes of scratch sample_row_ref needs for a vocabulary of `vocab` tokens. */
 size_t sample_ref_scratch_bytes(int vocab);
 

@@ -334,6 +334,16 @@ ds_status kv_seq_reserve(kv_cache *kc, kv_seq *seq, const int32_t *tokens, int n
     return DS_OK;
 }
 
+void kv_seq_set_last_token(kv_cache *kc, kv_seq *seq, int32_t token) {
+    DS_ASSERT(seq->n_reserved > seq->n_tokens);
+    const int T = kc->config.block_size, pos = seq->n_reserved - 1, b = pos / T;
+    seq->tail[pos % T] = token;
+    if ((pos + 1) % T) return;
+    /* tail[] holds block b whole: every position of it was reserved through tail[]. */
+    seq->hash[b] = kv_prefix_hash(b ? seq->hash[b - 1] : ROOT_HASH, seq->tail, T);
+    kc->full_tokens[(size_t)seq->full_id[b] * T + T - 1] = token;
+}
+
 void kv_seq_rollback(kv_cache *kc, kv_seq *seq) {
     const int T = kc->config.block_size;
     for (int b = seq->n_tokens / T; b < seq->n_reserved / T; b++) {

@@ -118,6 +118,11 @@ int kv_seq_attach_prefix(kv_cache *cache, kv_seq *seq, const int32_t *tokens, in
  * if a pool runs dry; evicts cached blocks before giving up. */
 ds_status kv_seq_reserve(kv_cache *cache, kv_seq *seq, const int32_t *tokens, int n_new, char *msg,
                          size_t msg_len);
+/* Rewrites the token at the last reserved position (n_reserved > n_tokens): async scheduling
+ * reserves a decode before the device has returned its id, so the partial-block buffer and, if
+ * that position completes its block, the block's prefix hash and tokens are redone before the
+ * commit registers them. */
+void kv_seq_set_last_token(kv_cache *cache, kv_seq *seq, int32_t token);
 /* Undoes kv_seq_reserve (a batch that could not be placed whole). */
 void kv_seq_rollback(kv_cache *cache, kv_seq *seq);
 /* Ends the step: committed = reserved; blocks that are now full lose their fp16 slot and, with

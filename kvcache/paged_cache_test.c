@@ -2,7 +2,8 @@
  * and kv_cache_check after every operation: prefix blocks shared and registered, blocks with equal
  * prefix hashes and other tokens (built from kv_prefix_hash's structure) never taken for each
  * other, LRU eviction of cached unheld blocks, reference counts across holders and release
- * orders, pools running dry with DS_ENOMEM and nothing changed, 100 sequences on one prefix.
+ * orders, pools running dry with DS_ENOMEM and nothing changed, 100 sequences on one prefix, a
+ * reserved decode's token rewritten before its commit.
  * Bookkeeping only (no_storage): the pages themselves are checked through the forward pass. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -239,6 +240,32 @@ static void colliding_blocks(uint64_t parent, int32_t a[3], int32_t b[3]) {
 
 /* Blocks with equal hashes, equal parents and other tokens: both are registered, each prompt
  * attaches its own, and evicting one leaves the other findable. */
+/* A decode reserved with a placeholder id and given its real one before the commit (async
+ * scheduling) registers the block exactly as one reserved with the real id: a later prompt
+ * attaches it, one with the placeholder does not. */
+static void test_last_token_rewritten(void **state) {
+    (void)state;
+    world *w = world_create(4, 8, 16, 1); /* 2 full blocks + 1 token */
+    int32_t p[9];
+    fill(p, 9, 10);
+    assert_int_equal(prefill(w, 0, p, 3), 0);
+    const int32_t unknown = -1;
+    assert_int_equal(reserve(w, 0, &unknown, 1), DS_OK); /* completes block 0 */
+    kv_seq_set_last_token(w->kc, &w->seq[0], p[3]);
+    commit(w, 0);
+    assert_int_equal(reserve(w, 0, p + 4, 2), DS_OK); /* not at a block's end: only tail[] */
+    kv_seq_set_last_token(w->kc, &w->seq[0], p[5]);
+    commit(w, 0);
+    assert_int_equal(reserve(w, 0, p + 6, 2), DS_OK);
+    commit(w, 0);
+    expect_block(w, w->seq[0].full_id[0], 1, 1);
+    expect_block(w, w->seq[0].full_id[1], 1, 1);
+    assert_int_equal(attach(w, 1, p, 9), 8); /* both blocks: the rewritten ids count */
+    p[3] = unknown;
+    assert_int_equal(attach(w, 2, p, 9), 0);
+    world_destroy(w);
+}
+
 static void test_hash_collision(void **state) {
     (void)state;
     enum { T = 3 };
@@ -511,13 +538,10 @@ static void test_many_sequences_share_prefix(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prefix_attach),
-        cmocka_unit_test(test_hash_collision),
-        cmocka_unit_test(test_eviction_order),
-        cmocka_unit_test(test_refcount_edges),
-        cmocka_unit_test(test_twins_stay_private),
-        cmocka_unit_test(test_pool_exhaustion),
-        cmocka_unit_test(test_many_sequences_share_prefix),
+        cmocka_unit_test(test_prefix_attach),   cmocka_unit_test(test_last_token_rewritten),
+        cmocka_unit_test(test_hash_collision),  cmocka_unit_test(test_eviction_order),
+        cmocka_unit_test(test_refcount_edges),  cmocka_unit_test(test_twins_stay_private),
+        cmocka_unit_test(test_pool_exhaustion), cmocka_unit_test(test_many_sequences_share_prefix),
     };
     return cmocka_run_group_tests_name("paged_cache", tests, NULL, NULL);
 }

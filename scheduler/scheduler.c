@@ -116,6 +116,13 @@ ds_status sched_seq_append(sched_seq *q, int32_t token) {
     return DS_OK;
 }
 
+ds_status sched_seq_append_unknown(sched_seq *q) {
+    DS_ASSERT(!q->last_unknown);
+    ds_status st = sched_seq_append(q, -1);
+    if (st == DS_OK) q->last_unknown = 1;
+    return st;
+}
+
 void sched_seq_free(sched_seq *q) {
     DS_ASSERT(q->state != SCHED_WAITING && q->state != SCHED_RUNNING &&
               q->state != SCHED_PREEMPTED);
@@ -129,9 +136,14 @@ void sched_add(sched *s, sched_seq *q) {
     list_push_back(&s->waiting, q);
 }
 
+static void drop_item(sched *s, sched_seq *q);
+
 void sched_remove(sched *s, sched_seq *q, sched_state final_state) {
     DS_ASSERT(final_state == SCHED_FINISHED || final_state == SCHED_CANCELLED);
-    DS_ASSERT(q->item < 0); /* never in the middle of a step */
+    if (q->item >= 0) { /* in the step not yet committed: out of the batch */
+        kv_seq_rollback(s->cache, &q->kv);
+        drop_item(s, q);
+    }
     if (q->state == SCHED_RUNNING)
         list_unlink(&s->running, q);
     else if (q->state == SCHED_WAITING || q->state == SCHED_PREEMPTED)
@@ -139,6 +151,16 @@ void sched_remove(sched *s, sched_seq *q, sched_state final_state) {
     kv_seq_release(s->cache, &q->kv);
     q->n_computed = 0;
     q->state = final_state;
+}
+
+void sched_seq_resolve(sched *s, sched_seq *q, int32_t token) {
+    DS_ASSERT(q->last_unknown);
+    q->tokens[q->n_tokens - 1] = token;
+    q->last_unknown = 0;
+    /* In the step, a chunk that reached the end of the tokens reserved the placeholder's
+     * position; a shorter recompute chunk did not. */
+    if (q->item >= 0 && q->kv.n_reserved == q->n_tokens)
+        kv_seq_set_last_token(s->cache, &q->kv, token);
 }
 
 /* --- one step --------------------------------------------------------------------------------- */

@@ -13,7 +13,15 @@
  * The scheduler reserves the batch's blocks (kv_seq_reserve); the caller runs the forward pass
  * and then calls sched_commit (or sched_abort_step). Sequences are owned by the caller and
  * linked into the scheduler's queues; sched_remove takes one out (finished or cancelled) at any
- * time between steps and frees its blocks. One thread drives a scheduler; nothing here locks. */
+ * time, also out of a step not yet committed, and frees its blocks.
+ *
+ * Async scheduling (engine/serving.c) schedules step N+1 before step N's sampled ids are on the
+ * host: a sequence sampled in step N carries a placeholder as its last token (unknown), which its
+ * chunk in N+1 (the decode, or after a preemption the recompute's last chunk) ends with and the
+ * device hands the id to; sched_seq_resolve writes the id once it is known, also into the
+ * reservation of the step in flight. The scheduler itself never reads a placeholder: prefix
+ * matching stops short of a sequence's last token, and only the commit registers the block it
+ * completes. One thread drives a scheduler; nothing here locks. */
 #ifndef DS_SCHEDULER_SCHEDULER_H
 #define DS_SCHEDULER_SCHEDULER_H
 
@@ -37,7 +45,8 @@ typedef struct sched_seq {
     sched_state state;
     int32_t *tokens; /* prompt, then generated tokens */
     int n_tokens, cap, n_prompt;
-    int n_computed; /* leading tokens whose K/V are in the cache (kv.n_tokens) */
+    int n_computed;   /* leading tokens whose K/V are in the cache (kv.n_tokens) */
+    int last_unknown; /* 1: tokens[n_tokens - 1] is a placeholder for an id not known yet */
     kv_seq kv;
     int n_preemptions;
     int64_t admitted; /* admission order: larger = newer */
@@ -84,13 +93,21 @@ ds_status sched_seq_init(sched_seq *seq, int64_t id, const int32_t *prompt, int 
                          void *user, char *msg, size_t msg_len);
 /* Appends a generated token. DS_ENOMEM only if the token array cannot grow. */
 ds_status sched_seq_append(sched_seq *seq, int32_t token);
+/* Appends a placeholder for a token the device has sampled but not yet returned (async
+ * scheduling); the last token must be known. DS_ENOMEM only if the token array cannot grow. */
+ds_status sched_seq_append_unknown(sched_seq *seq);
+/* Replaces the placeholder with the sampled id; when the step being scheduled reserved that
+ * position (its chunk ends there) the reservation takes the id too, so the commit registers the
+ * right block. */
+void sched_seq_resolve(sched *s, sched_seq *seq, int32_t token);
 /* Frees the token array; the sequence must not be in a queue. */
 void sched_seq_free(sched_seq *seq);
 
 /* Appends seq to the waiting queue. */
 void sched_add(sched *s, sched_seq *seq);
-/* Takes seq out of its queue (any time between steps), frees its blocks and sets its state to
- * SCHED_FINISHED or SCHED_CANCELLED. */
+/* Takes seq out of its queue, frees its blocks and sets its state to SCHED_FINISHED or
+ * SCHED_CANCELLED. Any time: a sequence in the step between sched_schedule and sched_commit leaves
+ * the batch (its reservation rolled back; the batch's items may be reordered). */
 void sched_remove(sched *s, sched_seq *seq, sched_state final_state);
 
 /* Builds the next step's batch and reserves its blocks. The batch (owned by the scheduler) stays

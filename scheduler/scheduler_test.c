@@ -4,7 +4,9 @@
  * token from the test's RNG. After every step sched_check verifies that no block is both free and
  * held, every reference count equals the tables holding the block, and the queues are sound; at
  * the end every request has finished, been cancelled or been reported unfittable, and both
- * pools are full again. */
+ * pools are full again. The async variant schedules every step before the previous one's tokens
+ * are known (placeholders resolved while the next step is in its batch, some of them stopping
+ * there, as an EOS would), as engine/serving.c's --async-scheduling does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +22,7 @@
 typedef struct req {
     sched_seq seq;
     int out_len; /* tokens to generate */
-    int done;    /* 1 finished, 2 cancelled, 3 failed */
+    int done;    /* 1 finished, 2 cancelled, 3 failed, 4 stopped early (async: mid-step) */
     int n_steps; /* steps it was in a batch */
 } req;
 
@@ -29,6 +31,8 @@ typedef struct prop_config {
     int n_requests, block_size, n_full, max_seqs, max_batched_tokens, prefix_cache;
     int max_prompt, max_out;
     double cancel_rate; /* per step, chance to cancel one random live request */
+    int async;          /* sampled tokens arrive one step late, as placeholders until then */
+    double stop_rate;   /* async: chance that an arriving token ends its request */
 } prop_config;
 
 static kv_cache *make_cache(int block_size, int n_open, int n_full, int prefix_cache) {
@@ -48,7 +52,8 @@ static kv_cache *make_cache(int block_size, int n_open, int n_full, int prefix_c
 }
 
 typedef struct run_result {
-    int finished, cancelled, failed;
+    int finished, cancelled, failed, stopped;
+    int recompute_handoffs; /* async: placeholders a recompute chunk (not a decode) ended at */
     int64_t preemptions, prefix_hits;
     int peak_running;
 } run_result;
@@ -69,6 +74,7 @@ static run_result run_property(const prop_config *pc) {
             bases[b][i] = (int32_t)(ds_rng_u64(&rng) % 1000);
     int32_t prompt[256];
     int submitted = 0, closed = 0;
+    run_result rr = {0};
     int64_t steps = 0, idle = 0;
     while (closed < pc->n_requests) {
         /* arrivals */
@@ -114,6 +120,21 @@ static run_result run_property(const prop_config *pc) {
         assert_int_equal(tokens, b->n_tokens);
         if (sched_check(s, msg, sizeof msg))
             fail_msg("step %lld (scheduled): %s", (long long)steps, msg);
+        /* async: the previous step's tokens arrive now, while this one is in its batch */
+        for (int i = 0; pc->async && i < submitted; i++) {
+            req *r = &reqs[i];
+            if (r->done || !r->seq.last_unknown) continue;
+            if (ds_rng_uniform(&rng) < pc->stop_rate) {
+                sched_remove(s, &r->seq, SCHED_FINISHED);
+                r->done = 4;
+                closed++;
+            } else {
+                rr.recompute_handoffs += r->seq.item >= 0 && b->items[r->seq.item].n > 1;
+                sched_seq_resolve(s, &r->seq, (int32_t)(ds_rng_u64(&rng) % 1000));
+            }
+        }
+        if (pc->async && sched_check(s, msg, sizeof msg))
+            fail_msg("step %lld (tokens arrived): %s", (long long)steps, msg);
         const int n_items = b->n_items;
         sched_commit(s);
         for (int i = 0; i < n_items; i++) {
@@ -128,7 +149,11 @@ static run_result run_property(const prop_config *pc) {
                 closed++;
                 continue;
             }
-            assert_int_equal(sched_seq_append(&r->seq, (int32_t)(ds_rng_u64(&rng) % 1000)), DS_OK);
+            if (pc->async)
+                assert_int_equal(sched_seq_append_unknown(&r->seq), DS_OK);
+            else
+                assert_int_equal(sched_seq_append(&r->seq, (int32_t)(ds_rng_u64(&rng) % 1000)),
+                                 DS_OK);
         }
         if (sched_check(s, msg, sizeof msg))
             fail_msg("step %lld (committed): %s", (long long)steps, msg);
@@ -147,7 +172,6 @@ static run_result run_property(const prop_config *pc) {
     assert_int_equal(kv_cache_open_free(kc), n_open);
     assert_int_equal(kv_cache_full_free(kc), pc->n_full);
     assert_int_equal(sched_check(s, msg, sizeof msg), 0);
-    run_result rr = {0};
     sched_stats st;
     sched_get_stats(s, &st);
     rr.preemptions = st.preemptions;
@@ -156,6 +180,7 @@ static run_result run_property(const prop_config *pc) {
     for (int i = 0; i < pc->n_requests; i++) {
         req *r = &reqs[i];
         rr.finished += r->done == 1, rr.cancelled += r->done == 2, rr.failed += r->done == 3;
+        rr.stopped += r->done == 4;
         if (r->done == 1) assert_int_equal(r->seq.n_tokens, r->seq.n_prompt + r->out_len - 1);
         sched_seq_free(&r->seq);
     }
@@ -165,12 +190,14 @@ static run_result run_property(const prop_config *pc) {
     return rr;
 }
 
-/* Pools small enough that sequences preempt each other all the time. */
-static void test_preemption_storm(void **state) {
-    (void)state;
+/* Pools small enough that sequences preempt each other all the time; async: every step scheduled
+ * before the previous one's tokens are known, so sequences also stop inside a step not yet
+ * committed and recompute chunks end at a placeholder. The pools end whole. */
+static void storm(int async) {
     int64_t preemptions = 0, hits = 0;
+    int stopped = 0, recompute_handoffs = 0;
     for (int k = 0; k < 6; k++) {
-        prop_config pc = {.seed = 100 + k,
+        prop_config pc = {.seed = (async ? 200 : 100) + k,
                           .n_requests = 600,
                           .block_size = k % 2 ? 4 : 16,
                           .n_full = k % 2 ? 40 : 12,
@@ -179,15 +206,31 @@ static void test_preemption_storm(void **state) {
                           .prefix_cache = k != 2,
                           .max_prompt = 100,
                           .max_out = 40,
-                          .cancel_rate = 0.05};
+                          .cancel_rate = 0.05,
+                          .async = async,
+                          .stop_rate = async ? 0.03 : 0.0};
         run_result r = run_property(&pc);
-        assert_int_equal(r.finished + r.cancelled + r.failed, pc.n_requests);
-        assert_true(r.finished > pc.n_requests / 3);
+        assert_int_equal(r.finished + r.cancelled + r.failed + r.stopped, pc.n_requests);
+        assert_true(r.finished > pc.n_requests / (async ? 4 : 3));
         preemptions += r.preemptions;
         hits += r.prefix_hits;
+        stopped += r.stopped;
+        recompute_handoffs += r.recompute_handoffs;
     }
     assert_true(preemptions > 100);
     assert_true(hits > 100);
+    assert_true(async ? stopped > 20 : stopped == 0);
+    assert_true(async ? recompute_handoffs > 0 : recompute_handoffs == 0);
+}
+
+static void test_preemption_storm(void **state) {
+    (void)state;
+    storm(0);
+}
+
+static void test_async_preemption_storm(void **state) {
+    (void)state;
+    storm(1);
 }
 
 /* Roomy pools: nothing fails and nothing is preempted; many sequences run at once. */
@@ -316,6 +359,7 @@ static void test_decodes_first_then_chunks(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preemption_storm),
+        cmocka_unit_test(test_async_preemption_storm),
         cmocka_unit_test(test_roomy_pool_no_preemption),
         cmocka_unit_test(test_unfittable_request_fails_cleanly),
         cmocka_unit_test(test_prefix_cache_attach),

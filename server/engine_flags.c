@@ -81,6 +81,10 @@ int engine_flags_parse(const char *prog, int argc, char **argv, int *i, serving_
         o->enforce_eager = 1;
         return 1;
     }
+    if (!strcmp(a, "--async-scheduling")) {
+        o->async_scheduling = 1;
+        return 1;
+    }
     static const char *const with_value[] = {"--model",
                                              "--random-weights",
                                              "--kv-bits",
@@ -331,6 +335,9 @@ void engine_flags_usage(FILE *out) {
         "1024)\n"
         "  --no-prefix-cache        do not share KV blocks between common prompt prefixes\n"
         "  --enforce-eager          CUDA: launch every step kernel by kernel (no CUDA graphs)\n"
+        "  --async-scheduling       schedule and plan step N+1 and stream step N-1's tokens\n"
+        "                           while step N runs (same output; tensor parallelism steps\n"
+        "                           synchronously)\n"
         "  --weights F              compute weights: q4 (the GGUF's own Q4_0 / Q4_1 blocks,\n"
         "                           Q8_0 for other tensors; the default), q8_0 or f32\n"
         "  --threads N              CPU threads (default: DECOSERVE_THREADS or all CPUs)\n");

@@ -1,6 +1,14 @@
 /* engine/cuda/cuda_backend.c — the Llama forward pass on one GPU (see cuda_backend.h): start-up
  * (device memory from engine/cuda/plan.h's layout, weights uploaded or drawn on the GPU, KV pools,
- * cuBLAS) and the step, which enqueues every layer on one stream and waits only for the logits. */
+ * cuBLAS) and the step, which enqueues every layer on one stream and waits only for the logits.
+ *
+ * Async steps (async_steps: engine/backend.h's launch / collect): a launch builds its plan in one
+ * of two pinned flight slots (plan, sampling rows, sampled ids), enqueues the copies, the
+ * hand-off, the layers (or the graph), the sampler and the copy of the ids back into that slot,
+ * records the slot's event and returns; collect waits on the oldest slot's event. Two slots
+ * because the host writes step N+1's plan while step N's copy may not have run yet; the device
+ * buffers (plan, rows, sampled ids) are single: the stream orders step N+1's copies and kernels
+ * after step N's, and N+1's hand-off reads N's ids before N+1's sampler overwrites them. */
 #include "engine/cuda/cuda_backend.h"
 
 #include <math.h>
@@ -66,6 +74,16 @@ typedef struct cuda_backend {
     tp_comm *tp;    /* borrowed; NULL without tensor parallelism */
     int tp_rank;
     tp_dims dims; /* this rank's heads and d_ff in the whole model's (rank 0 of 1 without tp) */
+    /* async_steps: the launched steps not yet collected (oldest at flight_head) */
+    struct flight {
+        int32_t *plan;    /* pinned, lay.plan_words */
+        sample_row *rows; /* pinned, [lay.logit_rows]: staging for the sampling rows */
+        int32_t *out;     /* pinned, [lay.logit_rows][2]: ids, then log-probabilities */
+        cudaEvent_t done; /* after the ids' copy */
+        int n_rows;       /* rows sampled */
+    } flights[2];
+    int flight_head, n_flight;
+    int last_sampled; /* rows the latest launch sampled: what a hand-off may name (0: none) */
     /* time_parts: [2 all-reduces per layer][start, end], then the LM head's [start, end] */
     cudaEvent_t *events;
     double allreduce_ms, lm_head_ms;
@@ -119,6 +137,11 @@ static void backend_destroy(void *impl) {
     for (int i = 0; b->events && i < n_events(&b->config); i++)
         if (b->events[i]) cudaEventDestroy(b->events[i]);
     free(b->events);
+    for (int i = 0; i < 2; i++) {
+        struct flight *f = &b->flights[i];
+        if (f->done) cudaEventDestroy(f->done);
+        cudaFreeHost(f->plan), cudaFreeHost(f->rows), cudaFreeHost(f->out);
+    }
     cudaFree(b->weights), cudaFree(b->scratch), cudaFree(b->kv_full), cudaFree(b->kv_open);
     cudaFree(b->hdr_dev);
     cudaFreeHost(b->plan_host), cudaFreeHost(b->logits_host), cudaFreeHost(b->hdr_host);
@@ -542,7 +565,8 @@ static ds_status sample_rows(cuda_backend *b, int n, const int32_t *n_rows_dev, 
 }
 
 /* What a step hands back: logits [n_logit_rows][vocab] to the host, or (rows set) one token and
- * log-probability per logit row sampled on the device; neither on a following rank. */
+ * log-probability per logit row sampled on the device; neither on a following rank. tokens NULL
+ * with rows set: a launch, which waits for nothing (collect reads the ids from the step_io). */
 typedef struct step_out {
     float *logits;
     const sample_row *rows;
@@ -550,8 +574,36 @@ typedef struct step_out {
     float *logprobs;
 } step_out;
 
-static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *out, char *msg,
+/* The pinned host buffers a step goes through: the synchronous path's, or a flight slot's. */
+typedef struct step_io {
+    int32_t *plan;
+    sample_row *rows;
+    int32_t *out; /* [lay.logit_rows] ids, then as many log-probabilities */
+} step_io;
+
+static step_io sync_io(const cuda_backend *b) {
+    return (step_io){.plan = b->plan_host, .rows = b->sample_host, .out = b->sample_out_host};
+}
+
+/* The hand-off of a plan with one (plan.h's handoff rows): the previous step's sampled ids, still
+ * in L->sample_out, into this step's tokens. */
+static ds_status hand_off(cuda_backend *b, const cuda_plan *p, int32_t *dp, char *msg,
                           size_t msg_len) {
+    if (!p->n_handoff) return DS_OK;
+    return sample_handoff_cuda(dp + p->tokens, dp + p->handoff,
+                               (const int32_t *)(b->scratch + b->lay.sample_out), p->n_rows,
+                               b->stream, msg, msg_len);
+}
+
+/* Copies the sampled ids and log-probabilities of the first n rows out of io (after the wait). */
+static void take_samples(const cuda_backend *b, const step_io *io, const step_out *out, int n) {
+    memcpy(out->tokens, io->out, (size_t)n * sizeof(int32_t));
+    if (out->logprobs)
+        memcpy(out->logprobs, io->out + b->lay.logit_rows, (size_t)n * sizeof(float));
+}
+
+static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_io *io,
+                          const step_out *out, char *msg, size_t msg_len) {
     const llama_config *c = &b->config;
     const cuda_layout *L = &b->lay;
     const size_t V = (size_t)c->vocab_size;
@@ -560,7 +612,7 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
     CUDA_CHECK(cudaSetDevice(b->device)); /* the engine thread may not be the creating one */
     ds_status st = DS_OK;
     if (b->tp_rank == 0) { /* a follower's plan is on its way already (cuda_backend_follow) */
-        CUDA_CHECK(cudaMemcpyAsync(dp, b->plan_host, p->n_words * sizeof(int32_t),
+        CUDA_CHECK(cudaMemcpyAsync(dp, io->plan, p->n_words * sizeof(int32_t),
                                    cudaMemcpyHostToDevice, b->stream));
         if (leads(b)) {
             st = send_header(b, CUDA_PLAN_STEP, p, msg, msg_len);
@@ -569,6 +621,7 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
                                        msg_len);
         }
     }
+    if (st == DS_OK) st = hand_off(b, p, dp, msg, msg_len);
     if (st == DS_OK)
         st = fwd_embed_cuda(x, b->weights + L->tok_embd, b->wtype, c->d_model, dp + p->tokens,
                             p->n_rows, b->stream, msg, msg_len);
@@ -581,9 +634,11 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
     float *dev_logits = (float *)(b->scratch + L->logits);
     const int n_logit_rows = b->tp_rank == 0 ? p->n_logit_rows : 0;
     const int sampling = out && out->rows;
+    const int launch = sampling && !out->tokens;
+    DS_ASSERT(!launch || n_logit_rows <= L->logit_rows); /* one chunk: at most one per sequence */
     if (sampling && n_logit_rows) {
-        memcpy(b->sample_host, out->rows, (size_t)n_logit_rows * sizeof(sample_row));
-        CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, b->sample_host,
+        memcpy(io->rows, out->rows, (size_t)n_logit_rows * sizeof(sample_row));
+        CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, io->rows,
                                    (size_t)n_logit_rows * sizeof(sample_row),
                                    cudaMemcpyHostToDevice, b->stream));
     }
@@ -597,9 +652,10 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
         if (sampling) {
             st = sample_rows(b, n, NULL, msg, msg_len);
             if (st != DS_OK) return st;
-            CUDA_CHECK(cudaMemcpyAsync(b->sample_out_host, b->scratch + L->sample_out,
+            CUDA_CHECK(cudaMemcpyAsync(io->out, b->scratch + L->sample_out,
                                        2 * L->logit_rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                        b->stream));
+            if (launch) return DS_OK;
         } else {
             CUDA_CHECK(cudaMemcpyAsync(b->logits_host, dev_logits, (size_t)n * V * sizeof(float),
                                        cudaMemcpyDeviceToHost, b->stream));
@@ -612,14 +668,12 @@ static ds_status run_step(cuda_backend *b, const cuda_plan *p, const step_out *o
             b->lm_head_ms += ms;
         }
         if (sampling) {
-            memcpy(out->tokens, b->sample_out_host, (size_t)n * sizeof(int32_t));
-            if (out->logprobs)
-                memcpy(out->logprobs, b->sample_out_host + L->logit_rows,
-                       (size_t)n * sizeof(float));
+            take_samples(b, io, out, n);
         } else {
             memcpy(out->logits + (size_t)r0 * V, b->logits_host, (size_t)n * V * sizeof(float));
         }
     }
+    if (launch) return DS_OK; /* no row sampled: collect waits for the step's event */
     /* Also when no row wants logits: the next step rewrites the pinned plan buffer. */
     st = wait_stream(b, msg, msg_len);
     return st == DS_OK && b->events ? add_allreduce_time(b, msg, msg_len) : st;
@@ -678,13 +732,14 @@ static ds_status capture(cuda_backend *b, const cuda_plan *p, cudaGraphExec_t *e
 
 /* A decode-only step through its bucket's graph (captured on first use). *ran = 0: graphs are
  * off after a failed capture; nothing ran and the caller goes eager. */
-static ds_status run_graph_step(cuda_backend *b, const llama_step_seq *seqs, int n_seqs, int slot,
+static ds_status run_graph_step(cuda_backend *b, const llama_step_seq *seqs, int n_seqs,
+                                const int32_t *prev_row, int slot, const step_io *io,
                                 const step_out *out, int *ran, char *msg, size_t msg_len) {
     const cuda_layout *L = &b->lay;
     *ran = 0;
     cuda_plan p;
-    ds_status st = cuda_plan_build_padded(b->cache, seqs, n_seqs, b->graph_rows[slot], &b->limits,
-                                          b->plan_host, &p, msg, msg_len);
+    ds_status st = cuda_plan_build_padded(b->cache, seqs, n_seqs, prev_row, b->graph_rows[slot],
+                                          &b->limits, io->plan, &p, msg, msg_len);
     if (st != DS_OK) return st;
     /* The attention's split size for this step's context, in the graph's grid. */
     const llama_config *c = &b->config;
@@ -699,29 +754,34 @@ static ds_status run_graph_step(cuda_backend *b, const llama_step_seq *seqs, int
                                        .cache = layer_view(b, 0),
                                        .key_format = b->key_format,
                                        .value_format = b->value_format};
-    b->plan_host[p.dyn + CUDA_PLAN_DYN_SPLIT] =
+    io->plan[p.dyn + CUDA_PLAN_DYN_SPLIT] =
         paged_attention_cuda_blocks_per_split(&ap, &b->attn_tuning, L->attn_ws_bytes);
     CUDA_CHECK(cudaSetDevice(b->device));
-    CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->plan, b->plan_host, p.n_words * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, b->stream));
-    memcpy(b->sample_host, out->rows, (size_t)n_seqs * sizeof(sample_row));
-    CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, b->sample_host,
+    int32_t *dp = (int32_t *)(b->scratch + L->plan);
+    CUDA_CHECK(cudaMemcpyAsync(dp, io->plan, p.n_words * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               b->stream));
+    memcpy(io->rows, out->rows, (size_t)n_seqs * sizeof(sample_row));
+    CUDA_CHECK(cudaMemcpyAsync(b->scratch + L->sample_rows, io->rows,
                                (size_t)n_seqs * sizeof(sample_row), cudaMemcpyHostToDevice,
                                b->stream));
     if (!b->graph_exec[slot]) {
         st = capture(b, &p, &b->graph_exec[slot], msg, msg_len);
         if (st != DS_OK || !b->graph_exec[slot]) return wait_stream(b, msg, msg_len);
     }
+    st = hand_off(b, &p, dp, msg, msg_len); /* outside the graph: it reads the last step's ids */
+    if (st != DS_OK) return st;
     CUDA_CHECK(cudaGraphLaunch(b->graph_exec[slot], b->stream));
-    CUDA_CHECK(cudaMemcpyAsync(b->sample_out_host, b->scratch + L->sample_out,
+    CUDA_CHECK(cudaMemcpyAsync(io->out, b->scratch + L->sample_out,
                                2 * L->logit_rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                b->stream));
+    if (!out->tokens) { /* a launch: collect waits */
+        *ran = 1;
+        return DS_OK;
+    }
     st = wait_stream(b, msg, msg_len);
     if (st != DS_OK) return st;
     *ran = 1;
-    memcpy(out->tokens, b->sample_out_host, (size_t)n_seqs * sizeof(int32_t));
-    if (out->logprobs)
-        memcpy(out->logprobs, b->sample_out_host + L->logit_rows, (size_t)n_seqs * sizeof(float));
+    take_samples(b, io, out, n_seqs);
     return DS_OK;
 }
 
@@ -734,19 +794,21 @@ static int graph_slot_for(const cuda_backend *b, const llama_step_seq *seqs, int
     return graph_slot(b, n_seqs);
 }
 
+/* prev_row: a launch's hand-off (NULL: none); io: where the step's host side lives. */
 static ds_status forward_step(cuda_backend *b, const llama_step_seq *seqs, int n_seqs,
-                              const step_out *out, char *msg, size_t msg_len) {
+                              const int32_t *prev_row, const step_io *io, const step_out *out,
+                              char *msg, size_t msg_len) {
     const int slot = graph_slot_for(b, seqs, n_seqs, out);
     if (slot >= 0) {
         int ran;
-        ds_status st = run_graph_step(b, seqs, n_seqs, slot, out, &ran, msg, msg_len);
+        ds_status st = run_graph_step(b, seqs, n_seqs, prev_row, slot, io, out, &ran, msg, msg_len);
         if (st != DS_OK || ran) return st;
     }
     cuda_plan p;
     ds_status st =
-        cuda_plan_build(b->cache, seqs, n_seqs, &b->limits, b->plan_host, &p, msg, msg_len);
+        cuda_plan_build(b->cache, seqs, n_seqs, prev_row, &b->limits, io->plan, &p, msg, msg_len);
     if (st != DS_OK || p.n_rows == 0) return st;
-    st = run_step(b, &p, out, msg, msg_len);
+    st = run_step(b, &p, io, out, msg, msg_len);
     if (st != DS_OK && st != DS_EUNAVAILABLE && leads(b)) { /* the others ran on, or wait */
         char inner[512];
         snprintf(inner, sizeof inner, "%s", msg);
@@ -755,21 +817,93 @@ static ds_status forward_step(cuda_backend *b, const llama_step_seq *seqs, int n
     return st;
 }
 
+/* A synchronous step: not while launched steps are uncollected, and no hand-off may follow it. */
+static ds_status forward_sync(cuda_backend *b, const llama_step_seq *seqs, int n_seqs,
+                              const step_out *out, char *msg, size_t msg_len) {
+    if (b->n_flight)
+        return ds_fail(msg, msg_len, DS_EINVAL, "forward: %d launched steps not collected",
+                       b->n_flight);
+    b->last_sampled = 0;
+    const step_io io = sync_io(b);
+    return forward_step(b, seqs, n_seqs, NULL, &io, out, msg, msg_len);
+}
+
 static ds_status backend_forward(void *impl, const llama_step_seq *seqs, int n_seqs, float *logits,
                                  char *msg, size_t msg_len) {
     const step_out out = {.logits = logits};
-    return forward_step(impl, seqs, n_seqs, &out, msg, msg_len);
+    return forward_sync(impl, seqs, n_seqs, &out, msg, msg_len);
+}
+
+/* Device sampling takes one row per sequence; *n_rows: how many sequences want one. */
+static ds_status check_sampled(const llama_step_seq *seqs, int n_seqs, int *n_rows, char *msg,
+                               size_t msg_len) {
+    *n_rows = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        if (seqs[i].logits != LLAMA_LOGITS_LAST && seqs[i].logits != LLAMA_LOGITS_NONE)
+            return ds_fail(msg, msg_len, DS_EINVAL,
+                           "sequence %d: device sampling takes its last row's logits or none", i);
+        *n_rows += seqs[i].logits == LLAMA_LOGITS_LAST;
+    }
+    return DS_OK;
 }
 
 static ds_status backend_forward_sample(void *impl, const llama_step_seq *seqs, int n_seqs,
                                         const sample_row *rows, int32_t *tokens, float *logprobs,
                                         char *msg, size_t msg_len) {
-    for (int i = 0; i < n_seqs; i++)
-        if (seqs[i].logits != LLAMA_LOGITS_LAST && seqs[i].logits != LLAMA_LOGITS_NONE)
-            return ds_fail(msg, msg_len, DS_EINVAL,
-                           "sequence %d: device sampling takes its last row's logits or none", i);
+    int n_rows;
+    ds_status st = check_sampled(seqs, n_seqs, &n_rows, msg, msg_len);
+    if (st != DS_OK) return st;
     const step_out out = {.rows = rows, .tokens = tokens, .logprobs = logprobs};
-    return forward_step(impl, seqs, n_seqs, &out, msg, msg_len);
+    return forward_sync(impl, seqs, n_seqs, &out, msg, msg_len);
+}
+
+static ds_status backend_launch(void *impl, const llama_step_seq *seqs, int n_seqs,
+                                const sample_row *rows, const int32_t *prev_row, char *msg,
+                                size_t msg_len) {
+    cuda_backend *b = impl;
+    if (b->n_flight == 2)
+        return ds_fail(msg, msg_len, DS_EINVAL, "launch: two steps launched, none collected");
+    int n_rows;
+    ds_status st = check_sampled(seqs, n_seqs, &n_rows, msg, msg_len);
+    for (int i = 0; st == DS_OK && prev_row && i < n_seqs; i++)
+        if (prev_row[i] >= b->last_sampled)
+            st = ds_fail(msg, msg_len, DS_EINVAL,
+                         "sequence %d: hand-off of sample row %d; the last launch sampled %d", i,
+                         prev_row[i], b->last_sampled);
+    if (st != DS_OK) return st;
+    struct flight *f = &b->flights[(b->flight_head + b->n_flight) % 2];
+    const step_io io = {.plan = f->plan, .rows = f->rows, .out = f->out};
+    const step_out out = {.rows = rows}; /* no tokens: nothing waits */
+    st = forward_step(b, seqs, n_seqs, prev_row, &io, &out, msg, msg_len);
+    if (st == DS_OK) {
+        cudaError_t e = cudaEventRecord(f->done, b->stream);
+        if (e != cudaSuccess)
+            st = ds_fail(msg, msg_len, DS_EINTERNAL, "launch: cudaEventRecord: %s",
+                         cudaGetErrorString(e));
+    }
+    if (st != DS_OK) { /* nothing of this step may still be running when the caller goes on */
+        (void)cudaStreamSynchronize(b->stream);
+        return st;
+    }
+    f->n_rows = n_rows;
+    b->last_sampled = n_rows;
+    b->n_flight++;
+    return DS_OK;
+}
+
+static ds_status backend_collect(void *impl, int32_t *tokens, float *logprobs, char *msg,
+                                 size_t msg_len) {
+    cuda_backend *b = impl;
+    if (!b->n_flight) return ds_fail(msg, msg_len, DS_EINVAL, "collect: no step launched");
+    struct flight *f = &b->flights[b->flight_head];
+    b->flight_head = (b->flight_head + 1) % 2;
+    b->n_flight--;
+    CUDA_CHECK(cudaSetDevice(b->device));
+    CUDA_CHECK(cudaEventSynchronize(f->done));
+    const step_io io = {.plan = f->plan, .rows = f->rows, .out = f->out};
+    const step_out out = {.tokens = tokens, .logprobs = logprobs};
+    take_samples(b, &io, &out, f->n_rows);
+    return DS_OK;
 }
 
 ds_status cuda_backend_follow(const engine_backend *rank, int *stop, char *msg, size_t msg_len) {
@@ -794,7 +928,8 @@ ds_status cuda_backend_follow(const engine_backend *rank, int *stop, char *msg, 
     }
     st = tp_comm_broadcast(b->tp, b->scratch + b->lay.plan, p.n_words * sizeof(int32_t), b->stream,
                            msg, msg_len);
-    return st == DS_OK ? run_step(b, &p, NULL, msg, msg_len) : st;
+    const step_io io = sync_io(b); /* unused by a follower: its plan comes by broadcast */
+    return st == DS_OK ? run_step(b, &p, &io, NULL, msg, msg_len) : st;
 }
 
 ds_status cuda_backend_signal(const engine_backend *rank0, int stop, char *msg, size_t msg_len) {
@@ -867,6 +1002,12 @@ static ds_status prepare_kernels(cuda_backend *b, char *msg, size_t msg_len) {
     return st;
 }
 
+/* launch / collect: asked for, and neither tensor parallelism (the group steps in lockstep) nor
+ * time_parts (its events are read after a synchronous step). */
+static int async_steps_on(const cuda_backend_options *o) {
+    return o->async_steps && !o->tp && !o->time_parts;
+}
+
 static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *msg,
                           size_t msg_len) {
     const kv_cache_config *kc = &b->cache->config;
@@ -910,6 +1051,19 @@ static ds_status allocate(cuda_backend *b, const cuda_backend_options *o, char *
                     (size_t)b->lay.logit_rows * b->config.vocab_size * sizeof(float),
                     "logits staging", msg, msg_len);
     if (st != DS_OK) return st;
+    for (int i = 0; async_steps_on(o) && i < 2; i++) {
+        struct flight *f = &b->flights[i];
+        st = host_alloc((void **)&f->plan, b->lay.plan_words * sizeof(int32_t), "async step plan",
+                        msg, msg_len);
+        if (st == DS_OK)
+            st = host_alloc((void **)&f->rows, (size_t)b->lay.logit_rows * sizeof(sample_row),
+                            "async sampling rows", msg, msg_len);
+        if (st == DS_OK)
+            st = host_alloc((void **)&f->out, (size_t)b->lay.logit_rows * 2 * sizeof(int32_t),
+                            "async sampled tokens", msg, msg_len);
+        if (st != DS_OK) return st;
+        CUDA_CHECK(cudaEventCreateWithFlags(&f->done, cudaEventDisableTiming));
+    }
     /* Pages nobody wrote are read by no one; zeroing them keeps a stray read finite and runs
      * repeatable. */
     CUDA_CHECK(cudaMemsetAsync(b->kv_full, 0, b->full_layer_bytes * kc->n_layers, b->stream));
@@ -1013,6 +1167,8 @@ ds_status cuda_backend_create(const llama_model *model, kv_cache *cache,
                             .device = b->device_name,
                             .forward = backend_forward,
                             .forward_sample = backend_forward_sample,
+                            .launch = async_steps_on(o) ? backend_launch : NULL,
+                            .collect = async_steps_on(o) ? backend_collect : NULL,
                             .destroy = backend_destroy};
     return DS_OK;
 }

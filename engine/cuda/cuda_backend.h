@@ -10,7 +10,8 @@
  * every layer (RMSNorm, QKV GEMM, RoPE, reshape_and_cache, kv_compress of the blocks that fill,
  * paged attention over all rows, O GEMM + residual, RMSNorm, gate/up GEMM, SwiGLU, down GEMM +
  * residual), then the final norm and LM head for the rows that want logits, and copies those to
- * the caller's buffer; it returns when they are there. Nothing is allocated per step.
+ * the caller's buffer; it returns when they are there (with async_steps, launch returns at once
+ * and collect waits). Nothing is allocated per step.
  *
  * Builds without CUDA link engine/cuda/cuda_backend_none.c instead, whose functions answer
  * DS_EUNSUPPORTED. Errors: DS_ENOMEM naming what did not fit in GPU memory and how much was
@@ -66,6 +67,10 @@ typedef struct cuda_backend_options {
      * (1, 2, 4, ... up to min(max_seqs, max_step_tokens)), captured on first use (not with tp or
      * time_parts); 1: every step is launched kernel by kernel (vLLM's --enforce-eager). */
     int enforce_eager;
+    /* 1: also offer launch / collect (engine/backend.h) for --async-scheduling: every step's plan,
+     * sampling rows and sampled ids in one of two pinned slots, so the host writes step N+1's
+     * while step N runs; not with tp (the group steps synchronously). */
+    int async_steps;
     /* Steps of at most this many rows multiply by the weights with kernels/gemv.h instead of
      * cuBLAS (0: the default, CUDA_GEMV_ROWS; -1: never; at most GEMV_MAX_ROWS). For benchmarks. */
     int gemv_rows;

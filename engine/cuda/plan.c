@@ -74,10 +74,10 @@ void cuda_layout_compute(const llama_config *c, const cuda_layout_options *o, cu
 }
 
 size_t cuda_plan_capacity(const cuda_plan_limits *lim) {
-    /* 5 row arrays (with logit_rows), the attention's exec plan, 2 fill arrays (a block that fills
-     * holds at least one new row, so at most one per row), 2 tables (a padded plan's with one more
-     * sequence), and a padded plan's run-time words. */
-    return 7 * (size_t)lim->max_rows + 2 * ((size_t)lim->max_seqs + 1) * lim->max_blocks +
+    /* 6 row arrays (with logit_rows and handoff), the attention's exec plan, 2 fill arrays (a block
+     * that fills holds at least one new row, so at most one per row), 2 tables (a padded plan's
+     * with one more sequence), and a padded plan's run-time words. */
+    return 8 * (size_t)lim->max_rows + 2 * ((size_t)lim->max_seqs + 1) * lim->max_blocks +
            PAGED_ATTENTION_EXEC_WORDS(lim->max_rows) + CUDA_PLAN_DYN_WORDS;
 }
 
@@ -94,6 +94,7 @@ static void lay_out(cuda_plan *p) {
     p->fill_open = top, top += (size_t)p->n_fill;
     p->fill_full = top, top += (size_t)p->n_fill;
     p->logit_rows = top, top += (size_t)p->n_logit_rows;
+    p->handoff = top, top += R;
     p->exec = top, top += R ? PAGED_ATTENTION_EXEC_WORDS(R) : 0; /* none for an empty plan */
     p->dyn = top;
     p->n_words = top;
@@ -137,9 +138,12 @@ ds_status cuda_plan_header_unpack(const int32_t *hdr, const cuda_plan_limits *li
     return DS_OK;
 }
 
+/* 1: sequence s's last token is handed over from the previous step. */
+static int handed(const int32_t *prev_row, int s) { return prev_row && prev_row[s] >= 0; }
+
 ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
-                          const cuda_plan_limits *lim, int32_t *buf, cuda_plan *p, char *msg,
-                          size_t msg_len) {
+                          const int32_t *prev_row, const cuda_plan_limits *lim, int32_t *buf,
+                          cuda_plan *p, char *msg, size_t msg_len) {
     const int T = cache->config.block_size;
     if (n_seqs < 0 || n_seqs > lim->max_seqs)
         return ds_fail(msg, msg_len, DS_EINVAL, "step of %d sequences: the backend takes 0..%d",
@@ -155,7 +159,7 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
             return ds_fail(msg, msg_len, DS_ERANGE,
                            "sequence %d: %d cached + %d new tokens exceed the context of %d", s,
                            kv->n_tokens, sq->n_tokens, lim->context_length);
-        for (int i = 0; i < sq->n_tokens; i++)
+        for (int i = 0; i < sq->n_tokens - handed(prev_row, s); i++)
             if (sq->tokens[i] < 0 || sq->tokens[i] >= lim->vocab_size)
                 return ds_fail(msg, msg_len, DS_ERANGE,
                                "sequence %d: token %d = %d is outside the vocabulary [0, %d)", s, i,
@@ -200,9 +204,12 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
         const int from = sq->logits == LLAMA_LOGITS_ALL    ? 0
                          : sq->logits == LLAMA_LOGITS_LAST ? sq->n_tokens - 1
                                                            : sq->n_tokens;
+        p->n_handoff += handed(prev_row, s);
         for (int i = 0; i < sq->n_tokens; i++, row++) {
             const int pos = kv->n_tokens + i;
-            buf[p->tokens + row] = sq->tokens[i];
+            const int hand = handed(prev_row, s) && i == sq->n_tokens - 1;
+            buf[p->tokens + row] = hand ? 0 : sq->tokens[i];
+            buf[p->handoff + row] = hand ? prev_row[s] : -1;
             buf[p->positions + row] = pos;
             buf[p->row_seq + row] = s;
             buf[p->slots + row] = kv->open_id[pos / T] * T + pos % T;
@@ -217,8 +224,8 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
 }
 
 ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
-                                 int bucket, const cuda_plan_limits *lim, int32_t *buf,
-                                 cuda_plan *p, char *msg, size_t msg_len) {
+                                 const int32_t *prev_row, int bucket, const cuda_plan_limits *lim,
+                                 int32_t *buf, cuda_plan *p, char *msg, size_t msg_len) {
     if (n_seqs < 1 || n_seqs > bucket || bucket > lim->max_seqs || bucket > lim->max_rows)
         return ds_fail(
             msg, msg_len, DS_EINVAL,
@@ -231,12 +238,13 @@ ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *se
                            "decodes are padded",
                            s, seqs[s].n_tokens, (int)seqs[s].logits);
     cuda_plan real;
-    ds_status st = cuda_plan_build(cache, seqs, n_seqs, lim, buf, &real, msg, msg_len);
+    ds_status st = cuda_plan_build(cache, seqs, n_seqs, prev_row, lim, buf, &real, msg, msg_len);
     if (st != DS_OK) return st;
     const int T = cache->config.block_size, stride = lim->max_blocks, pad_seq = bucket;
     memset(p, 0, sizeof *p);
     p->n_rows = bucket, p->n_seqs = bucket + 1, p->table_stride = stride;
     p->n_fill = bucket, p->n_logit_rows = bucket, p->max_pos = real.max_pos;
+    p->n_handoff = real.n_handoff;
     lay_out(p);
     p->n_words += CUDA_PLAN_DYN_WORDS;
     /* buf held the real plan; the padded one is written from the sequences again (the real
@@ -252,13 +260,15 @@ ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *se
             ot[b] = kv && b < kv->n_blocks ? kv->open_id[b] : -1;
         }
         buf[p->logit_rows + s] = s;
+        buf[p->handoff + s] = kv && handed(prev_row, s) ? prev_row[s] : -1;
         if (!kv) { /* padding: one token at position 0 of the pad sequence, nothing written */
             buf[p->tokens + s] = 0, buf[p->positions + s] = 0;
             buf[p->row_seq + s] = pad_seq, buf[p->slots + s] = -1;
             continue;
         }
         const int pos = kv->n_tokens;
-        buf[p->tokens + s] = seqs[s].tokens[0], buf[p->positions + s] = pos;
+        buf[p->tokens + s] = handed(prev_row, s) ? 0 : seqs[s].tokens[0];
+        buf[p->positions + s] = pos;
         buf[p->row_seq + s] = s, buf[p->slots + s] = kv->open_id[pos / T] * T + pos % T;
         int first, end;
         kv_seq_filling(cache, kv, &first, &end);

@@ -67,6 +67,10 @@ typedef struct cuda_plan_limits {
  *     full_table, open_table [n_seqs][table_stride]  kv_seq full_id / open_id (-1: none)
  *     fill_open, fill_full [n_fill]                  blocks that fill in this step, batch order
  *     logit_rows [n_logit_rows]                      rows whose logits the caller wants
+ *     handoff [n_rows]                               async scheduling: the previous step's sample
+ *                                                    row whose id becomes this row's token
+ *                                                    (sample_handoff_cuda before the embedding),
+ *                                                    or -1: the token is tokens[row]
  *     exec [PAGED_ATTENTION_EXEC_WORDS(n_rows)]       attention's prefill tiles + decode list
  *                                                    (runs of >= CUDA_PLAN_MIN_TILE_ROWS rows
  *                                                    of a prompt chunk in one block are tiles) */
@@ -74,7 +78,8 @@ typedef struct cuda_plan_limits {
 typedef struct cuda_plan {
     int n_rows, n_seqs, table_stride, n_fill, n_logit_rows, max_pos;
     size_t tokens, positions, row_seq, slots, full_table, open_table, fill_open, fill_full,
-        logit_rows, exec;
+        logit_rows, handoff, exec;
+    int n_handoff;  /* rows whose token is handed over (host only: never in the header) */
     size_t dyn;     /* a padded plan's CUDA_PLAN_DYN_WORDS run-time words (after logit_rows) */
     size_t n_words; /* int32 values in use: what the copy moves */
 } cuda_plan;
@@ -84,10 +89,13 @@ size_t cuda_plan_capacity(const cuda_plan_limits *limits);
 
 /* Validates the step as llama_engine_forward does (tokens per sequence, token ids, context,
  * reserved positions) plus the backend's limits (rows, sequences), and packs the plan into
- * buf[cuda_plan_capacity(limits)]. Errors: DS_EINVAL / DS_ERANGE naming the sequence. */
+ * buf[cuda_plan_capacity(limits)]. prev_row (NULL: none): engine/backend.h's launch hand-off;
+ * prev_row[s] >= 0 takes sequence s's last token (not read, not checked) from that sample row of
+ * the previous step, which the caller bounds. Errors: DS_EINVAL / DS_ERANGE naming the
+ * sequence. */
 ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
-                          const cuda_plan_limits *limits, int32_t *buf, cuda_plan *plan, char *msg,
-                          size_t msg_len);
+                          const int32_t *prev_row, const cuda_plan_limits *limits, int32_t *buf,
+                          cuda_plan *plan, char *msg, size_t msg_len);
 
 /* ---- padded plans (CUDA graphs) ----
  * A decode-only step (every sequence one token, logits LAST) laid out for a graph captured for
@@ -96,7 +104,8 @@ ds_status cuda_plan_build(const kv_cache *cache, const llama_step_seq *seqs, int
  * read it whatever the batch; what changes between replays is read from the run-time words at
  * dyn. Rows past the real sequences are padding: token 0 at position 0 of the extra, last
  * sequence (one token of sequence 0's open block as its whole context), slot -1 (nothing is
- * written), logits computed but not sampled. */
+ * written), handoff -1, logits computed but not sampled. The graph does not read handoff: the
+ * hand-off runs before the replay. */
 enum {
     CUDA_PLAN_DYN_ROWS = 0,  /* real rows: the sampler stops there */
     CUDA_PLAN_DYN_FILLS = 1, /* real fills: kv_compress stops there */
@@ -107,8 +116,9 @@ enum {
 /* Validates as cuda_plan_build does and writes the padded plan; DS_EINVAL for a step that is
  * not decode-only or does not fit the bucket (1 <= n_seqs <= bucket <= max_seqs, max_rows). */
 ds_status cuda_plan_build_padded(const kv_cache *cache, const llama_step_seq *seqs, int n_seqs,
-                                 int bucket, const cuda_plan_limits *limits, int32_t *buf,
-                                 cuda_plan *plan, char *msg, size_t msg_len);
+                                 const int32_t *prev_row, int bucket,
+                                 const cuda_plan_limits *limits, int32_t *buf, cuda_plan *plan,
+                                 char *msg, size_t msg_len);
 
 /* ---- the plan on the wire (tensor parallelism) ----
  * Rank 0 builds the plan and broadcasts it: first a header of CUDA_PLAN_HEADER_WORDS int32

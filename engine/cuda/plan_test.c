@@ -1,7 +1,8 @@
 /* plan_test — the CUDA backend's host arithmetic, on the CPU: the device layout accounts for
  * every weight exactly once and never overlaps, and the step plan carries each row's position,
  * sequence and cache slot, the block tables, the filling blocks and the logit rows of a mixed
- * batch (decode, prefill, chunk) over scattered block ids; bad steps are refused by name. */
+ * batch (decode, prefill, chunk) over scattered block ids, and the async hand-off rows; bad steps
+ * are refused by name. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -166,8 +167,8 @@ static void test_plan_mixed_batch(void **state) {
     };
     cuda_plan p;
     char msg[256];
-    assert_int_equal(cuda_plan_build(f->cache, step, 3, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_OK);
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 3, NULL, &f->limits, f->buf, &p, msg, sizeof msg), DS_OK);
     assert_int_equal(p.n_rows, 58);
     assert_int_equal(p.n_seqs, 3);
     assert_int_equal(p.table_stride, 3); /* seq 0 and seq 1: 41 and 37 positions, 3 blocks */
@@ -235,11 +236,11 @@ static void test_plan_padded(void **state) {
     llama_step_seq step[2] = {{.kv = &f->seqs[0], .tokens = f->tokens[0] + 47, .n_tokens = 1},
                               {.kv = &f->seqs[2], .tokens = f->tokens[2] + 15, .n_tokens = 1}};
     cuda_plan p, one;
+    assert_int_equal(cuda_plan_build_padded(f->cache, step, 1, NULL, 4, &f->limits, f->buf, &one,
+                                            msg, sizeof msg),
+                     DS_OK);
     assert_int_equal(
-        cuda_plan_build_padded(f->cache, step, 1, 4, &f->limits, f->buf, &one, msg, sizeof msg),
-        DS_OK);
-    assert_int_equal(
-        cuda_plan_build_padded(f->cache, step, 2, 4, &f->limits, f->buf, &p, msg, sizeof msg),
+        cuda_plan_build_padded(f->cache, step, 2, NULL, 4, &f->limits, f->buf, &p, msg, sizeof msg),
         DS_OK);
     assert_memory_equal(&one, &p, offsetof(cuda_plan, max_pos)); /* sizes: the bucket's */
     assert_true(one.tokens == p.tokens && one.slots == p.slots && one.open_table == p.open_table &&
@@ -287,15 +288,68 @@ static void test_plan_padded(void **state) {
     llama_step_seq two = step[0];
     two.n_tokens = 2;
     assert_int_equal(
-        cuda_plan_build_padded(f->cache, &two, 1, 4, &f->limits, f->buf, &p, msg, sizeof msg),
+        cuda_plan_build_padded(f->cache, &two, 1, NULL, 4, &f->limits, f->buf, &p, msg, sizeof msg),
         DS_EINVAL);
     assert_non_null(strstr(msg, "only decodes are padded"));
     assert_int_equal(
-        cuda_plan_build_padded(f->cache, step, 2, 1, &f->limits, f->buf, &p, msg, sizeof msg),
+        cuda_plan_build_padded(f->cache, step, 2, NULL, 1, &f->limits, f->buf, &p, msg, sizeof msg),
         DS_EINVAL);
     assert_int_equal(
-        cuda_plan_build_padded(f->cache, step, 2, 8, &f->limits, f->buf, &p, msg, sizeof msg),
+        cuda_plan_build_padded(f->cache, step, 2, NULL, 8, &f->limits, f->buf, &p, msg, sizeof msg),
         DS_EINVAL);
+}
+
+/* Async scheduling's hand-off: a handed-over token (a decode's, or the last of a recompute chunk)
+ * is a placeholder neither read nor checked, its row names the previous step's sample row, every
+ * other row (padding too) -1. */
+static void test_plan_handoff(void **state) {
+    fixture *f = *state;
+    char msg[256];
+    reserve(f, 0, 20), kv_seq_commit(f->cache, &f->seqs[0]);
+    reserve(f, 2, 9), kv_seq_commit(f->cache, &f->seqs[2]);
+    reserve(f, 0, 1), reserve(f, 2, 1);
+    const int32_t unknown = -1;
+    llama_step_seq step[2] = {{.kv = &f->seqs[0], .tokens = f->tokens[0] + 20, .n_tokens = 1},
+                              {.kv = &f->seqs[2], .tokens = &unknown, .n_tokens = 1}};
+    const int32_t prev_row[2] = {-1, 3};
+    cuda_plan p;
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 2, prev_row, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_OK);
+    assert_int_equal(p.n_handoff, 1);
+    assert_int_equal(f->buf[p.handoff], -1);
+    assert_int_equal(f->buf[p.handoff + 1], 3);
+    assert_int_equal(f->buf[p.tokens], f->tokens[0][20]);
+    assert_int_equal(f->buf[p.tokens + 1], 0);
+    assert_true(p.handoff + p.n_rows <= p.exec && p.n_words <= cuda_plan_capacity(&f->limits));
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 2, NULL, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_ERANGE); /* without the hand-off the placeholder is a token */
+    assert_int_equal(cuda_plan_build_padded(f->cache, step, 2, prev_row, 4, &f->limits, f->buf, &p,
+                                            msg, sizeof msg),
+                     DS_OK);
+    assert_int_equal(p.n_handoff, 1);
+    const int32_t want[4] = {-1, 3, -1, -1};
+    for (int r = 0; r < 4; r++)
+        assert_int_equal(f->buf[p.handoff + r], want[r]);
+    assert_int_equal(f->buf[p.tokens + 1], 0);
+    kv_seq_rollback(f->cache, &f->seqs[2]);
+    reserve(f, 2, 3);
+    int32_t chunk[3] = {f->tokens[2][9], f->tokens[2][10], -1};
+    step[1].n_tokens = 3;
+    step[1].tokens = chunk;
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 2, prev_row, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_OK);
+    const int32_t want_chunk[4] = {-1, -1, -1, 3};
+    for (int r = 0; r < 4; r++)
+        assert_int_equal(f->buf[p.handoff + r], want_chunk[r]);
+    assert_int_equal(f->buf[p.tokens + 2], chunk[1]);
+    assert_int_equal(f->buf[p.tokens + 3], 0);
+    chunk[1] = -1; /* only the last token is handed over: the others are checked */
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 2, prev_row, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_ERANGE);
 }
 
 static void test_plan_errors(void **state) {
@@ -306,27 +360,30 @@ static void test_plan_errors(void **state) {
     llama_step_seq step = {.kv = &f->seqs[0], .tokens = f->tokens[0], .n_tokens = 30};
     cuda_plan_limits small = f->limits;
     small.max_rows = 20;
-    assert_int_equal(cuda_plan_build(f->cache, &step, 1, &small, f->buf, &p, msg, sizeof msg),
+    assert_int_equal(cuda_plan_build(f->cache, &step, 1, NULL, &small, f->buf, &p, msg, sizeof msg),
                      DS_EINVAL);
     assert_non_null(strstr(msg, "max_step_tokens = 20"));
     step.n_tokens = 29; /* 30 reserved */
-    assert_int_equal(cuda_plan_build(f->cache, &step, 1, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_EINVAL);
+    assert_int_equal(
+        cuda_plan_build(f->cache, &step, 1, NULL, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_EINVAL);
     assert_non_null(strstr(msg, "30 positions reserved for 29"));
     step.n_tokens = 30;
     int32_t bad[30] = {0};
     bad[7] = 1000;
     step.tokens = bad;
-    assert_int_equal(cuda_plan_build(f->cache, &step, 1, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_ERANGE);
+    assert_int_equal(
+        cuda_plan_build(f->cache, &step, 1, NULL, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_ERANGE);
     assert_non_null(strstr(msg, "token 7 = 1000"));
     llama_step_seq five[5] = {step, step, step, step, step};
-    assert_int_equal(cuda_plan_build(f->cache, five, 5, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_EINVAL);
+    assert_int_equal(
+        cuda_plan_build(f->cache, five, 5, NULL, &f->limits, f->buf, &p, msg, sizeof msg),
+        DS_EINVAL);
     assert_non_null(strstr(msg, "5 sequences"));
     step.tokens = f->tokens[0];
-    assert_int_equal(cuda_plan_build(f->cache, &step, 1, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_OK);
+    assert_int_equal(
+        cuda_plan_build(f->cache, &step, 1, NULL, &f->limits, f->buf, &p, msg, sizeof msg), DS_OK);
 }
 
 /* The header rank 0 broadcasts gives the other ranks the same sizes and offsets; a corrupt one
@@ -340,8 +397,8 @@ static void test_plan_header(void **state) {
     llama_step_seq step[2] = {
         {.kv = &f->seqs[0], .tokens = f->tokens[0], .n_tokens = 30},
         {.kv = &f->seqs[1], .tokens = f->tokens[1], .n_tokens = 1, .logits = LLAMA_LOGITS_LAST}};
-    assert_int_equal(cuda_plan_build(f->cache, step, 2, &f->limits, f->buf, &p, msg, sizeof msg),
-                     DS_OK);
+    assert_int_equal(
+        cuda_plan_build(f->cache, step, 2, NULL, &f->limits, f->buf, &p, msg, sizeof msg), DS_OK);
     int32_t hdr[CUDA_PLAN_HEADER_WORDS];
     cuda_plan_header_pack(CUDA_PLAN_STEP, &p, hdr);
     cuda_plan_command cmd = 0;
@@ -382,6 +439,7 @@ int main(void) {
         cmocka_unit_test(test_layout_scratch),
         cmocka_unit_test_setup_teardown(test_plan_mixed_batch, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_padded, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_plan_handoff, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_plan_header, fixture_setup, fixture_teardown),
     };

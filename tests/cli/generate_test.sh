@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # generate_test — `decoserve generate` as a user runs it: a tiny model made by decoserve-mkmodel,
-# seeded sampling, and every kind of bad input answered with a clear error and exit code, never a
-# crash (and decoserve-eval ppl's device flags). With DECOSERVE_MODEL set (the real SmolLM2), a
-# golden greedy completion.
+# seeded sampling, --async-scheduling (the same text), and every kind of bad input answered with
+# a clear error and exit code, never a crash (and decoserve-eval ppl's device flags). With
+# DECOSERVE_MODEL set (the real SmolLM2), a golden greedy completion.
 set -uo pipefail
 decoserve=$1
 mkmodel=$2
@@ -62,6 +62,16 @@ check "same seed gives the same text" $?
 ! cmp -s "$(ls "$tmp"/seed1.* | head -1)" "$(ls "$tmp"/seed2.* | head -1)"
 check "another seed gives another text" $?
 : "$n_distinct"
+
+# --async-scheduling: the same text as the synchronous engine, greedy and sampled.
+for sampling in "--temperature 0" "--temperature 1.2 --top-p 0.9 --seed 3"; do
+    "$decoserve" generate --model "$tiny" --prompt "the cat sat" --max-tokens 30 --ignore-eos \
+        $sampling >"$tmp/sync" 2>/dev/null
+    "$decoserve" generate --model "$tiny" --prompt "the cat sat" --max-tokens 30 --ignore-eos \
+        $sampling --async-scheduling >"$tmp/async" 2>/dev/null
+    [ -s "$tmp/sync" ] && cmp -s "$tmp/sync" "$tmp/async"
+    check "--async-scheduling gives the same text ($sampling)" $?
+done
 
 # Every compressed KV setting runs.
 for bits in 8 4 2; do

@@ -12,7 +12,10 @@
  * 4-bit KV (a K/V value the two passes round to neighbouring codes moves one quantisation step)
  * and 3% for bf16 weights (8 mantissa bits against fp16's 11); and greedy tokens consistent: the
  * GPU's argmax scores, on the CPU, within twice that row's max difference of the CPU's best
- * (raw argmax agreement is reported too, and must be >= 90%). */
+ * (raw argmax agreement is reported too, and must be >= 90%).
+ *
+ * Then the serving engine's --async-scheduling on the GPU (check_async_scheduling): the same
+ * workload with and without it must stream exactly the same tokens. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +28,7 @@
 #include "engine/cuda/plan.h"
 #include "engine/llama.h"
 #include "engine/loader/synthetic.h"
+#include "engine/serving.h"
 #include "tests/gpu/check.h"
 
 /* SmolLM2-135M's shape (engine/loader/synthetic.h) with n_layers layers and a 2k context. */
@@ -470,6 +474,139 @@ static void check_graphs(const llama_model *m) {
     free(logits[0]), free(logits[1]);
 }
 
+/* --async-scheduling through the serving engine on the GPU (launch / collect, the on-device
+ * hand-off, graphs or eager, the look-ahead at max_tokens): ASYNC_N requests of different prompt
+ * lengths, max_tokens 1..40, seeded sampling (temperature 1, top-p 0.95) and greedy, one
+ * cancelled, in a KV pool small enough to preempt, on SmolLM2-shaped random weights. Only length
+ * finishes (ignore_eos, no stop ids), so the async engine runs the synchronous engine's batches
+ * (serving.c) and the tokens and finishes must agree exactly. The GPU's sums depend on the batch,
+ * so the cancellation comes at the same step in both runs: the synchronous run cancels once the
+ * request has streamed 6 tokens, the async one once it has streamed 5 (its 6th is then in flight,
+ * and dropped), so its tokens are the synchronous ones less the last. */
+enum { ASYNC_N = 12, ASYNC_MAX_OUT = 40, ASYNC_CANCEL = 5, ASYNC_CANCEL_AFTER = 6 };
+
+typedef struct served {
+    int32_t ids[ASYNC_MAX_OUT];
+    int n;
+    serving_finish finish;
+} served;
+
+static void take_output(serving_stream *st, served *c) {
+    serving_output out = {0};
+    while (serving_stream_poll(st, &out)) {
+        for (int i = 0; i < out.n_token_ids && c->n < ASYNC_MAX_OUT; i++)
+            c->ids[c->n++] = out.token_ids[i];
+        if (out.finish) c->finish = out.finish;
+    }
+    serving_output_free(&out);
+}
+
+/* Runs the workload; *preemptions and *whole (both pools full again) from the final stats. */
+static int serve_workload(int async, int eager, int kv_bits, served *out, int64_t *preemptions,
+                          int *whole) {
+    const int cancel_after = ASYNC_CANCEL_AFTER - async;
+    serving_options o;
+    serving_options_default(&o);
+    o.device = SERVING_CUDA;
+    o.random_weights = "smollm2-135m";
+    o.seed = 0x5eed;
+    o.kv_bits = kv_bits;
+    o.block_size = 16;
+    o.max_seqs = 8;
+    o.max_batched_tokens = 64;
+    o.enforce_eager = eager;
+    o.async_scheduling = async;
+    /* the open pool (max_seqs + 64 / 16 + 1 blocks) and 20 full blocks: the 8 running sequences
+     * need up to 8 each */
+    llama_config c = smollm2_config(30);
+    kv_cache_config kc = {.n_layers = c.n_layers,
+                          .n_kv_heads = c.n_kv_heads,
+                          .head_dim = c.head_dim,
+                          .block_size = 16,
+                          .key_codec =
+                              dq_config_defaults(kv_bits == 16 ? DQ_FP16 : DQ_KIVI, kv_bits)};
+    kc.value_codec = kc.key_codec;
+    size_t open_bytes, full_bytes;
+    char msg[512];
+    serving *s = NULL;
+    if (kv_cache_block_bytes(&kc, &open_bytes, &full_bytes, msg, sizeof msg) != DS_OK ||
+        (o.kv_memory_bytes = (int64_t)(13 * open_bytes + 20 * full_bytes),
+         serving_create(&o, &s, msg, sizeof msg) != DS_OK)) {
+        printf("FAIL async check: serving_create: %s\n", msg);
+        return -1;
+    }
+    serving_info info;
+    serving_get_info(s, &info);
+    serving_stream *st[ASYNC_N];
+    ds_rng rng = {31};
+    int rc = info.async_scheduling != async, n_submitted = 0;
+    for (int i = 0; !rc && i < ASYNC_N; i++) {
+        int32_t prompt[100];
+        const int n = 5 + (i * 37) % 90;
+        for (int k = 0; k < n; k++)
+            prompt[k] = (int32_t)(ds_rng_u64(&rng) % (uint64_t)info.vocab_size);
+        serving_request q;
+        serving_request_default(&q);
+        q.prompt_ids = prompt, q.n_prompt_ids = n;
+        q.max_tokens = i == 2 ? 1 : 4 + (i * 5) % (ASYNC_MAX_OUT - 3);
+        q.ignore_eos = 1;
+        q.sampling.seed = 100 + i;
+        q.sampling.temperature = i % 3 ? 1.0f : 0.0f;
+        q.sampling.top_p = 0.95f;
+        memset(&out[i], 0, sizeof out[i]);
+        rc = serving_submit(s, &q, NULL, NULL, &st[i], msg, sizeof msg) != DS_OK;
+        n_submitted += !rc;
+    }
+    for (int worked = 1, cancelled = 0; !rc && worked;) {
+        rc = serving_step(s, &worked, msg, sizeof msg) != DS_OK;
+        for (int i = 0; i < ASYNC_N; i++)
+            take_output(st[i], &out[i]);
+        if (!cancelled && out[ASYNC_CANCEL].n >= cancel_after) {
+            serving_stream_cancel(st[ASYNC_CANCEL]);
+            cancelled = 1;
+        }
+    }
+    if (rc) printf("FAIL async check (async %d): %s\n", async, msg);
+    for (int i = 0; i < n_submitted; i++)
+        serving_stream_release(st[i]);
+    serving_stats stats;
+    serving_get_stats(s, &stats);
+    *preemptions = stats.preemptions;
+    *whole = stats.open_blocks_free == stats.open_blocks_total &&
+             stats.full_blocks_free == stats.full_blocks_total && stats.running == 0;
+    serving_destroy(s);
+    return rc ? -1 : 0;
+}
+
+static void check_async_scheduling(void) {
+    for (int eager = 0; eager < 2; eager++)
+        for (int bits = 16; bits >= 4; bits -= 12) {
+            served sync[ASYNC_N], async[ASYNC_N];
+            int64_t pre_sync, pre_async;
+            int whole_sync, whole_async;
+            if (serve_workload(0, eager, bits, sync, &pre_sync, &whole_sync) ||
+                serve_workload(1, eager, bits, async, &pre_async, &whole_async))
+                continue;
+            int same = 1, n = 0, changes = 0;
+            for (int i = 0; i < ASYNC_N; i++) {
+                const int want = sync[i].n - (i == ASYNC_CANCEL); /* the dropped 6th */
+                same &= async[i].n == want && sync[i].finish == async[i].finish &&
+                        !memcmp(sync[i].ids, async[i].ids, (size_t)want * sizeof(int32_t));
+                n += sync[i].n;
+                for (int t = 1; t < sync[i].n; t++)
+                    changes += sync[i].ids[t] != sync[i].ids[t - 1];
+            }
+            report(same && pre_sync > 0 && pre_sync == pre_async && whole_sync && whole_async &&
+                       sync[ASYNC_CANCEL].finish == SERVING_CANCELLED &&
+                       sync[ASYNC_CANCEL].n == ASYNC_CANCEL_AFTER && changes > n / 4,
+                   "async scheduling vs sync, %s, kv%d: %d tokens identical %d, preemptions %lld "
+                   "/ %lld, pools whole %d / %d, cancelled %s, token changes %d",
+                   eager ? "eager" : "graphs", bits, n, same, (long long)pre_sync,
+                   (long long)pre_async, whole_sync, whole_async,
+                   serving_finish_name(sync[ASYNC_CANCEL].finish), changes);
+        }
+}
+
 int main(int argc, char **argv) {
     const int n_layers = argc > 1 ? atoi(argv[1]) : 30;
     size_t free_bytes, total;
@@ -494,5 +631,6 @@ int main(int argc, char **argv) {
     check_graphs(&m);
     llama_model_free(&m);
     check_random_weights_and_enomem();
+    check_async_scheduling();
     return report_summary("model_test");
 }
