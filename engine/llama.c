@@ -1,7 +1,8 @@
 /* engine/llama.c — CPU forward pass of a Llama model over the paged KV cache (see llama.h).
  * Projections go through kernels/qmatmul.h; attention reads the compressed pages in place
- * (kernels/kv_page_dot.h), one query row and head per pool task, each summed in an order fixed by
- * the format, so that no row's result depends on the rows beside it. */
+ * (kernels/kv_page_dot.h), a block of query rows x a kv head's query heads per pool task sharing
+ * each page, each summed in an order fixed by the format, so that no row's result depends on the
+ * rows beside it. */
 #include "engine/llama.h"
 
 #include <math.h>
@@ -47,9 +48,10 @@ struct llama_engine {
     float *kown, *vown;     /* [kv head][max_rows + block][head_dim] the step's own blocks (fp16) */
     size_t own_head_stride; /* floats between two heads in kown / vown */
     /* per pool task: scores, then probabilities, of ATTEND_ROWS rows x a kv head's query heads;
-     * one page's tile; kv_page_dot scratch */
-    float *scores; /* [POOL_TASKS][ATTEND_ROWS * group][context + block] */
-    float *tiles;  /* [POOL_TASKS][tile_floats] */
+     * their queries and outputs side by side; one page's tile; kv_page_dot scratch */
+    float *scores;        /* [POOL_TASKS][ATTEND_ROWS * group][context + block] */
+    float *qrows, *orows; /* [POOL_TASKS][ATTEND_ROWS * group][head_dim] */
+    float *tiles;         /* [POOL_TASKS][tile_floats] */
     float *dot_scratch;
     size_t tile_floats, dot_scratch_floats;
     llama_qkv_tap tap;
@@ -83,7 +85,8 @@ void llama_engine_destroy(llama_engine *e) {
     free(e->gate), free(e->up), free(e->positions);
     free(e->page_work);
     free(e->fill_seq), free(e->fill_block);
-    free(e->kown), free(e->vown), free(e->scores), free(e->tiles), free(e->dot_scratch);
+    free(e->kown), free(e->vown), free(e->scores), free(e->qrows), free(e->orows);
+    free(e->tiles), free(e->dot_scratch);
     free(e);
 }
 
@@ -179,16 +182,19 @@ ds_status llama_engine_create(const llama_model *model, kv_cache *cache,
     e->vown = malloc(e->own_head_stride * (size_t)c->n_kv_heads * sizeof(float));
     const size_t group = (size_t)(c->n_heads / c->n_kv_heads);
     e->scores = malloc(POOL_TASKS * ATTEND_ROWS * group * (ctx + T) * sizeof(float));
+    e->qrows = malloc(POOL_TASKS * ATTEND_ROWS * group * D * sizeof(float));
+    e->orows = malloc(POOL_TASKS * ATTEND_ROWS * group * D * sizeof(float));
     size_t kt = kv_page_tile_floats(&e->key_format), vt = kv_page_tile_floats(&e->value_format);
     e->tile_floats = kt > vt ? kt : vt;
     e->tiles = malloc(POOL_TASKS * e->tile_floats * sizeof(float));
-    size_t kf = kv_page_dot_scratch_floats(&e->key_format),
-           vf = kv_page_dot_scratch_floats(&e->value_format);
+    const int vectors = ATTEND_ROWS * (int)group; /* that read one page in one call */
+    size_t kf = kv_page_dot_scratch_floats(&e->key_format, vectors),
+           vf = kv_page_dot_scratch_floats(&e->value_format, vectors);
     e->dot_scratch_floats = (kf > vf ? kf : vf) + 1;
     e->dot_scratch = malloc(POOL_TASKS * e->dot_scratch_floats * sizeof(float));
     if (!e->inv_freq || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->attn || !e->gate ||
         !e->up || !e->positions || !e->page_work || !e->kown || !e->vown || !e->scores ||
-        !e->tiles || !e->dot_scratch || !e->fill_seq || !e->fill_block) {
+        !e->qrows || !e->orows || !e->tiles || !e->dot_scratch || !e->fill_seq || !e->fill_block) {
         llama_engine_destroy(e);
         return ds_fail(msg, msg_len, DS_ENOMEM, "engine: out of memory for step scratch");
     }
@@ -277,11 +283,13 @@ typedef struct attend_job {
 
 /* Attention of rows [i0, i1) of the sequence (< ATTEND_ROWS) for the query heads of kv head h.
  * Row i at position p reads every full block before its own from the compressed pages (each
- * page's tile unpacked once for all the rows and heads) and its own block [own, p] from the fp16
- * rows: scores, softmax, then the values the same way. own(p) = p rounded down to a block. Every
- * (row, head) is computed by the same operations whatever rows share the call. */
-static void attend_rows(const attend_job *j, int h, int i0, int i1, float *scores, float *tile,
-                        float *scratch) {
+ * page's tile unpacked once, and each product taken once, for all the rows and heads that read
+ * it) and its own block [own, p] from the fp16 rows: scores, softmax, then the values the same
+ * way. own(p) = p rounded down to a block. Every (row, head) is computed by the same operations
+ * whatever rows share the call. qrows / orows: the rows' queries and outputs, vector
+ * (i - i0) * G + g. */
+static void attend_rows(const attend_job *j, int h, int i0, int i1, float *scores, float *qrows,
+                        float *orows, float *tile, float *scratch) {
     llama_engine *e = j->e;
     const llama_config *c = &e->model->config;
     kv_cache *kc = e->cache;
@@ -292,23 +300,24 @@ static void attend_rows(const attend_job *j, int h, int i0, int i1, float *score
     const float *kown = e->kown + (size_t)h * e->own_head_stride;
     const float *vown = e->vown + (size_t)h * e->own_head_stride;
     const int n_pages = (first + i1 - 1) / T; /* full blocks the last row reads */
+    for (int i = i0; i < i1; i++)
+        memcpy(qrows + (size_t)(i - i0) * G * D,
+               e->q + (size_t)(j->row0 + i) * qd + (size_t)h * G * D,
+               (size_t)G * D * sizeof(float));
     for (int b = 0; b < n_pages; b++) {
-        const uint8_t *page = kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 0);
-        kv_page_unpack(&e->key_format, page, tile);
-        for (int i = i0; i < i1; i++) {
-            if (b >= (first + i) / T) continue; /* the row's own block or later */
-            const float *q = e->q + (size_t)(j->row0 + i) * qd + (size_t)h * G * D;
-            for (int g = 0; g < G; g++)
-                kv_page_scores(&e->key_format, tile, q + (size_t)g * D, scale,
-                               scores + ((size_t)(i - i0) * G + g) * stride + (size_t)b * T,
-                               scratch);
-        }
+        /* the rows past this block: i >= ib */
+        const int ib = (b + 1) * T - first > i0 ? (b + 1) * T - first : i0;
+        const size_t v0 = (size_t)(ib - i0) * G;
+        kv_page_unpack(&e->key_format, kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 0), tile);
+        kv_page_scores(&e->key_format, tile, (i1 - ib) * G, qrows + v0 * D, (size_t)D, scale,
+                       scores + v0 * stride + (size_t)b * T, stride, scratch);
     }
     for (int i = i0; i < i1; i++) {
         const int p = first + i, own = (p / T) * T;
         for (int g = 0; g < G; g++) {
-            const float *q = e->q + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
-            float *sc = scores + ((size_t)(i - i0) * G + g) * stride;
+            const size_t vec = (size_t)(i - i0) * G + g;
+            const float *q = qrows + vec * D;
+            float *sc = scores + vec * stride;
             float mx = -INFINITY;
             for (int t = 0; t < own; t++)
                 mx = sc[t] > mx ? sc[t] : mx;
@@ -326,34 +335,30 @@ static void attend_rows(const attend_job *j, int h, int i0, int i1, float *score
             const float inv = 1.0f / sum;
             for (int t = 0; t <= p; t++)
                 sc[t] *= inv;
-            float *out = e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
-            for (int d = 0; d < D; d++)
-                out[d] = 0.0f;
+            memset(orows + vec * D, 0, (size_t)D * sizeof(float));
         }
     }
     for (int b = 0; b < n_pages; b++) {
-        const uint8_t *page = kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 1);
-        kv_page_unpack(&e->value_format, page, tile);
-        for (int i = i0; i < i1; i++) {
-            if (b >= (first + i) / T) continue;
-            for (int g = 0; g < G; g++)
-                kv_page_values(&e->value_format, tile,
-                               scores + ((size_t)(i - i0) * G + g) * stride + (size_t)b * T,
-                               e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D,
-                               scratch);
-        }
+        const int ib = (b + 1) * T - first > i0 ? (b + 1) * T - first : i0;
+        const size_t v0 = (size_t)(ib - i0) * G;
+        kv_page_unpack(&e->value_format, kv_cache_full_page(kc, j->s->kv, j->layer, h, b, 1), tile);
+        kv_page_values(&e->value_format, tile, (i1 - ib) * G, scores + v0 * stride + (size_t)b * T,
+                       stride, orows + v0 * D, (size_t)D, scratch);
     }
     for (int i = i0; i < i1; i++) {
         const int p = first + i, own = (p / T) * T;
         for (int g = 0; g < G; g++) {
-            const float *sc = scores + ((size_t)(i - i0) * G + g) * stride;
-            float *out = e->attn + (size_t)(j->row0 + i) * qd + (size_t)(h * G + g) * D;
+            const size_t vec = (size_t)(i - i0) * G + g;
+            const float *sc = scores + vec * stride;
+            float *restrict out = orows + vec * D;
             for (int t = own; t <= p; t++) {
-                const float w = sc[t], *vr = vown + (size_t)(t - j->span0) * D;
+                const float w = sc[t], *restrict vr = vown + (size_t)(t - j->span0) * D;
                 for (int d = 0; d < D; d++)
                     out[d] += w * vr[d];
             }
         }
+        memcpy(e->attn + (size_t)(j->row0 + i) * qd + (size_t)h * G * D,
+               orows + (size_t)(i - i0) * G * D, (size_t)G * D * sizeof(float));
     }
 }
 
@@ -366,12 +371,15 @@ static void attend_task(void *ctx, int task) {
     const int n = c->n_kv_heads * j->n_row_blocks, G = c->n_heads / c->n_kv_heads;
     float *scores = e->scores + (size_t)task * ATTEND_ROWS * G *
                                     ((size_t)c->context_length + e->cache->config.block_size);
+    const size_t rows_floats = (size_t)ATTEND_ROWS * G * c->head_dim;
+    float *qrows = e->qrows + (size_t)task * rows_floats,
+          *orows = e->orows + (size_t)task * rows_floats;
     float *tile = e->tiles + (size_t)task * e->tile_floats;
     float *scratch = e->dot_scratch + (size_t)task * e->dot_scratch_floats;
     for (int k = n * task / POOL_TASKS; k < n * (task + 1) / POOL_TASKS; k++) {
         const int h = k / j->n_row_blocks, i0 = k % j->n_row_blocks * ATTEND_ROWS;
         const int i1 = i0 + ATTEND_ROWS < j->s->n_tokens ? i0 + ATTEND_ROWS : j->s->n_tokens;
-        attend_rows(j, h, i0, i1, scores, tile, scratch);
+        attend_rows(j, h, i0, i1, scores, qrows, orows, tile, scratch);
     }
 }
 

@@ -1,7 +1,8 @@
 /* kv_page_dot_test — scores and value sums read straight from pages written by the C codec agree
  * with the reference path (the page decoded by kv_page_decode_ref, products in double) for every
  * method, bit width and DecoQuant variant, on SmolLM2's page shape and odd ones, with the AVX2
- * kernels and the plain-C ones; and the same bits every time they are asked. */
+ * kernels and the plain-C ones; the same bits every time they are asked, and the same bits for a
+ * vector whatever other vectors share the call (a prompt chunk's rows against decode's one). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -66,11 +67,27 @@ static double page_xmax(const kv_page_format *f, const uint8_t *page, const floa
     return fmax(xmax, amax * bmax * f->rank);
 }
 
-/* One case: several pages, each with a fresh query and softmax-like weights. */
+enum { MAX_VECTORS = 13 }; /* a full 8-lane block, then 5; and 11: then 3 */
+
+/* The products of n vectors in one call: u, y [MAX_VECTORS][len]; values start at 1. */
+static void products(const kv_page_format *f, const float *tile, int role, int n, const float *u,
+                     float *y, int len, float *scratch) {
+    for (int k = 0; k < n * len; k++)
+        y[k] = role ? 1.0f : 0.0f;
+    if (role)
+        kv_page_values(f, tile, n, u, (size_t)len, y, (size_t)len, scratch);
+    else
+        kv_page_scores(f, tile, n, u, (size_t)len, 0.125f, y, (size_t)len, scratch);
+}
+
+/* One case: several pages, each with fresh queries and softmax-like weights. Each vector alone
+ * is checked against the reference (scores: s[t] = 0.125 q . k_t; values: out[c] = 1 + sum_t p_t
+ * v_t[c]); then 13, 11 and 2 vectors in one call must give each vector's bits alone. */
 static void check_case(const page_case *pc, int T, int D, double *worst) {
     dq_config cfg = pc->codec;
     cfg.block_size = T, cfg.head_dim = D;
     char msg[200];
+    const int len = T > D ? T : D;
     for (int role = 0; role < 2; role++) {
         dq_format fmt;
         if (dq_format_init(&fmt, &cfg, role ? DQ_VALUES : DQ_KEYS, msg, sizeof msg) != DS_OK) {
@@ -78,62 +95,59 @@ static void check_case(const page_case *pc, int T, int D, double *worst) {
             return;
         }
         const kv_page_format f = kv_page_format_from_dq(&fmt);
+        const int n_in = role ? T : D, n_out = role ? D : T;
         uint16_t *src = malloc((size_t)T * D * sizeof *src);
         uint8_t *page = aligned_alloc(16, fmt.page_bytes);
         void *work = aligned_alloc(16, dq_workspace_bytes(&fmt) + 16);
         float *decoded = malloc((size_t)T * D * sizeof(float));
-        float *scratch = malloc((kv_page_dot_scratch_floats(&f) + 1) * sizeof(float));
+        float *scratch = malloc((kv_page_dot_scratch_floats(&f, MAX_VECTORS) + 1) * sizeof(float));
         float *tile = malloc(kv_page_tile_floats(&f) * sizeof(float));
-        float *u = malloc((size_t)(T > D ? T : D) * sizeof(float));
-        float *y = malloc((size_t)(T > D ? T : D) * sizeof(float));
-        float *y2 = malloc((size_t)(T > D ? T : D) * sizeof(float));
+        float *u = malloc((size_t)MAX_VECTORS * len * sizeof(float));
+        float *y = malloc((size_t)MAX_VECTORS * len * sizeof(float));
+        float *y2 = malloc((size_t)MAX_VECTORS * len * sizeof(float));
         assert_true(src && page && work && decoded && scratch && tile && u && y && y2);
         for (int rep = 0; rep < 4; rep++) {
             fill_page(src, T, D);
             dq_compress_page(&fmt, src, (size_t)D, page, work);
             kv_page_decode_ref(&f, page, decoded);
             const double xmax = page_xmax(&f, page, decoded);
+            for (int k = 0; k < MAX_VECTORS * len; k++)
+                u[k] = role ? (float)fabs(ds_rng_gauss(&g_rng)) / (float)T
+                            : (float)ds_rng_gauss(&g_rng);
             for (int isa = QM_ISA_SCALAR; isa <= (int)qm_isa_supported(); isa++) {
                 qm_isa_force((qm_isa)isa);
+                const char *isa_name = qm_isa_name((qm_isa)isa);
                 kv_page_unpack(&f, page, tile);
-                if (!role) { /* scores: s[t] = 0.125 q . k_t */
-                    for (int c = 0; c < D; c++)
-                        u[c] = (float)ds_rng_gauss(&g_rng);
-                    kv_page_scores(&f, tile, u, 0.125f, y, scratch);
-                    kv_page_scores(&f, tile, u, 0.125f, y2, scratch);
-                    assert_memory_equal(y, y2, (size_t)T * sizeof(float));
-                    const double b = 0.125 * bound(u, D, xmax);
-                    for (int t = 0; t < T; t++) {
-                        double ref = 0.0;
-                        for (int c = 0; c < D; c++)
-                            ref += (double)u[c] * decoded[t * D + c];
-                        const double err = fabs(y[t] - 0.125 * ref);
+                for (int k = 0; k < MAX_VECTORS; k++) {
+                    const float *uk = u + (size_t)k * len;
+                    float *yk = y + (size_t)k * len;
+                    products(&f, tile, role, 1, uk, yk, len, scratch);
+                    products(&f, tile, role, 1, uk, y2, len, scratch);
+                    assert_memory_equal(yk, y2, (size_t)n_out * sizeof(float));
+                    const double b = role ? bound(uk, T, xmax) + 1e-6 : 0.125 * bound(uk, D, xmax);
+                    for (int o = 0; o < n_out; o++) {
+                        double ref = role ? 1.0 : 0.0;
+                        for (int i = 0; i < n_in; i++)
+                            ref += (double)uk[i] * (role ? decoded[i * D + o] : decoded[o * D + i]);
+                        if (!role) ref *= 0.125;
+                        const double err = fabs(yk[o] - ref);
                         *worst = fmax(*worst, err / b * 1e-6);
                         if (!(err <= b))
-                            fail_msg("%s T=%d D=%d isa=%s: s[%d] = %.9g, ref %.9g (bound %g)",
-                                     pc->name, T, D, qm_isa_name((qm_isa)isa), t, (double)y[t],
-                                     0.125 * ref, b);
+                            fail_msg("%s T=%d D=%d isa=%s: %s[%d] = %.9g, ref %.9g (bound %g)",
+                                     pc->name, T, D, isa_name, role ? "out" : "s", o, (double)yk[o],
+                                     ref, b);
                     }
-                } else { /* values: out[c] = 1 + sum_t p_t v_t[c] */
-                    for (int t = 0; t < T; t++)
-                        u[t] = (float)fabs(ds_rng_gauss(&g_rng)) / (float)T;
-                    for (int c = 0; c < D; c++)
-                        y[c] = y2[c] = 1.0f;
-                    kv_page_values(&f, tile, u, y, scratch);
-                    kv_page_values(&f, tile, u, y2, scratch);
-                    assert_memory_equal(y, y2, (size_t)D * sizeof(float));
-                    const double b = bound(u, T, xmax) + 1e-6;
-                    for (int c = 0; c < D; c++) {
-                        double ref = 1.0;
-                        for (int t = 0; t < T; t++)
-                            ref += (double)u[t] * decoded[t * D + c];
-                        const double err = fabs(y[c] - ref);
-                        *worst = fmax(*worst, err / b * 1e-6);
-                        if (!(err <= b))
-                            fail_msg("%s T=%d D=%d isa=%s: out[%d] = %.9g, ref %.9g (bound %g)",
-                                     pc->name, T, D, qm_isa_name((qm_isa)isa), c, (double)y[c], ref,
-                                     b);
-                    }
+                }
+                const int counts[] = {MAX_VECTORS, 11, 2};
+                for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+                    products(&f, tile, role, counts[ci], u, y2, len, scratch);
+                    for (int k = 0; k < counts[ci]; k++)
+                        if (memcmp(y + (size_t)k * len, y2 + (size_t)k * len,
+                                   (size_t)n_out * sizeof(float)))
+                            fail_msg("%s T=%d D=%d isa=%s %s: vector %d of %d in one call "
+                                     "differs from it alone",
+                                     pc->name, T, D, isa_name, role ? "values" : "scores", k,
+                                     counts[ci]);
                 }
             }
             qm_isa_force(qm_isa_supported());
