@@ -3,7 +3,7 @@
 decoserve can be compared against it on the same machine and the same text: prompt/decode speed and
 sliding-window perplexity with f16, q8_0 and q4_0 KV caches.
 
-    pip install llama-cpp-python numpy    # CMAKE_ARGS="-DGGML_NATIVE=ON" for a plain CPU build
+    pip install llama-cpp-python numpy    # or from a folder of wheels: tools/bench_cpu.sh says how
     python3 tools/peer_llamacpp.py speed --model $(tools/fetch-model.sh) [--json out.json]
     python3 tools/peer_llamacpp.py ppl --model $(tools/fetch-model.sh) \
         --text /work/shared/corpora/janeausten/emma.txt --kv q8_0 [--json out.json]
