@@ -17,38 +17,26 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import grpc
 import openai
-from grpc_tools import protoc
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "grpc"))
+sys.path.insert(0, os.path.join(HERE, "..", "pylib"))
 from checks import run_checks  # noqa: E402
 from http_json import exchange  # noqa: E402
+# serverlib compiles the stubs from our .proto and reads DECOSERVE, MKMODEL and the protos from argv
+from serverlib import (DECOSERVE, MKMODEL, STARTUP_S, TMP, decoserve_pb2_grpc,  # noqa: E402
+                       health_pb2, health_pb2_grpc, pb)
 
-DECOSERVE, MKMODEL, DECOSERVE_PROTO, HEALTH_PROTO = sys.argv[1:5]
-TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp()
 REAL_MODEL = os.environ.get("DECOSERVE_MODEL", "")
 REQUIRE_MODEL = os.environ.get("DECOSERVE_REQUIRE_MODEL", "") == "1"
 SMOLLM_SYSTEM = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
                  "Hugging Face<|im_end|>\n")
-STARTUP_S = 300  # loading under ASan is slow
-
-stubs = os.path.join(TMP, "stubs")
-os.makedirs(stubs, exist_ok=True)
-for proto in (DECOSERVE_PROTO, HEALTH_PROTO):
-    if protoc.main(["protoc", "-I" + os.path.dirname(proto), "--python_out=" + stubs,
-                    "--grpc_python_out=" + stubs, proto]) != 0:
-        sys.exit("grpc_tools.protoc failed on " + proto)
-sys.path.insert(0, stubs)
-import decoserve_pb2 as pb  # noqa: E402
-import decoserve_pb2_grpc  # noqa: E402
-import health_pb2  # noqa: E402
-import health_pb2_grpc  # noqa: E402
 
 
 class Server:
